@@ -1,0 +1,171 @@
+//! The configuration schema: the structs users write in TOML.
+//!
+//! Each field's `///` doc is the user documentation (README's config section
+//! repeats it). Unknown keys are refused so that a typo is an error, not a
+//! silently ignored setting.
+
+use crate::units::{ByteSize, HumanDuration};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::time::Duration;
+
+/// Default MLLP frame cap.
+pub const DEFAULT_MAX_FRAME: ByteSize = ByteSize(1 << 20);
+/// Default cap on concurrent connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default time a connection may stay silent before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: HumanDuration = HumanDuration(Duration::from_secs(600));
+/// Default window in which a retransmitted message (same MSH-3, MSH-4,
+/// MSH-10) is acknowledged again without being stored twice.
+pub const DEFAULT_DEDUP_WINDOW: HumanDuration = HumanDuration(Duration::from_secs(600));
+/// Default topic a listener writes to.
+pub const DEFAULT_LISTENER_TOPIC: &str = "hl7.inbound";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "medbus-data";
+/// Default cap on records per group commit.
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 4096;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the message store lives. `--data-dir` overrides it.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Log message bodies and field values (patient data). Off by default;
+    /// turning it on is the only way patient data reaches the logs.
+    #[serde(default)]
+    pub log_payloads: bool,
+    /// How records are made durable.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// MLLP listeners: one per feed. A config file names all of them.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+fn default_data_dir() -> String {
+    DEFAULT_DATA_DIR.to_string()
+}
+
+/// `[storage]`: durability of the message store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `"fsync"` (default): a record is acknowledged only after sled's flush
+    /// and an `fdatasync` of its files, so it survives power loss.
+    /// `"flush"`: after sled's flush only (survives a process crash, not
+    /// necessarily power loss). `"none"`: acknowledged once in memory; sled
+    /// writes it out within about half a second.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Most records one group commit takes; more wait for the next one.
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: Spanned<usize>,
+}
+
+fn default_max_batch_records() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_MAX_BATCH_RECORDS)
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            max_batch_records: default_max_batch_records(),
+        }
+    }
+}
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Flush and fdatasync before acknowledging.
+    #[default]
+    Fsync,
+    /// Flush (written to the OS) before acknowledging.
+    Flush,
+    /// Acknowledge once applied in memory.
+    None,
+}
+
+impl Durability {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Flush => "flush",
+            Durability::None => "none",
+        }
+    }
+}
+
+/// `[[listeners]]`: an MLLP listener, one per sending system or feed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name; used in metrics, headers and the dead-letter topic
+    /// `dlq.<name>`. Letters, digits, `_` and `-`, at most 64.
+    pub name: Spanned<String>,
+    /// Address to bind, `host:port`. Use `127.0.0.1` unless other machines
+    /// must connect.
+    pub listen: Spanned<String>,
+    /// Topic every accepted message is appended to (default `hl7.inbound`).
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
+    /// Largest MLLP frame accepted (default `"1MiB"`); a larger one is
+    /// answered AR and the connection closed.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: Spanned<ByteSize>,
+    /// Most concurrent connections (default 256); more are refused with a
+    /// log line and a counter.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<usize>,
+    /// A connection silent this long is closed (default `"10m"`).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Spanned<HumanDuration>,
+    /// A message whose MSH-3, MSH-4 and MSH-10 match one stored within this
+    /// window is a retransmission: acknowledged again, not stored twice
+    /// (default `"10m"`; `"0s"` turns it off).
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: HumanDuration,
+}
+
+fn default_max_frame() -> Spanned<ByteSize> {
+    Spanned::new(0..0, DEFAULT_MAX_FRAME)
+}
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_MAX_CONNECTIONS)
+}
+fn default_idle_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, DEFAULT_IDLE_TIMEOUT)
+}
+fn default_dedup_window() -> HumanDuration {
+    DEFAULT_DEDUP_WINDOW
+}
+
+impl ListenerConfig {
+    /// The topic this listener writes to.
+    pub fn topic(&self) -> &str {
+        self.topic
+            .as_ref()
+            .map(|t| t.get_ref().as_str())
+            .unwrap_or(DEFAULT_LISTENER_TOPIC)
+    }
+
+    /// The name, as a plain string.
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    /// The frame cap in bytes.
+    pub fn max_frame_bytes(&self) -> usize {
+        usize::try_from(self.max_frame.get_ref().0).unwrap_or(usize::MAX)
+    }
+
+    /// The dead-letter topic for this listener's rejected input.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("dlq.{}", self.name.get_ref())
+    }
+}
