@@ -1,1 +1,19 @@
-//! medbus
+//! # medbus — the broker
+//!
+//! HL7 v2 feeds arrive over MLLP, land in durable topics before anyone is
+//! told they arrived, and flow on from there.
+//!
+//! # Layout
+//! - [`storage`]: durable topics on sled, group commit, the record envelope.
+//! - [`mllp`]: the MLLP listener and one session actor per connected system.
+//! - [`ack`]: fresh control ids and HL7 timestamps for the ACKs we send.
+//! - [`headers`]: the record header names medbus writes.
+//! - [`server`]: starts every component of a config inside an actix system.
+//! - [`cli`]: the subcommands other than `serve` (`send`, `dump`, `topics`, …).
+
+pub mod ack;
+pub mod cli;
+pub mod headers;
+pub mod mllp;
+pub mod server;
+pub mod storage;

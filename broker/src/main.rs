@@ -1,1 +1,224 @@
-fn main(){}
+//! The `medbus` command line: `serve` runs the broker; the other subcommands
+//! are operator tools. Exit codes: 0 success, 1 the operation ran but failed
+//! (a NAK, a failed check), 2 bad usage or bad config.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use medbus::cli;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "medbus",
+    version,
+    about = "A self-hosted HL7 v2 / FHIR integration broker"
+)]
+struct Args {
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=medbus=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (with the embedded default config unless --config is given).
+    Serve {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the config's data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a config file; errors as file:line:col: key: message, exit 2.
+    CheckConfig {
+        /// Config file (TOML).
+        file: PathBuf,
+    },
+    /// Send HL7 files over MLLP; exit 1 unless every message got AA or CA.
+    Send {
+        /// Listener address.
+        #[arg(long, default_value = "127.0.0.1:2575")]
+        to: String,
+        /// Seconds to wait for each ACK.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Print every message's outcome.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Files of one or many messages, MLLP-framed or not, any separator.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the topics of a stopped broker's data directory.
+    Topics {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a stopped broker's topic as JSON lines.
+    Dump {
+        /// Topic name.
+        topic: String,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// First offset.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most records to print.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("medbus: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, data_dir } => serve(config, data_dir),
+        Command::CheckConfig { file } => match medbus_config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Send {
+            to,
+            timeout,
+            verbose,
+            files,
+        } => {
+            let summary = cli::send::run(&cli::send::SendOptions {
+                to: to.clone(),
+                files,
+                timeout: Duration::from_secs(timeout.max(1)),
+                max_ack: 1 << 20,
+                verbose,
+            })?;
+            println!(
+                "sent {} messages to {to}: {}",
+                summary.sent,
+                summary.describe()
+            );
+            Ok(if summary.all_accepted() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Topics { data_dir, json } => {
+            let topics = cli::topics::run(&data_dir)?;
+            if json {
+                println!("{}", serde_json::to_string(&topics)?);
+            } else {
+                print!("{}", cli::topics::render(&topics));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dump {
+            topic,
+            data_dir,
+            from,
+            count,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            cli::dump::run(&data_dir, &topic, from, count, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = match &config_path {
+        Some(p) => match medbus_config::load(p) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => medbus_config::embedded_default(),
+    };
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&config.data_dir));
+    let system = actix::System::new();
+    let outcome = system.block_on(async {
+        let server = medbus::server::start(&config, &data_dir)
+            .await
+            .context("cannot start")?;
+        println!(
+            "medbus {} serving; data dir {} (durability {})",
+            env!("CARGO_PKG_VERSION"),
+            data_dir.display(),
+            config.storage.durability.as_str()
+        );
+        for l in &server.listeners {
+            println!(
+                "mllp listener {:?} on {} -> topic {}",
+                l.name, l.addr, l.topic
+            );
+        }
+        println!("ready");
+        wait_for_shutdown_signal().await?;
+        tracing::info!("shutting down");
+        Ok::<_, anyhow::Error>(server)
+    });
+    let server = outcome?;
+    // Stop actors, then let the committer finish and sync what is queued.
+    actix::System::current().stop();
+    drop(system);
+    server.store.close();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

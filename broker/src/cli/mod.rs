@@ -1,0 +1,12 @@
+//! The subcommands other than `serve`, each in its own module. They return
+//! typed results; `main.rs` turns them into exit codes.
+//!
+//! - [`send`]: send HL7 files over MLLP and summarise the ACKs.
+//! - [`dump`]: print a stopped broker's topic as JSON lines.
+//! - [`topics`]: list a stopped broker's topics.
+//! - [`split`]: cut files into HL7 messages (framed or not, any separator).
+
+pub mod dump;
+pub mod send;
+pub mod split;
+pub mod topics;

@@ -1,0 +1,241 @@
+//! `medbus send`: send HL7 files to an MLLP listener and summarise the ACKs.
+//!
+//! Each message is sent and its ACK awaited before the next (what most
+//! sending systems do). An ACK counts only if its MSA-2 names the message
+//! sent; anything else is reported, never matched to the next message.
+
+use super::split::split_messages;
+use bytes::BytesMut;
+use medbus_hl7::Message;
+use medbus_mllp::{Decoded, MllpCodec};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::codec::Decoder;
+
+/// What to send and how.
+pub struct SendOptions {
+    /// `host:port` of the listener.
+    pub to: String,
+    /// Files of one or many messages.
+    pub files: Vec<PathBuf>,
+    /// How long to wait for each ACK (and for the connection).
+    pub timeout: Duration,
+    /// Largest ACK frame accepted.
+    pub max_ack: usize,
+    /// Print every message's outcome, not only failures.
+    pub verbose: bool,
+}
+
+/// Why `send` could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The input held no HL7 message.
+    #[error("no HL7 messages found in the given files")]
+    Empty,
+}
+
+/// The outcome of one message.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// An ACK with this MSA-1 code that answers the message.
+    Ack(String),
+    /// An ACK that answers another message (MSA-2 mismatch).
+    Mismatch,
+    /// No usable ACK: connection error, timeout, or unparseable reply.
+    NoAck,
+}
+
+impl Outcome {
+    fn label(&self) -> String {
+        match self {
+            Outcome::Ack(c) => c.clone(),
+            Outcome::Mismatch => "wrong ACK".into(),
+            Outcome::NoAck => "no ACK".into(),
+        }
+    }
+}
+
+/// Counts by outcome.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Messages attempted.
+    pub sent: usize,
+    /// Outcome → count.
+    pub counts: BTreeMap<Outcome, usize>,
+}
+
+impl Summary {
+    /// Whether every message got AA or CA.
+    pub fn all_accepted(&self) -> bool {
+        self.counts
+            .keys()
+            .all(|o| matches!(o, Outcome::Ack(c) if c == "AA" || c == "CA"))
+    }
+
+    /// `166 AA, 2 AR`.
+    pub fn describe(&self) -> String {
+        self.counts
+            .iter()
+            .map(|(o, n)| format!("{n} {}", o.label()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    codec: MllpCodec,
+    buf: BytesMut,
+}
+
+fn connect(to: &str, timeout: Duration) -> std::io::Result<Conn> {
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("{to} resolves to no address"),
+    );
+    for addr in to.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                stream.set_nodelay(true)?;
+                return Ok(Conn {
+                    stream,
+                    codec: MllpCodec::new(usize::MAX),
+                    buf: BytesMut::with_capacity(4096),
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl Conn {
+    fn exchange(&mut self, msg: &[u8], max_ack: usize) -> Result<Vec<u8>, String> {
+        self.stream
+            .write_all(&MllpCodec::frame(msg))
+            .map_err(|e| format!("write failed: {e}"))?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(Decoded::Frame(f))) => return Ok(f.to_vec()),
+                Ok(Some(Decoded::Truncated(_))) => return Err("truncated ACK frame".into()),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if self.buf.len() > max_ack {
+                return Err(format!("ACK larger than {max_ack} bytes"));
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| format!("no ACK: {e}"))?;
+            if n == 0 {
+                return Err("connection closed before the ACK".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Judge an ACK against the control id of the message it should answer;
+/// returns the outcome and a short reason for anything but AA/CA.
+pub fn judge_ack(ack: &[u8], control_id: &str) -> (Outcome, String) {
+    let Ok(m) = Message::parse(ack) else {
+        return (Outcome::NoAck, "unparseable ACK".into());
+    };
+    let code = m
+        .get("MSA-1")
+        .ok()
+        .flatten()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let answered = m
+        .get("MSA-2")
+        .ok()
+        .flatten()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    if code.is_empty() {
+        return (Outcome::NoAck, "ACK without MSA-1".into());
+    }
+    if answered != control_id {
+        return (
+            Outcome::Mismatch,
+            format!("ACK answers {answered:?}, not {control_id:?}"),
+        );
+    }
+    let reason = ["ERR-8", "ERR-3.2", "MSA-3", "ERR-1.4.2"]
+        .iter()
+        .find_map(|p| m.get(p).ok().flatten())
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    (Outcome::Ack(code), reason)
+}
+
+/// Send every message of `opts.files`; `on_progress` is called after each.
+pub fn run(opts: &SendOptions) -> Result<Summary, SendError> {
+    let mut messages = Vec::new();
+    for path in &opts.files {
+        let bytes = std::fs::read(path).map_err(|source| SendError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for (i, m) in split_messages(&bytes).into_iter().enumerate() {
+            messages.push((format!("{}#{}", path.display(), i + 1), m));
+        }
+    }
+    if messages.is_empty() {
+        return Err(SendError::Empty);
+    }
+    let bar = indicatif::ProgressBar::new(messages.len() as u64);
+    let mut summary = Summary::default();
+    let mut conn: Option<Conn> = None;
+    for (name, msg) in &messages {
+        let control_id = Message::parse(msg)
+            .ok()
+            .and_then(|m| m.header().control_id.map(|c| c.to_string()))
+            .unwrap_or_default();
+        let result = match conn.as_mut() {
+            Some(c) => Ok(c),
+            None => connect(&opts.to, opts.timeout)
+                .map(|c| conn.insert(c))
+                .map_err(|e| format!("cannot connect to {}: {e}", opts.to)),
+        }
+        .and_then(|c| c.exchange(msg, opts.max_ack));
+        let (outcome, reason) = match result {
+            Ok(ack) => judge_ack(&ack, &control_id),
+            Err(e) => {
+                conn = None;
+                (Outcome::NoAck, e)
+            }
+        };
+        summary.sent += 1;
+        let accepted = matches!(&outcome, Outcome::Ack(c) if c == "AA" || c == "CA");
+        if opts.verbose || !accepted {
+            bar.suspend(|| {
+                if reason.is_empty() {
+                    println!("{name} {control_id}: {}", outcome.label());
+                } else {
+                    println!("{name} {control_id}: {}: {reason}", outcome.label());
+                }
+            });
+        }
+        *summary.counts.entry(outcome).or_default() += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}

@@ -1,0 +1,30 @@
+//! Names of the record headers medbus writes, in one place so that writers,
+//! routes and `dump` readers agree.
+
+/// Content type of HL7 v2 ER7 payloads.
+pub const CONTENT_TYPE_HL7: &str = "application/hl7-v2+er7";
+/// Content type of raw bytes that could not be interpreted.
+pub const CONTENT_TYPE_RAW: &str = "application/octet-stream";
+
+/// The listener a message arrived on.
+pub const LISTENER: &str = "medbus.listener";
+/// The peer's `ip:port`.
+pub const PEER: &str = "medbus.peer";
+/// Why a record is in a dead-letter topic.
+pub const ERROR: &str = "medbus.error";
+/// Where a dead-lettered record came from (listener, route, destination).
+pub const SOURCE: &str = "medbus.source";
+/// MSH-9 as `code^trigger`.
+pub const MESSAGE_TYPE: &str = "hl7.message_type";
+/// MSH-10.
+pub const CONTROL_ID: &str = "hl7.control_id";
+/// MSH-3.1.
+pub const SENDING_APPLICATION: &str = "hl7.sending_application";
+/// MSH-4.1.
+pub const SENDING_FACILITY: &str = "hl7.sending_facility";
+/// MSH-5.1.
+pub const RECEIVING_APPLICATION: &str = "hl7.receiving_application";
+/// MSH-6.1.
+pub const RECEIVING_FACILITY: &str = "hl7.receiving_facility";
+/// MSH-12.1.
+pub const VERSION: &str = "hl7.version";

@@ -1,0 +1,102 @@
+//! `MllpListener`: the accept loop of one configured listener.
+//!
+//! It owns the listening socket and the listener's settings, enforces the
+//! connection cap, and starts an [`MllpSession`] per accepted connection.
+
+use super::session::MllpSession;
+use crate::storage::Store;
+use actix::prelude::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Everything a session needs to know about its listener; shared, read-only.
+pub struct ListenerContext {
+    /// Listener name (metrics label, record header, dead-letter topic).
+    pub name: String,
+    /// Topic accepted messages are appended to.
+    pub topic: String,
+    /// Topic rejected input goes to (`dlq.<name>`).
+    pub dead_letter_topic: String,
+    /// The message store.
+    pub store: Store,
+    /// MLLP frame cap in bytes.
+    pub max_frame: usize,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Close a connection silent this long.
+    pub idle_timeout: Duration,
+    /// Retransmission window (zero: off).
+    pub dedup_window: Duration,
+    /// Whether message content may appear in logs.
+    pub log_payloads: bool,
+    /// Connections open right now.
+    pub connections: AtomicUsize,
+}
+
+/// Accepts connections for one listener.
+pub struct MllpListener {
+    /// Shared settings handed to every session.
+    ctx: Arc<ListenerContext>,
+    /// The bound socket, taken by `started`.
+    socket: Option<TcpListener>,
+}
+
+impl MllpListener {
+    /// A listener actor for an already bound socket (binding happens before
+    /// start so that a bind error stops start-up with a clear message).
+    pub fn new(ctx: Arc<ListenerContext>, socket: TcpListener) -> Self {
+        Self {
+            ctx,
+            socket: Some(socket),
+        }
+    }
+}
+
+impl Actor for MllpListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(socket) = self.socket.take() {
+            let accepts = futures_util::stream::unfold(socket, |s| async move {
+                let next = s.accept().await;
+                Some((next, s))
+            });
+            ctx.add_stream(accepts);
+        }
+    }
+}
+
+impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
+    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, _ctx: &mut Context<Self>) {
+        let (stream, peer) = match item {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: keep listening, the condition may pass.
+                tracing::warn!(listener = %self.ctx.name, error = %e, "accept failed");
+                return;
+            }
+        };
+        let open = self.ctx.connections.load(Ordering::Relaxed);
+        if open >= self.ctx.max_connections {
+            tracing::warn!(
+                listener = %self.ctx.name, %peer, limit = self.ctx.max_connections,
+                "connection refused: listener is at its max_connections limit"
+            );
+            drop(stream);
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        self.ctx.connections.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(listener = %self.ctx.name, %peer, "connection opened");
+        MllpSession::start_for(self.ctx.clone(), stream, peer);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // The accept stream never ends on its own; keep the actor alive.
+    }
+}

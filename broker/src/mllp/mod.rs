@@ -1,0 +1,14 @@
+//! The MLLP side of the broker: one listener actor per configured listener,
+//! one session actor per connected system.
+//!
+//! # Layout
+//! - [`listener`]: [`MllpListener`] accepts connections within the
+//!   listener's connection cap and starts a session for each.
+//! - [`session`]: [`MllpSession`] turns frames into durable records and
+//!   answers each with an ACK — AA only after the durable commit.
+
+pub mod listener;
+pub mod session;
+
+pub use listener::{ListenerContext, MllpListener};
+pub use session::MllpSession;

@@ -1,0 +1,280 @@
+//! `MllpSession`: one connected system.
+//!
+//! Frames are handled strictly one at a time, in arrival order: a frame is
+//! parsed, appended to the listener's topic, and answered only when the
+//! append is durable (AA), or refused (AR with ERR, raw bytes to
+//! `dlq.<listener>`), or failed in storage (AE with ERR, never AA). While a
+//! frame waits for its commit the session reads nothing more, so a peer that
+//! pipelines frames is held back by TCP flow control and the session's memory
+//! stays bounded by the frame cap. Throughput comes from the group commit
+//! across connections, not from pipelining within one.
+
+use super::listener::ListenerContext;
+use crate::headers;
+use crate::storage::{
+    fingerprint, now_ms, AppendOutcome, AppendRequest, DedupKey, Record, StorageError,
+};
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use bytes::Bytes;
+use medbus_hl7::ack::{build_ack, build_ack_for_unparsed, AckCode, AckError};
+use medbus_hl7::{ErrorCode, Message};
+use medbus_mllp::{Decoded, MllpCodec, MllpError};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+/// One connection from a sending system.
+pub struct MllpSession {
+    /// The listener's settings and the store.
+    ctx: Arc<ListenerContext>,
+    /// Who is connected: logged and stored with every record.
+    peer: SocketAddr,
+    /// Buffered, backpressured writer for ACK frames.
+    writer: FramedWrite<Bytes, OwnedWriteHalf, MllpCodec>,
+    /// Last time a byte arrived, for the idle timeout.
+    last_activity: Instant,
+}
+
+impl MllpSession {
+    /// Start a session actor for an accepted connection.
+    pub fn start_for(ctx: Arc<ListenerContext>, stream: TcpStream, peer: SocketAddr) {
+        let (read, write) = stream.into_split();
+        let max_frame = ctx.max_frame;
+        MllpSession::create(move |actor_ctx| {
+            actor_ctx.add_stream(FramedRead::new(read, MllpCodec::new(max_frame)));
+            MllpSession {
+                writer: FramedWrite::new(write, MllpCodec::new(max_frame), actor_ctx),
+                ctx,
+                peer,
+                last_activity: Instant::now(),
+            }
+        });
+    }
+
+    fn reply(&mut self, ack: Vec<u8>) {
+        self.writer.write(Bytes::from(ack));
+    }
+
+    /// Handle one complete frame.
+    fn on_frame(&mut self, payload: Bytes, ctx: &mut Context<Self>) {
+        let received = Instant::now();
+        let parsed = Message::parse(&payload);
+        let msg = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                let err = AckError::from(&e);
+                self.reject(payload, err, "malformed HL7 message", ctx);
+                return;
+            }
+        };
+        let h = msg.header();
+        let message_type = h.message_type();
+        let control_id = h.control_id.as_deref().unwrap_or("").to_string();
+        let mut hdrs = vec![
+            (headers::LISTENER.to_string(), self.ctx.name.clone()),
+            (headers::PEER.to_string(), self.peer.to_string()),
+            (headers::MESSAGE_TYPE.to_string(), message_type.clone()),
+            (headers::CONTROL_ID.to_string(), control_id.clone()),
+        ];
+        for (name, value) in [
+            (headers::SENDING_APPLICATION, &h.sending_application),
+            (headers::SENDING_FACILITY, &h.sending_facility),
+            (headers::RECEIVING_APPLICATION, &h.receiving_application),
+            (headers::RECEIVING_FACILITY, &h.receiving_facility),
+            (headers::VERSION, &h.version),
+        ] {
+            if let Some(v) = value {
+                hdrs.push((name.to_string(), v.to_string()));
+            }
+        }
+        let dedup = (!self.ctx.dedup_window.is_zero() && !control_id.is_empty()).then(|| {
+            let mut key = Vec::with_capacity(64);
+            for part in [
+                self.ctx.name.as_str(),
+                h.sending_application.as_deref().unwrap_or(""),
+                h.sending_facility.as_deref().unwrap_or(""),
+                control_id.as_str(),
+            ] {
+                key.extend_from_slice(part.as_bytes());
+                key.push(0);
+            }
+            DedupKey {
+                key,
+                window: self.ctx.dedup_window,
+                fingerprint: fingerprint(&payload),
+            }
+        });
+        let accepted = build_ack(
+            &msg,
+            AckCode::AA,
+            None,
+            &crate::ack::next_control_id(),
+            &crate::ack::hl7_now(),
+        );
+        let request = AppendRequest {
+            topic: self.ctx.topic.clone(),
+            record: Record {
+                timestamp_ms: now_ms(),
+                headers: hdrs,
+                content_type: headers::CONTENT_TYPE_HL7.to_string(),
+                payload: payload.to_vec(),
+            },
+            dedup,
+        };
+        if self.ctx.log_payloads {
+            tracing::debug!(payload = %String::from_utf8_lossy(&payload), "message content");
+        }
+        let fut = self.ctx.store.append(request);
+        ctx.wait(fut.into_actor(self).map(move |result, act, _ctx| {
+            let span = tracing::debug_span!(
+                "mllp.message",
+                listener = %act.ctx.name, control_id = %control_id, message_type = %message_type
+            );
+            let _enter = span.enter();
+            match result {
+                Ok(AppendOutcome::Stored { topic, offset }) => {
+                    tracing::debug!(%topic, offset, ack_us = received.elapsed().as_micros() as u64, "stored");
+                    act.reply(accepted);
+                }
+                Ok(AppendOutcome::Duplicate { topic, offset }) => {
+                    tracing::info!(%topic, offset, "retransmission acknowledged again, not stored twice");
+                    act.reply(accepted);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "message not stored: answering AE");
+                    act.reply(storage_nak(&payload, &e));
+                }
+            }
+        }));
+    }
+
+    /// Refuse a frame: its raw bytes go to the dead-letter topic (durably),
+    /// then an AR with ERR goes back.
+    fn reject(&mut self, payload: Bytes, err: AckError, what: &str, ctx: &mut Context<Self>) {
+        tracing::warn!(listener = %self.ctx.name, peer = %self.peer, reason = %err.text, "{what}: answering AR");
+        let request = AppendRequest {
+            topic: self.ctx.dead_letter_topic.clone(),
+            record: Record {
+                timestamp_ms: now_ms(),
+                headers: vec![
+                    (headers::LISTENER.to_string(), self.ctx.name.clone()),
+                    (
+                        headers::SOURCE.to_string(),
+                        format!("listener/{}", self.ctx.name),
+                    ),
+                    (headers::PEER.to_string(), self.peer.to_string()),
+                    (headers::ERROR.to_string(), err.text.clone()),
+                ],
+                content_type: headers::CONTENT_TYPE_RAW.to_string(),
+                payload: payload.to_vec(),
+            },
+            dedup: None,
+        };
+        let fut = self.ctx.store.append(request);
+        ctx.wait(fut.into_actor(self).map(move |result, act, _ctx| {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "rejected message could not be dead-lettered");
+            }
+            act.reply(nak_for(&payload, AckCode::AR, &err));
+        }));
+    }
+}
+
+/// A NAK addressed as well as the bytes allow: from the whole message when it
+/// parses, from its MSH segment alone when only that parses, else generic.
+fn nak_for(payload: &[u8], code: AckCode, err: &AckError) -> Vec<u8> {
+    let id = crate::ack::next_control_id();
+    let now = crate::ack::hl7_now();
+    if let Ok(msg) = Message::parse(payload) {
+        return build_ack(&msg, code, Some(err), &id, &now);
+    }
+    let msh_end = payload
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(payload.len());
+    if let Some(msh) = payload.get(..msh_end) {
+        if let Ok(msg) = Message::parse(msh) {
+            return build_ack(&msg, code, Some(err), &id, &now);
+        }
+    }
+    build_ack_for_unparsed(code, err, &id, &now)
+}
+
+fn storage_nak(payload: &[u8], e: &StorageError) -> Vec<u8> {
+    let err = AckError {
+        code: ErrorCode::ApplicationInternalError,
+        location: None,
+        text: format!("message not stored, send it again later: {e}"),
+    };
+    nak_for(payload, AckCode::AE, &err)
+}
+
+impl Actor for MllpSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let tick =
+            (self.ctx.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        ctx.run_interval(tick, |act, ctx| {
+            if act.last_activity.elapsed() >= act.ctx.idle_timeout {
+                tracing::info!(listener = %act.ctx.name, peer = %act.peer, "closing idle connection");
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.ctx.connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(listener = %self.ctx.name, peer = %self.peer, "connection closed");
+    }
+}
+
+impl StreamHandler<Result<Decoded, MllpError>> for MllpSession {
+    fn handle(&mut self, item: Result<Decoded, MllpError>, ctx: &mut Context<Self>) {
+        self.last_activity = Instant::now();
+        match item {
+            Ok(Decoded::Frame(payload)) => self.on_frame(payload, ctx),
+            Ok(Decoded::Truncated(partial)) => {
+                let err = AckError {
+                    code: ErrorCode::SegmentSequenceError,
+                    location: None,
+                    text: "MLLP frame cut short: a new start block (0x0B) or the end of the connection came before the end block (0x1C 0x0D)".into(),
+                };
+                self.reject(partial, err, "truncated MLLP frame", ctx);
+            }
+            Err(MllpError::FrameTooLarge { limit, head }) => {
+                let err = AckError {
+                    code: ErrorCode::ApplicationInternalError,
+                    location: None,
+                    text: format!("message exceeds the listener's max_frame of {limit} bytes; only its first {} bytes were kept", head.len()),
+                };
+                self.reject(head, err, "oversized MLLP frame", ctx);
+                // The rest of the stream cannot be trusted: close once the AR
+                // is written.
+                ctx.wait(actix::fut::ready(()).map(|_, act: &mut Self, _| act.writer.close()));
+            }
+            Err(MllpError::Io(e)) => {
+                tracing::info!(listener = %self.ctx.name, peer = %self.peer, error = %e, "read failed");
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // The peer closed its side: flush what is still queued, then stop
+        // (WriteHandler::finished stops the actor once the writer is closed).
+        self.writer.close();
+    }
+}
+
+impl WriteHandler<MllpError> for MllpSession {
+    fn error(&mut self, err: MllpError, _ctx: &mut Context<Self>) -> Running {
+        tracing::info!(listener = %self.ctx.name, peer = %self.peer, error = %err, "write failed");
+        Running::Stop
+    }
+}

@@ -1,0 +1,320 @@
+//! The message store: durable topics on one sled `Db`.
+//!
+//! Everything above this module talks to storage through [`Store`]: append
+//! with a durable acknowledgement, read from an offset, list topics, wait for
+//! commits. Nothing else reaches into sled, so that a later medbus can put a
+//! distributed log behind the same interface.
+//!
+//! On disk: topic `T` is the sled tree `t/T`; a key is the record's offset as
+//! a big-endian u64 (so trees iterate in offset order); a value is a
+//! [`Record`] envelope. Writes go through the single [`committer`] thread.
+
+pub mod committer;
+pub mod record;
+
+pub use committer::{now_ms, CommitObserver, CommitStats};
+pub use record::{Record, RecordError};
+
+use medbus_config::Durability;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Prefix of topic trees.
+const TOPIC_PREFIX: &str = "t/";
+
+/// Errors from the message store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// Another process (a running broker) holds the data directory.
+    #[error("data directory {0} is in use by another medbus process")]
+    Locked(String),
+    /// sled reported an error.
+    #[error("storage error: {0}")]
+    Sled(String),
+    /// The batch could not be made durable (flush or fdatasync failed, e.g.
+    /// disk full): nothing in it may be acknowledged.
+    #[error("could not make the batch durable: {0}")]
+    Durability(String),
+    /// A stored value could not be encoded or decoded.
+    #[error("bad record: {0}")]
+    Record(String),
+    /// The committer has stopped (the broker is shutting down).
+    #[error("the message store is closed")]
+    Closed,
+    /// A topic name outside `[A-Za-z0-9._-]{1,200}`.
+    #[error("invalid topic name {0:?}")]
+    InvalidTopic(String),
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        StorageError::Sled(e.to_string())
+    }
+}
+
+/// A retransmission key: appends with the same key inside the window are
+/// stored once.
+#[derive(Debug, Clone)]
+pub struct DedupKey {
+    /// Opaque key bytes (listener, MSH-3, MSH-4, MSH-10).
+    pub key: Vec<u8>,
+    /// How long the key is remembered after the first store.
+    pub window: Duration,
+    /// Fingerprint of the content ([`fingerprint`]): a key seen again with
+    /// different content is not a retransmission but a reused control id,
+    /// and is stored (nothing is ever dropped on a key match alone).
+    pub fingerprint: u64,
+}
+
+/// FNV-1a 64 of `bytes`: a stable (on-disk) content fingerprint.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// One record to append to one topic.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// Target topic.
+    pub topic: String,
+    /// What to store.
+    pub record: Record,
+    /// Retransmission key, when the source has one.
+    pub dedup: Option<DedupKey>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored durably at `offset` of `topic`.
+    Stored {
+        /// The topic written.
+        topic: String,
+        /// The record's offset.
+        offset: u64,
+    },
+    /// A retransmission of a record already stored at `offset`.
+    Duplicate {
+        /// The topic the original went to.
+        topic: String,
+        /// The original's offset.
+        offset: u64,
+    },
+}
+
+/// Summary of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Oldest offset still stored.
+    pub first: Option<u64>,
+    /// Newest offset.
+    pub last: Option<u64>,
+    /// Records stored.
+    pub count: u64,
+}
+
+/// Opening options.
+pub struct StoreOptions {
+    /// Durability level.
+    pub durability: Durability,
+    /// Cap on records per group commit.
+    pub max_batch: usize,
+    /// Called after each group commit.
+    pub observer: Option<CommitObserver>,
+}
+
+/// Handle to the message store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    dir: PathBuf,
+    ops: std::sync::Mutex<Option<mpsc::Sender<committer::Op>>>,
+    committed: watch::Receiver<u64>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Whether `name` is a valid topic name.
+pub fn is_valid_topic(name: &str) -> bool {
+    medbus_config::validate::is_valid_topic(name)
+}
+
+pub(crate) fn open_topic_tree(db: &sled::Db, name: &str) -> Result<sled::Tree, StorageError> {
+    if !is_valid_topic(name) {
+        return Err(StorageError::InvalidTopic(name.to_string()));
+    }
+    Ok(db.open_tree(format!("{TOPIC_PREFIX}{name}"))?)
+}
+
+pub(crate) fn last_offset(tree: &sled::Tree) -> Result<Option<u64>, StorageError> {
+    Ok(tree.last()?.and_then(|(k, _)| key_offset(&k)))
+}
+
+fn key_offset(k: &[u8]) -> Option<u64> {
+    k.try_into().ok().map(u64::from_be_bytes)
+}
+
+impl Store {
+    /// Open (or create) the store in `dir` and start its committer.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Sled(format!("cannot create {}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                StorageError::Locked(dir.display().to_string())
+            }
+            other => StorageError::from(other),
+        })?;
+        // Make the directory entries of sled's files durable once.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        let log_file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(dir.join("db"))
+            .ok();
+        let (tx, rx) = mpsc::channel();
+        let (committed_tx, committed_rx) = watch::channel(0);
+        let committer = committer::Committer {
+            db: db.clone(),
+            dir: dir.to_path_buf(),
+            durability: options.durability,
+            max_batch: options.max_batch.max(1),
+            ops: rx,
+            committed: committed_tx,
+            observer: options.observer,
+            next: Default::default(),
+            log_file,
+            synced_blob: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("medbus-committer".into())
+            .spawn(move || committer.run())
+            .map_err(|e| StorageError::Sled(format!("cannot start committer: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                dir: dir.to_path_buf(),
+                ops: std::sync::Mutex::new(Some(tx)),
+                committed: committed_rx,
+                thread: std::sync::Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Queue an append; the returned future resolves once the record is
+    /// durable (per the configured durability) or the append failed.
+    pub fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.inner.ops.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(tx) => tx.send(committer::Op::Append { request, reply }).is_ok(),
+                None => false,
+            },
+            Err(_) => false,
+        };
+        async move {
+            if !sent {
+                return Err(StorageError::Closed);
+            }
+            rx.await.unwrap_or(Err(StorageError::Closed))
+        }
+    }
+
+    /// Up to `max` records of `topic` from offset `from` on.
+    pub fn read(
+        &self,
+        topic: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Record)>, StorageError> {
+        let tree = open_topic_tree(&self.inner.db, topic)?;
+        let mut out = Vec::new();
+        for item in tree.range(from.to_be_bytes()..).take(max) {
+            let (k, v) = item?;
+            let Some(offset) = key_offset(&k) else {
+                continue;
+            };
+            let record = Record::decode(&v)
+                .map_err(|e| StorageError::Record(format!("{topic}@{offset}: {e}")))?;
+            out.push((offset, record));
+        }
+        Ok(out)
+    }
+
+    /// Every topic with its offsets.
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, StorageError> {
+        let mut out = Vec::new();
+        for name in self.inner.db.tree_names() {
+            let Some(topic) = name.strip_prefix(TOPIC_PREFIX.as_bytes()) else {
+                continue;
+            };
+            let topic = String::from_utf8_lossy(topic).into_owned();
+            let tree = self.inner.db.open_tree(&name)?;
+            let first = tree.first()?.and_then(|(k, _)| key_offset(&k));
+            let last = last_offset(&tree)?;
+            let count = match (first, last) {
+                (Some(f), Some(l)) => l - f + 1,
+                _ => 0,
+            };
+            out.push(TopicInfo {
+                name: topic,
+                first,
+                last,
+                count,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// A receiver that changes after every group commit (wake-on-commit for
+    /// readers that follow a topic).
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.inner.committed.clone()
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+
+    /// Stop accepting appends, let the committer finish what is queued and
+    /// make it durable. Later appends fail with [`StorageError::Closed`].
+    pub fn close(&self) {
+        if let Ok(mut g) = self.inner.ops.lock() {
+            g.take();
+        }
+        let thread = self.inner.thread.lock().ok().and_then(|mut g| g.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! The record envelope stored as a topic entry's value.
+//!
+//! Layout: one version byte ([`RECORD_VERSION`]), then bincode 2 (`legacy()`
+//! config) of [`Record`]. The version byte lets a later medbus read what an
+//! earlier one wrote; decoding is always size-limited so that a corrupt or
+//! hostile value cannot make us allocate without bound.
+
+use bincode::{Decode, Encode};
+
+/// Version of the envelope written by this build.
+pub const RECORD_VERSION: u8 = 1;
+
+/// Largest encoded record accepted on decode: the biggest frame a listener
+/// may accept (64 MiB) plus generous room for headers.
+pub const MAX_RECORD_BYTES: usize = 65 << 20;
+
+type Limited = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::Limit<MAX_RECORD_BYTES>,
+>;
+
+fn config() -> Limited {
+    bincode::config::legacy().with_limit::<MAX_RECORD_BYTES>()
+}
+
+/// One stored message with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Record {
+    /// When the broker received it, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Metadata (listener, peer, message type, …) as ordered pairs; see
+    /// [`crate::headers`] for the names medbus writes.
+    pub headers: Vec<(String, String)>,
+    /// MIME type of `payload`, e.g. [`crate::headers::CONTENT_TYPE_HL7`].
+    pub content_type: String,
+    /// The message bytes exactly as received.
+    pub payload: Vec<u8>,
+}
+
+/// Why a stored value could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The value was empty.
+    #[error("empty record value")]
+    Empty,
+    /// Written by a newer (or unknown) envelope version.
+    #[error("unsupported record version {0}")]
+    Version(u8),
+    /// The bytes are not a valid envelope (or exceed the size limit).
+    #[error("corrupt record: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// Encoding failed (cannot happen for in-memory values, kept typed).
+    #[error("cannot encode record: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+}
+
+impl Record {
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Encode as a versioned envelope.
+    pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        let mut out = Vec::with_capacity(self.payload.len() + 256);
+        out.push(RECORD_VERSION);
+        bincode::encode_into_std_write(self, &mut out, config())?;
+        Ok(out)
+    }
+
+    /// Decode a versioned envelope, refusing anything over the size limit.
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
+        if version != RECORD_VERSION {
+            return Err(RecordError::Version(version));
+        }
+        let (record, _) = bincode::decode_from_slice(body, config())?;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let r = Record {
+            timestamp_ms: 1_700_000_000_000,
+            headers: vec![("a".into(), "b".into())],
+            content_type: "text/plain".into(),
+            payload: b"MSH|^~\\&|\r".to_vec(),
+        };
+        let bytes = r.encode().expect("encode");
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(Record::decode(&bytes).expect("decode"), r);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(Record::decode(&[]), Err(RecordError::Empty)));
+        assert!(matches!(
+            Record::decode(&[9, 1, 2]),
+            Err(RecordError::Version(9))
+        ));
+        // A length prefix claiming 2^60 bytes must be refused, not allocated.
+        let mut v = vec![RECORD_VERSION, 0, 0, 0, 0, 0, 0, 0, 0];
+        v.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(Record::decode(&v).is_err());
+    }
+}

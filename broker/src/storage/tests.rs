@@ -1,0 +1,204 @@
+//! Store tests over a real sled data directory.
+
+use super::*;
+
+fn rec(payload: &[u8]) -> Record {
+    Record {
+        timestamp_ms: 1,
+        headers: vec![],
+        content_type: "text/plain".into(),
+        payload: payload.to_vec(),
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            durability: Durability::Fsync,
+            max_batch: 64,
+            observer: None,
+        },
+    )
+    .expect("open")
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt")
+        .block_on(f)
+}
+
+#[test]
+fn append_read_reopen() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    for i in 0..3u8 {
+        let out = block(store.append(AppendRequest {
+            topic: "a.b".into(),
+            record: rec(&[i]),
+            dedup: None,
+        }))
+        .expect("append");
+        assert_eq!(
+            out,
+            AppendOutcome::Stored {
+                topic: "a.b".into(),
+                offset: u64::from(i)
+            }
+        );
+    }
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+    let got = store.read("a.b", 1, 10).expect("read");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, 1);
+    assert_eq!(got[1].1.payload, vec![2]);
+    // Offsets continue after a reopen.
+    let out = block(store.append(AppendRequest {
+        topic: "a.b".into(),
+        record: rec(b"x"),
+        dedup: None,
+    }))
+    .expect("append");
+    assert_eq!(
+        out,
+        AppendOutcome::Stored {
+            topic: "a.b".into(),
+            offset: 3
+        }
+    );
+    let topics = store.topics().expect("topics");
+    assert_eq!(
+        topics,
+        vec![TopicInfo {
+            name: "a.b".into(),
+            first: Some(0),
+            last: Some(3),
+            count: 4
+        }]
+    );
+}
+
+#[test]
+fn retransmissions_are_stored_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    let dedup = Some(DedupKey {
+        key: b"k1".to_vec(),
+        window: Duration::from_secs(60),
+        fingerprint: 7,
+    });
+    let a = block(store.append(AppendRequest {
+        topic: "t".into(),
+        record: rec(b"1"),
+        dedup: dedup.clone(),
+    }))
+    .expect("a");
+    let b = block(store.append(AppendRequest {
+        topic: "t".into(),
+        record: rec(b"1"),
+        dedup: dedup.clone(),
+    }))
+    .expect("b");
+    assert_eq!(
+        a,
+        AppendOutcome::Stored {
+            topic: "t".into(),
+            offset: 0
+        }
+    );
+    assert_eq!(
+        b,
+        AppendOutcome::Duplicate {
+            topic: "t".into(),
+            offset: 0
+        }
+    );
+    // The same key with other content is a reused control id: stored.
+    let other = Some(DedupKey {
+        key: b"k1".to_vec(),
+        window: Duration::from_secs(60),
+        fingerprint: 8,
+    });
+    let c = block(store.append(AppendRequest {
+        topic: "t".into(),
+        record: rec(b"other"),
+        dedup: other,
+    }))
+    .expect("c");
+    assert_eq!(
+        c,
+        AppendOutcome::Stored {
+            topic: "t".into(),
+            offset: 1
+        }
+    );
+    // An expired key does not count.
+    let zero = Some(DedupKey {
+        key: b"k2".to_vec(),
+        window: Duration::ZERO,
+        fingerprint: 7,
+    });
+    block(store.append(AppendRequest {
+        topic: "t".into(),
+        record: rec(b"2"),
+        dedup: zero.clone(),
+    }))
+    .expect("c");
+    std::thread::sleep(Duration::from_millis(5));
+    let d = block(store.append(AppendRequest {
+        topic: "t".into(),
+        record: rec(b"2"),
+        dedup: zero,
+    }))
+    .expect("d");
+    assert_eq!(
+        d,
+        AppendOutcome::Stored {
+            topic: "t".into(),
+            offset: 3
+        }
+    );
+}
+
+#[test]
+fn second_open_of_a_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let _store = open(dir.path());
+    match Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::Fsync,
+            max_batch: 1,
+            observer: None,
+        },
+    ) {
+        Err(StorageError::Locked(_)) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("expected Locked, got a second store"),
+    }
+}
+
+#[test]
+fn invalid_topic_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    let r = block(store.append(AppendRequest {
+        topic: "bad topic".into(),
+        record: rec(b"1"),
+        dedup: None,
+    }));
+    assert!(matches!(r, Err(StorageError::InvalidTopic(_))));
+    let after_close = {
+        store.close();
+        block(store.append(AppendRequest {
+            topic: "t".into(),
+            record: rec(b"1"),
+            dedup: None,
+        }))
+    };
+    assert!(matches!(after_close, Err(StorageError::Closed)));
+}
