@@ -1,0 +1,146 @@
+//! The command-line contract: exit codes and outputs of `send`,
+//! `check-config`, `topics` and `dump`, and `serve`'s refusal of a bad config.
+
+use medbus_tests::*;
+
+#[test]
+fn send_summarises_acks_and_sets_the_exit_code() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let broker = Broker::start(&listener_config("cli", ""), &data);
+    let to = broker.mllp("cli").to_string();
+
+    // One file, two messages, LF separators, no trailing separator.
+    let good = tmp.path().join("good.hl7");
+    let mut body = adt_a01("CLI1", "DOE");
+    body.extend(adt_a01("CLI2", "ROE"));
+    let body: Vec<u8> = body
+        .iter()
+        .map(|&b| if b == b'\r' { b'\n' } else { b })
+        .collect();
+    std::fs::write(&good, &body[..body.len() - 1]).expect("write");
+    let (code, out, err) = medbus(&["send", "--to", &to, &good.to_string_lossy()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("sent 2 messages") && out.contains("2 AA"),
+        "{out}"
+    );
+
+    // A file with a malformed message: exit 1 and the AR is reported.
+    let bad = tmp.path().join("bad.hl7");
+    std::fs::write(&bad, b"MSH|^~\\&|A|B|C|D|1||ADT^A01|CLIBAD|P|2.5\rxx\r").expect("write");
+    let (code, out, _) = medbus(&[
+        "send",
+        "--to",
+        &to,
+        &good.to_string_lossy(),
+        &bad.to_string_lossy(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 AR"), "{out}");
+    assert!(out.contains("CLIBAD: AR"), "{out}");
+
+    assert_eq!(broker.stop(), Some(0));
+
+    // Nothing listening: exit 1, every message "no ACK".
+    let (code, out, _) = medbus(&[
+        "send",
+        "--to",
+        &to,
+        "--timeout",
+        "2",
+        &good.to_string_lossy(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("2 no ACK"), "{out}");
+
+    // Offline tools on the stopped broker's data.
+    let (code, out, err) = medbus(&["topics", "--data-dir", &data.to_string_lossy()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hl7.inbound") && l.ends_with(" 2")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("dlq.cli")), "{out}");
+    let recs = dump(&data, "hl7.inbound");
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1]["offset"], 1);
+    assert_eq!(recs[1]["topic"], "hl7.inbound");
+    assert!(recs[1]["timestamp_ms"].as_u64().is_some());
+    assert!(recs[1]["payload"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("MSH|") && p.contains("\rPID|")));
+    let (code, out, _) = medbus(&[
+        "dump",
+        "hl7.inbound",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--from",
+        "1",
+        "--count",
+        "1",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains("CLI2"));
+}
+
+#[test]
+fn bad_configs_are_refused_with_file_line_col_and_exit_2() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[[listeners]]\nname = \"a\"\nlisten = \"nowhere\"\nmax_frame = \"huge\"\n",
+    )
+    .expect("write");
+    let path = cfg.to_string_lossy().into_owned();
+    let (code, _, err) = medbus(&["check-config", &path]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("{path}:4:13: listeners.max_frame: invalid size")),
+        "{err}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "[[listeners]]\nname = \"a\"\nlisten = \"nowhere\"\ntopic = \"dlq.x\"\n",
+    )
+    .expect("write");
+    let (code, _, err) = medbus(&["check-config", &path]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("{path}:3:10: listeners[0].listen")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{path}:4:9: listeners[0].topic")),
+        "{err}"
+    );
+
+    let (code, _, err) = medbus(&[
+        "serve",
+        "--config",
+        &path,
+        "--data-dir",
+        &tmp.path().join("d").to_string_lossy(),
+    ]);
+    assert_eq!(code, 2, "serve refuses a bad config");
+    assert!(err.contains(":3:10:"), "{err}");
+
+    let good = tmp.path().join("good.toml");
+    std::fs::write(&good, listener_config("ok", "")).expect("write");
+    let (code, out, _) = medbus(&["check-config", &good.to_string_lossy()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_data_dir_in_use_is_refused_clearly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let _broker = Broker::start(&listener_config("one", ""), &data);
+    let (code, _, err) = medbus(&["topics", "--data-dir", &data.to_string_lossy()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in use by another medbus process"), "{err}");
+}
