@@ -17,10 +17,11 @@ fn control_id(raw: &[u8]) -> String {
 }
 
 /// Validate ACKs with hl7apy; returns name → error for the ones that fail.
-fn hl7apy_failures(acks: &[(String, String)]) -> HashMap<String, String> {
+/// Each item: (name, ACK, the message it answers).
+fn hl7apy_failures(acks: &[(String, String, String)]) -> HashMap<String, String> {
     let items: Vec<serde_json::Value> = acks
         .iter()
-        .map(|(n, a)| serde_json::json!({"name": n, "ack": a}))
+        .map(|(n, a, o)| serde_json::json!({"name": n, "ack": a, "original": o}))
         .collect();
     let mut child = Command::new(peer("hl7", "python"))
         .arg(peer_script("validate_acks.py"))
@@ -85,7 +86,7 @@ fn every_corpus_message_sent_by_mllp_send_is_acked_stored_and_valid() {
     // Each file as it is (LF separators, BOMs and all), MLLP-framed, so that
     // mllp_send sends the corpus bytes untouched.
     let mut sent: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut acks: Vec<(String, String)> = Vec::new();
+    let mut acks: Vec<(String, String, String)> = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let raw = std::fs::read(file).expect("read corpus file");
         // mllp_send strips CR and start blocks from both ends of a frame.
@@ -125,7 +126,11 @@ fn every_corpus_message_sent_by_mllp_send_is_acked_stored_and_valid() {
             control_id(&body),
             "{name}: MSA-2 does not name the message sent"
         );
-        acks.push((name.clone(), String::from_utf8_lossy(ack).into_owned()));
+        acks.push((
+            name.clone(),
+            String::from_utf8_lossy(ack).into_owned(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
         sent.push((name, body));
     }
 
@@ -187,8 +192,16 @@ fn hl7apy_message_gets_a_strictly_valid_v25_ack() {
     );
 
     let failures = hl7apy_failures(&[
-        ("aa".into(), String::from_utf8_lossy(&ack).into_owned()),
-        ("ar".into(), String::from_utf8_lossy(&nak).into_owned()),
+        (
+            "aa".into(),
+            String::from_utf8_lossy(&ack).into_owned(),
+            String::from_utf8_lossy(&msg).into_owned(),
+        ),
+        (
+            "ar".into(),
+            String::from_utf8_lossy(&nak).into_owned(),
+            String::from_utf8_lossy(bad).into_owned(),
+        ),
     ]);
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -204,7 +217,7 @@ fn malformed_input_is_answered_dead_lettered_and_the_connection_kept() {
         ("not HL7", b"hello, world".to_vec(), None),
         (
             "no MSH-9",
-            b"MSH|^~\\&|A|B|C|D|20260101||  |C1|P|2.5\r".to_vec(),
+            b"MSH|^~\\&|A|B|C|D|20260101|||C1|P|2.5\r".to_vec(),
             Some("C1"),
         ),
         (
@@ -214,12 +227,12 @@ fn malformed_input_is_answered_dead_lettered_and_the_connection_kept() {
         ),
         (
             "unknown charset",
-            b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C3|P|2.5|||||||KLINGON\r".to_vec(),
+            b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C3|P|2.5||||||KLINGON\r".to_vec(),
             None,
         ),
         (
             "bad UTF-8",
-            b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C4|P|2.5|||||||UNICODE UTF-8\rPID|1||\xff\xfe\r"
+            b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C4|P|2.5||||||UNICODE UTF-8\rPID|1||\xff\xfe\r"
                 .to_vec(),
             None,
         ),

@@ -171,7 +171,13 @@ fn write_ack(
     // MSH
     w.raw(b"MSH");
     w.f();
-    w.raw(&d.encoding_characters());
+    // The truncation character (MSH-2.5) exists from v2.7 on; an older ACK
+    // declares only the four classic encoding characters.
+    let mut encoding = d.encoding_characters();
+    if o.version_number < (2, 7, 0) && d.truncation.is_some() {
+        encoding.pop();
+    }
+    w.raw(&encoding);
     for part in [
         o.receiving_app,
         o.receiving_fac,
@@ -198,7 +204,12 @@ fn write_ack(
     w.f();
     w.text(control_id);
     w.f();
-    w.raw(o.processing_id);
+    // MSH-11 is required in an ACK: echo the original's, "P" when it had none.
+    if o.processing_id.is_empty() {
+        w.raw(b"P");
+    } else {
+        w.raw(o.processing_id);
+    }
     w.f();
     w.raw(o.version);
     if !o.charset.is_empty() {

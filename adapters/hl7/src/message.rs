@@ -83,6 +83,12 @@ fn scan_segments(input: &[u8], start: usize) -> Result<Vec<(usize, usize)>, Pars
 impl<'a> Message<'a> {
     /// Parse a message. See the crate docs for the rules; never panics on any input.
     pub fn parse(bytes: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        Self::parse_with(bytes, true)
+    }
+
+    /// `strict = false` skips the required-field and charset checks (used
+    /// only to address a NAK to a message that failed them).
+    fn parse_with(bytes: &'a [u8], strict: bool) -> Result<Message<'a>, ParseError> {
         let bom = bytes.starts_with(BOM);
         let spans = scan_segments(bytes, if bom { BOM.len() } else { 0 })?;
         let line = |i: usize| {
@@ -118,10 +124,11 @@ impl<'a> Message<'a> {
                 return Err(ParseError::new(
                     ErrorCode::SegmentSequenceError,
                     Some(Location::segment(id_for_location(l), seq(i + 1))),
+                    // No snippet of the segment: it may hold patient data,
+                    // and this text reaches logs and ACKs.
                     format!(
-                        "segment {} does not start with a valid segment id ([A-Z][A-Z0-9]{{2}} followed by the field separator): {:?}",
-                        i + 1,
-                        String::from_utf8_lossy(l.get(..l.len().min(20)).unwrap_or_default())
+                        "segment {} does not start with a valid segment id ([A-Z][A-Z0-9]{{2}} followed by the field separator)",
+                        i + 1
                     ),
                 ));
             }
@@ -133,6 +140,9 @@ impl<'a> Message<'a> {
             charset: Charset::Ascii,
             spans,
         };
+        if !strict {
+            return Ok(msg);
+        }
         let msh = Segment::new(first, delims, Charset::Ascii);
         let required = |field: usize, raw: Option<&[u8]>, what: &str| {
             if raw.unwrap_or_default().is_empty() {
@@ -179,6 +189,14 @@ impl<'a> Message<'a> {
             .get(i)
             .and_then(|&(s, e)| self.input.get(s..e))
             .unwrap_or_default()
+    }
+
+    /// Parse only the first segment (MSH) of `bytes`, leniently (required
+    /// fields and MSH-18 are not checked; text decodes as ASCII/UTF-8):
+    /// enough to address an answer to a message that failed [`Message::parse`].
+    pub fn parse_header_only(bytes: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        let end = crate::scan::find_line_break(bytes).unwrap_or(bytes.len());
+        Message::parse_with(bytes.get(..end).unwrap_or(bytes), false)
     }
 
     /// The delimiters declared in MSH-1/MSH-2.

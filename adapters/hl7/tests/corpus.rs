@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use medbus_hl7::{build_ack, split_messages, AckCode, ErrorCode, Location, Message};
+use medbus_hl7::{build_ack, split_messages, AckCode, Message};
 
 /// Corpus files whose MSH-10 (message control id) is empty: LinuxForHealth unit-test messages.
 const KNOWN_EMPTY_MSH10: [&str; 2] = [

@@ -205,6 +205,7 @@ pub fn run(opts: &SendOptions) -> Result<Summary, SendError> {
     let mut conn: Option<Conn> = None;
     for (name, msg) in &messages {
         let control_id = Message::parse(msg)
+            .or_else(|_| Message::parse_header_only(msg))
             .ok()
             .and_then(|m| m.header().control_id.map(|c| c.to_string()))
             .unwrap_or_default();

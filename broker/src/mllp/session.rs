@@ -190,17 +190,9 @@ impl MllpSession {
 fn nak_for(payload: &[u8], code: AckCode, err: &AckError) -> Vec<u8> {
     let id = crate::ack::next_control_id();
     let now = crate::ack::hl7_now();
-    if let Ok(msg) = Message::parse(payload) {
+    let parsed = Message::parse(payload).or_else(|_| Message::parse_header_only(payload));
+    if let Ok(msg) = parsed {
         return build_ack(&msg, code, Some(err), &id, &now);
-    }
-    let msh_end = payload
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(payload.len());
-    if let Some(msh) = payload.get(..msh_end) {
-        if let Ok(msg) = Message::parse(msh) {
-            return build_ack(&msg, code, Some(err), &id, &now);
-        }
     }
     build_ack_for_unparsed(code, err, &id, &now)
 }
