@@ -8,12 +8,18 @@
 //! - [`mllp`]: the MLLP listener and one session actor per connected system.
 //! - [`ack`]: fresh control ids and HL7 timestamps for the ACKs we send.
 //! - [`headers`]: the record header names medbus writes.
+//! - [`metrics`]: the Prometheus registry and every metric family.
+//! - [`events`]: one struct per internal event; `emit` logs and counts.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 //! - [`server`]: starts every component of a config inside an actix system.
 //! - [`cli`]: the subcommands other than `serve` (`send`, `dump`, `topics`, …).
 
 pub mod ack;
 pub mod cli;
+pub mod events;
 pub mod headers;
+pub mod http;
+pub mod metrics;
 pub mod mllp;
 pub mod server;
 pub mod storage;

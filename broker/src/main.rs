@@ -183,9 +183,15 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&config.data_dir));
     let system = actix::System::new();
     let outcome = system.block_on(async {
-        let server = medbus::server::start(&config, &data_dir)
-            .await
-            .context("cannot start")?;
+        let endpoint = medbus::server::start_endpoint(&config).context("cannot start")?;
+        println!("http endpoint on {}", endpoint.addr);
+        let started = tokio::select! {
+            s = medbus::server::start(&config, &data_dir, &endpoint) => Some(s.context("cannot start")?),
+            s = wait_for_shutdown_signal() => { s?; None }
+        };
+        let Some(server) = started else {
+            return Ok::<_, anyhow::Error>(None);
+        };
         println!(
             "medbus {} serving; data dir {} (durability {})",
             env!("CARGO_PKG_VERSION"),
@@ -193,21 +199,26 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
             config.storage.durability.as_str()
         );
         for l in &server.listeners {
-            println!(
-                "mllp listener {:?} on {} -> topic {}",
-                l.name, l.addr, l.topic
-            );
+            println!("mllp listener {:?} on {} -> topic {}", l.name, l.addr, l.topic);
         }
         println!("ready");
+        tracing::info!("ready");
         wait_for_shutdown_signal().await?;
-        tracing::info!("shutting down");
-        Ok::<_, anyhow::Error>(server)
+        // Not ready first, so load balancers stop sending; then close.
+        endpoint.state.health.started.store(false, std::sync::atomic::Ordering::Release);
+        let grace = config.http.shutdown_grace.0;
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: /readyz now answers 503");
+        tokio::time::sleep(grace).await;
+        endpoint.handle.stop(true).await;
+        Ok(Some(server))
     });
     let server = outcome?;
     // Stop actors, then let the committer finish and sync what is queued.
     actix::System::current().stop();
     drop(system);
-    server.store.close();
+    if let Some(server) = server {
+        server.store.close();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

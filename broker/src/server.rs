@@ -1,16 +1,26 @@
-//! Starting a configured broker inside an actix system: open the store, bind
-//! every listener, start the actors. Binding happens before any actor runs,
+//! Starting a configured broker inside an actix system: the HTTP endpoint
+//! first (live, not ready), then the store, then every listener; readiness
+//! only once all of them run. Binding happens before any listener actor runs,
 //! so that a port in use stops start-up with a clear error instead of a
 //! half-started broker.
 
+use crate::events::CommitFinished;
+use crate::http::{BrokerView, Health, HttpState};
+use crate::metrics::Metrics;
 use crate::mllp::{ListenerContext, MllpListener};
 use crate::storage::{StorageError, Store, StoreOptions};
 use actix::Actor;
 use medbus_config::Config;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How often a locked data directory is tried again.
+const LOCK_RETRY: Duration = Duration::from_millis(250);
+/// How often the wait for a locked data directory is logged.
+const LOCK_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -18,16 +28,19 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error("{0}")]
     Storage(#[from] StorageError),
-    /// A listener could not bind its address.
-    #[error("listener {name:?} cannot listen on {addr}: {source}")]
+    /// A socket could not be bound.
+    #[error("{what} cannot listen on {addr}: {source}")]
     Bind {
-        /// Listener name.
-        name: String,
+        /// What was binding (`listener "lab"`, `the HTTP endpoint`).
+        what: String,
         /// Configured address.
         addr: String,
         /// The OS error.
         source: std::io::Error,
     },
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A listener as bound.
@@ -41,6 +54,32 @@ pub struct BoundListener {
     pub topic: String,
 }
 
+/// The HTTP endpoint, started before anything else.
+pub struct Endpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Stops it.
+    pub handle: actix_web::dev::ServerHandle,
+    /// Shared with it.
+    pub state: HttpState,
+}
+
+/// Start the HTTP endpoint (live, not ready). Must run inside an actix system.
+pub fn start_endpoint(config: &Config) -> Result<Endpoint, ServerError> {
+    let state = HttpState {
+        metrics: Arc::new(Metrics::new()?),
+        health: Arc::new(Health::default()),
+        broker: Arc::new(OnceLock::new()),
+    };
+    let listen = config.http.listen.get_ref();
+    let (addr, handle) = crate::http::start(listen, state.clone()).map_err(|source| ServerError::Bind {
+        what: "the HTTP endpoint".into(),
+        addr: listen.clone(),
+        source,
+    })?;
+    Ok(Endpoint { addr, handle, state })
+}
+
 /// A running broker.
 pub struct Server {
     /// The message store.
@@ -49,37 +88,74 @@ pub struct Server {
     pub listeners: Vec<BoundListener>,
 }
 
-/// Start everything `config` describes. Must run inside an `actix::System`.
-pub async fn start(config: &Config, data_dir: &Path) -> Result<Server, ServerError> {
-    let store = Store::open(
-        data_dir,
-        StoreOptions {
+/// Open the store, waiting while another process (an old broker in a
+/// rolling restart) still holds the data directory.
+async fn open_store(data_dir: &Path, config: &Config, endpoint: &Endpoint) -> Result<Store, ServerError> {
+    let mut waiting_since: Option<Instant> = None;
+    let mut last_log = Instant::now();
+    loop {
+        let metrics = endpoint.state.metrics.clone();
+        let health = endpoint.state.health.clone();
+        let options = StoreOptions {
             durability: config.storage.durability,
             max_batch: *config.storage.max_batch_records.get_ref(),
-            observer: None,
-        },
-    )?;
+            observer: Some(Box::new(move |stats| {
+                health.storage_ok.store(stats.ok, Ordering::Release);
+                CommitFinished(stats).emit(&metrics);
+            })),
+        };
+        match Store::open(data_dir, options) {
+            Ok(store) => return Ok(store),
+            Err(StorageError::Locked(dir)) => {
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < LOCK_RETRY || last_log.elapsed() >= LOCK_LOG_EVERY {
+                    tracing::warn!(%dir, "data directory is held by another medbus process: waiting for it to stop");
+                    last_log = Instant::now();
+                }
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Start everything `config` describes behind an already running endpoint.
+/// Must run inside an `actix::System`.
+pub async fn start(config: &Config, data_dir: &Path, endpoint: &Endpoint) -> Result<Server, ServerError> {
+    let store = open_store(data_dir, config, endpoint).await?;
+    let metrics = &endpoint.state.metrics;
+    // Gauges of existing topics start from the stored state.
+    if let Ok(topics) = store.topics() {
+        for t in topics {
+            if let Some(last) = t.last {
+                metrics
+                    .topic_last_offset
+                    .with_label_values(&[&t.name])
+                    .set(i64::try_from(last).unwrap_or(i64::MAX));
+            }
+            metrics
+                .topic_bytes
+                .with_label_values(&[&t.name])
+                .set(i64::try_from(t.bytes).unwrap_or(i64::MAX));
+        }
+    }
     let mut bound = Vec::new();
     let mut sockets = Vec::new();
     for l in &config.listeners {
         let addr = l.listen.get_ref().clone();
-        let socket = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                name: l.name().to_string(),
-                addr: addr.clone(),
-                source,
-            })?;
-        let local = socket.local_addr().map_err(|source| ServerError::Bind {
-            name: l.name().to_string(),
-            addr,
+        let bind_error = |source| ServerError::Bind {
+            what: format!("listener {:?}", l.name()),
+            addr: addr.clone(),
             source,
-        })?;
+        };
+        let socket = tokio::net::TcpListener::bind(&addr).await.map_err(bind_error)?;
+        let local = socket.local_addr().map_err(bind_error)?;
         bound.push(BoundListener {
             name: l.name().to_string(),
             addr: local,
             topic: l.topic().to_string(),
         });
+        metrics.init_listener(l.name());
         let ctx = Arc::new(ListenerContext {
             name: l.name().to_string(),
             topic: l.topic().to_string(),
@@ -91,12 +167,21 @@ pub async fn start(config: &Config, data_dir: &Path) -> Result<Server, ServerErr
             dedup_window: l.dedup_window.0,
             log_payloads: config.log_payloads,
             connections: AtomicUsize::new(0),
+            metrics: metrics.clone(),
+            listen: local,
         });
         sockets.push((ctx, socket));
     }
+    let contexts = sockets.iter().map(|(c, _)| c.clone()).collect();
     for (ctx, socket) in sockets {
         MllpListener::new(ctx, socket).start();
     }
+    let _ = endpoint.state.broker.set(BrokerView {
+        store: store.clone(),
+        listeners: contexts,
+        durability: config.storage.durability.as_str(),
+    });
+    endpoint.state.health.started.store(true, Ordering::Release);
     Ok(Server {
         store,
         listeners: bound,

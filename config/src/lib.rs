@@ -19,7 +19,7 @@ pub mod units;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use schema::{Config, Durability, ListenerConfig, StorageConfig};
+pub use schema::{Config, Durability, HttpConfig, ListenerConfig, StorageConfig};
 pub use units::{ByteSize, HumanDuration};
 
 /// The embedded default configuration, as TOML text.

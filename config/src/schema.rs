@@ -22,6 +22,11 @@ pub const DEFAULT_DEDUP_WINDOW: HumanDuration = HumanDuration(Duration::from_sec
 pub const DEFAULT_LISTENER_TOPIC: &str = "hl7.inbound";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "medbus-data";
+/// Default address of the HTTP endpoint (metrics, health, status).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9575";
+/// Default time between "not ready" and closing the listeners on shutdown,
+/// so that load balancers stop sending first.
+pub const DEFAULT_SHUTDOWN_GRACE: HumanDuration = HumanDuration(Duration::from_secs(2));
 /// Default cap on records per group commit.
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 4096;
 
@@ -39,6 +44,9 @@ pub struct Config {
     /// How records are made durable.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// MLLP listeners: one per feed. A config file names all of them.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
@@ -73,6 +81,35 @@ impl Default for StorageConfig {
         Self {
             durability: Durability::default(),
             max_batch_records: default_max_batch_records(),
+        }
+    }
+}
+
+/// `[http]`: the operations endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to bind, `host:port` (default `127.0.0.1:9575`).
+    #[serde(default = "default_http_listen")]
+    pub listen: Spanned<String>,
+    /// On SIGTERM/SIGINT, `/readyz` turns 503 this long before the
+    /// listeners close (default `"2s"`), so load balancers stop first.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+fn default_http_listen() -> Spanned<String> {
+    Spanned::new(0..0, DEFAULT_HTTP_LISTEN.to_string())
+}
+fn default_shutdown_grace() -> HumanDuration {
+    DEFAULT_SHUTDOWN_GRACE
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }

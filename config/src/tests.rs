@@ -25,6 +25,8 @@ fn embedded_default_matches_the_documented_defaults() {
     assert_eq!(*l.max_connections.get_ref(), 256);
     assert_eq!(l.idle_timeout.get_ref().to_string(), "10m");
     assert_eq!(l.dedup_window.to_string(), "10m");
+    assert_eq!(c.http.listen.get_ref(), "127.0.0.1:9575");
+    assert_eq!(c.http.shutdown_grace.to_string(), "2s");
 }
 
 #[test]
@@ -63,6 +65,10 @@ fn error_table() {
         (
             "[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmax_connections = 0\n",
             "t.toml:4:19: listeners[0].max_connections: must be at least 1",
+        ),
+        (
+            "[http]\nlisten = \"9575\"\n",
+            "t.toml:2:10: http.listen: invalid address \"9575\"",
         ),
         ("[storage\n", "t.toml:1:9: storage: invalid table header"),
         (

@@ -59,6 +59,8 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
             );
         }
         match l.listen.get_ref().parse::<SocketAddr>() {
+            // Port 0 (the OS picks) never collides.
+            Ok(addr) if addr.port() == 0 => {}
             Ok(addr) => {
                 if let Some(other) = addrs.insert(addr, name) {
                     err(
@@ -107,6 +109,26 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
                 "must be greater than zero".into(),
             );
         }
+    }
+    match config.http.listen.get_ref().parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => {}
+        Ok(addr) => {
+            if let Some(other) = addrs.get(&addr) {
+                err(
+                    config.http.listen.span(),
+                    "http.listen".into(),
+                    format!("address {addr} is already used by listener {other:?}"),
+                );
+            }
+        }
+        Err(_) => err(
+            config.http.listen.span(),
+            "http.listen".into(),
+            format!(
+                "invalid address {:?}: write host:port with an IP address, e.g. \"127.0.0.1:9575\"",
+                config.http.listen.get_ref()
+            ),
+        ),
     }
     if *config.storage.max_batch_records.get_ref() == 0 {
         let span = config.storage.max_batch_records.span();

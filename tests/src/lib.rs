@@ -111,14 +111,32 @@ pub struct Broker {
     pub data_dir: PathBuf,
     /// MLLP listener addresses by name, as the broker printed them.
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The HTTP endpoint's address, as the broker printed it.
+    pub http: Option<SocketAddr>,
     /// Where its stderr (the logs) goes.
     pub log_path: PathBuf,
 }
 
-/// A minimal config: one listener on an ephemeral loopback port, plus
-/// `extra` TOML appended to the `[[listeners]]` table.
+/// A minimal config: the HTTP endpoint and one listener on ephemeral
+/// loopback ports, plus `extra` TOML appended to the `[[listeners]]` table.
 pub fn listener_config(name: &str, extra: &str) -> String {
-    format!("[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n{extra}\n")
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"0s\"\n\n[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n{extra}\n"
+    )
+}
+
+/// A plain HTTP/1.0 GET; returns (status, body), or `None` when nothing
+/// answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }
 
 impl Broker {
@@ -164,6 +182,7 @@ impl Broker {
             }
         });
         let mut listeners = Vec::new();
+        let mut http = None;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -177,6 +196,9 @@ impl Broker {
             };
             if line == "ready" {
                 break;
+            }
+            if let Some(addr) = line.strip_prefix("http endpoint on ") {
+                http = addr.trim().parse().ok();
             }
             // mllp listener "name" on 127.0.0.1:1234 -> topic hl7.inbound
             if let Some(rest) = line.strip_prefix("mllp listener ") {
@@ -193,6 +215,7 @@ impl Broker {
             child,
             data_dir: data_dir.to_path_buf(),
             listeners,
+            http,
             log_path,
         }
     }

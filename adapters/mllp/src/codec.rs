@@ -4,6 +4,8 @@
 //! reused by the listener, the destination client and `medbus send`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Start of a frame (vertical tab).
@@ -60,8 +62,9 @@ pub struct MllpCodec {
     /// How far the current frame has been scanned for an end block, so that
     /// a slowly arriving frame is not rescanned from the start each time.
     scanned: usize,
-    /// Bytes dropped outside frames since the codec was created.
-    discarded: u64,
+    /// Bytes dropped outside frames; shared so that the owner of a framed
+    /// stream can read it while the codec is inside the stream.
+    discarded: Arc<AtomicU64>,
 }
 
 impl Default for MllpCodec {
@@ -73,17 +76,26 @@ impl Default for MllpCodec {
 impl MllpCodec {
     /// A codec that accepts payloads of at most `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
+        Self::with_discard_counter(max_frame, Arc::default())
+    }
+
+    /// A codec that counts discarded bytes into `counter`.
+    pub fn with_discard_counter(max_frame: usize, counter: Arc<AtomicU64>) -> Self {
         Self {
             max_frame,
             in_frame: false,
             scanned: 0,
-            discarded: 0,
+            discarded: counter,
         }
     }
 
     /// Bytes discarded so far because they were outside any frame.
     pub fn discarded_bytes(&self) -> u64 {
-        self.discarded
+        self.discarded.load(Ordering::Relaxed)
+    }
+
+    fn discard(&self, n: usize) {
+        self.discarded.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The payload cap in force.
@@ -125,13 +137,13 @@ impl Decoder for MllpCodec {
             if !self.in_frame {
                 match src.iter().position(|&b| b == START_BLOCK) {
                     Some(start) => {
-                        self.discarded += start as u64;
+                        self.discard(start);
                         src.advance(start + 1);
                         self.in_frame = true;
                         self.scanned = 0;
                     }
                     None => {
-                        self.discarded += src.len() as u64;
+                        self.discard(src.len());
                         src.clear();
                         return Ok(None);
                     }
@@ -149,7 +161,7 @@ impl Decoder for MllpCodec {
             return match found {
                 Some(0) if src[0] == START_BLOCK => {
                     // A repeated start block: nothing was lost, skip it.
-                    self.discarded += 1;
+                    self.discard(1);
                     src.advance(1);
                     self.scanned = 0;
                     continue;
@@ -202,7 +214,7 @@ impl Decoder for MllpCodec {
                     self.reset();
                     Ok(Some(Decoded::Truncated(partial)))
                 } else {
-                    self.discarded += src.len() as u64;
+                    self.discard(src.len());
                     src.clear();
                     Ok(None)
                 }
@@ -214,7 +226,7 @@ impl Decoder for MllpCodec {
 impl MllpCodec {
     fn too_large(&mut self, src: &mut BytesMut) -> MllpError {
         let head = Bytes::copy_from_slice(&src[..src.len().min(OVERSIZE_HEAD)]);
-        self.discarded += src.len() as u64;
+        self.discard(src.len());
         src.clear();
         self.reset();
         MllpError::FrameTooLarge {

@@ -4,6 +4,8 @@
 //! connection cap, and starts an [`MllpSession`] per accepted connection.
 
 use super::session::MllpSession;
+use crate::events::{ConnectionOpened, ConnectionRefused};
+use crate::metrics::Metrics;
 use crate::storage::Store;
 use actix::prelude::*;
 use std::net::SocketAddr;
@@ -32,8 +34,12 @@ pub struct ListenerContext {
     pub dedup_window: Duration,
     /// Whether message content may appear in logs.
     pub log_payloads: bool,
-    /// Connections open right now.
+    /// Connections open right now (enforces `max_connections`).
     pub connections: AtomicUsize,
+    /// Where every event of this listener is counted.
+    pub metrics: Arc<Metrics>,
+    /// The configured address (for the status API).
+    pub listen: SocketAddr,
 }
 
 /// Accepts connections for one listener.
@@ -81,10 +87,12 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
         };
         let open = self.ctx.connections.load(Ordering::Relaxed);
         if open >= self.ctx.max_connections {
-            tracing::warn!(
-                listener = %self.ctx.name, %peer, limit = self.ctx.max_connections,
-                "connection refused: listener is at its max_connections limit"
-            );
+            ConnectionRefused {
+                listener: &self.ctx.name,
+                peer,
+                limit: self.ctx.max_connections,
+            }
+            .emit(&self.ctx.metrics);
             drop(stream);
             return;
         }
@@ -92,7 +100,11 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         self.ctx.connections.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(listener = %self.ctx.name, %peer, "connection opened");
+        ConnectionOpened {
+            listener: &self.ctx.name,
+            peer,
+        }
+        .emit(&self.ctx.metrics);
         MllpSession::start_for(self.ctx.clone(), stream, peer);
     }
 

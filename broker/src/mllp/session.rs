@@ -10,6 +10,7 @@
 //! across connections, not from pipelining within one.
 
 use super::listener::ListenerContext;
+use crate::events::{BytesDiscarded, ConnectionClosed, DeadLettered, MessageAnswered, Outcome};
 use crate::headers;
 use crate::storage::{
     fingerprint, now_ms, AppendOutcome, AppendRequest, DedupKey, Record, StorageError,
@@ -21,7 +22,7 @@ use medbus_hl7::ack::{build_ack, build_ack_for_unparsed, AckCode, AckError};
 use medbus_hl7::{ErrorCode, Message};
 use medbus_mllp::{Decoded, MllpCodec, MllpError};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -38,6 +39,8 @@ pub struct MllpSession {
     writer: FramedWrite<Bytes, OwnedWriteHalf, MllpCodec>,
     /// Last time a byte arrived, for the idle timeout.
     last_activity: Instant,
+    /// Bytes the reader's codec discarded outside frames, not yet counted.
+    discarded: Arc<AtomicU64>,
 }
 
 impl MllpSession {
@@ -45,30 +48,60 @@ impl MllpSession {
     pub fn start_for(ctx: Arc<ListenerContext>, stream: TcpStream, peer: SocketAddr) {
         let (read, write) = stream.into_split();
         let max_frame = ctx.max_frame;
+        let discarded = Arc::new(AtomicU64::new(0));
+        let codec = MllpCodec::with_discard_counter(max_frame, discarded.clone());
         MllpSession::create(move |actor_ctx| {
-            actor_ctx.add_stream(FramedRead::new(read, MllpCodec::new(max_frame)));
+            actor_ctx.add_stream(FramedRead::new(read, codec));
             MllpSession {
                 writer: FramedWrite::new(write, MllpCodec::new(max_frame), actor_ctx),
                 ctx,
                 peer,
                 last_activity: Instant::now(),
+                discarded,
             }
         });
     }
 
-    fn reply(&mut self, ack: Vec<u8>) {
+    /// Queue an ACK and record how the message ended.
+    fn answer(
+        &mut self,
+        ack: Vec<u8>,
+        code: AckCode,
+        outcome: Outcome,
+        received: Instant,
+        stored_at: Option<(&str, u64)>,
+        reason: Option<&str>,
+    ) {
         self.writer.write(Bytes::from(ack));
+        MessageAnswered {
+            listener: &self.ctx.name,
+            outcome,
+            ack_code: code.as_str(),
+            latency: received.elapsed(),
+            stored_at,
+            reason,
+        }
+        .emit(&self.ctx.metrics);
+    }
+
+    fn count_discarded(&self) {
+        BytesDiscarded {
+            listener: &self.ctx.name,
+            bytes: self.discarded.swap(0, Ordering::Relaxed),
+        }
+        .emit(&self.ctx.metrics);
     }
 
     /// Handle one complete frame.
     fn on_frame(&mut self, payload: Bytes, ctx: &mut Context<Self>) {
         let received = Instant::now();
+        self.count_discarded();
         let parsed = Message::parse(&payload);
         let msg = match parsed {
             Ok(m) => m,
             Err(e) => {
                 let err = AckError::from(&e);
-                self.reject(payload, err, "malformed HL7 message", ctx);
+                self.reject(payload, err, received, ctx);
                 return;
             }
         };
@@ -138,16 +171,14 @@ impl MllpSession {
             let _enter = span.enter();
             match result {
                 Ok(AppendOutcome::Stored { topic, offset }) => {
-                    tracing::debug!(%topic, offset, ack_us = received.elapsed().as_micros() as u64, "stored");
-                    act.reply(accepted);
+                    act.answer(accepted, AckCode::AA, Outcome::Stored, received, Some((&topic, offset)), None);
                 }
                 Ok(AppendOutcome::Duplicate { topic, offset }) => {
-                    tracing::info!(%topic, offset, "retransmission acknowledged again, not stored twice");
-                    act.reply(accepted);
+                    act.answer(accepted, AckCode::AA, Outcome::Duplicate, received, Some((&topic, offset)), None);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "message not stored: answering AE");
-                    act.reply(storage_nak(&payload, &e));
+                    let reason = e.to_string();
+                    act.answer(storage_nak(&payload, &e), AckCode::AE, Outcome::Failed, received, None, Some(&reason));
                 }
             }
         }));
@@ -155,8 +186,7 @@ impl MllpSession {
 
     /// Refuse a frame: its raw bytes go to the dead-letter topic (durably),
     /// then an AR with ERR goes back.
-    fn reject(&mut self, payload: Bytes, err: AckError, what: &str, ctx: &mut Context<Self>) {
-        tracing::warn!(listener = %self.ctx.name, peer = %self.peer, reason = %err.text, "{what}: answering AR");
+    fn reject(&mut self, payload: Bytes, err: AckError, received: Instant, ctx: &mut Context<Self>) {
         let request = AppendRequest {
             topic: self.ctx.dead_letter_topic.clone(),
             record: Record {
@@ -177,10 +207,16 @@ impl MllpSession {
         };
         let fut = self.ctx.store.append(request);
         ctx.wait(fut.into_actor(self).map(move |result, act, _ctx| {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "rejected message could not be dead-lettered");
+            let span = tracing::debug_span!("mllp.message", listener = %act.ctx.name, peer = %act.peer);
+            let _enter = span.enter();
+            DeadLettered {
+                source: &format!("listener/{}", act.ctx.name),
+                topic: &act.ctx.dead_letter_topic,
+                stored: result.is_ok(),
             }
-            act.reply(nak_for(&payload, AckCode::AR, &err));
+            .emit(&act.ctx.metrics);
+            let nak = nak_for(&payload, AckCode::AR, &err);
+            act.answer(nak, AckCode::AR, Outcome::Rejected, received, None, Some(&err.text));
         }));
     }
 }
@@ -221,8 +257,13 @@ impl Actor for MllpSession {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.count_discarded();
         self.ctx.connections.fetch_sub(1, Ordering::Relaxed);
-        tracing::info!(listener = %self.ctx.name, peer = %self.peer, "connection closed");
+        ConnectionClosed {
+            listener: &self.ctx.name,
+            peer: self.peer,
+        }
+        .emit(&self.ctx.metrics);
     }
 }
 
@@ -232,20 +273,22 @@ impl StreamHandler<Result<Decoded, MllpError>> for MllpSession {
         match item {
             Ok(Decoded::Frame(payload)) => self.on_frame(payload, ctx),
             Ok(Decoded::Truncated(partial)) => {
+                let received = Instant::now();
                 let err = AckError {
                     code: ErrorCode::SegmentSequenceError,
                     location: None,
                     text: "MLLP frame cut short: a new start block (0x0B) or the end of the connection came before the end block (0x1C 0x0D)".into(),
                 };
-                self.reject(partial, err, "truncated MLLP frame", ctx);
+                self.reject(partial, err, received, ctx);
             }
             Err(MllpError::FrameTooLarge { limit, head }) => {
+                let received = Instant::now();
                 let err = AckError {
                     code: ErrorCode::ApplicationInternalError,
                     location: None,
                     text: format!("message exceeds the listener's max_frame of {limit} bytes; only its first {} bytes were kept", head.len()),
                 };
-                self.reject(head, err, "oversized MLLP frame", ctx);
+                self.reject(head, err, received, ctx);
                 // The rest of the stream cannot be trusted: close once the AR
                 // is written.
                 ctx.wait(actix::fut::ready(()).map(|_, act: &mut Self, _| act.writer.close()));

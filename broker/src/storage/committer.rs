@@ -38,13 +38,39 @@ pub(crate) enum Op {
     },
 }
 
-/// Timing of one group commit, handed to the observer.
-#[derive(Debug, Clone, Copy)]
+/// What one group commit did, handed to the observer (metrics).
+#[derive(Debug, Clone)]
 pub struct CommitStats {
     /// Records in the batch (duplicates included).
     pub records: usize,
     /// Time from the first insert to durability.
     pub elapsed: Duration,
+    /// Whether the batch was made durable.
+    pub ok: bool,
+    /// Per topic written: records added, payload bytes added, newest offset
+    /// and the topic's payload bytes in total.
+    pub topics: Vec<TopicAppend>,
+}
+
+/// Appends to one topic within one group commit.
+#[derive(Debug, Clone)]
+pub struct TopicAppend {
+    /// Topic name.
+    pub topic: String,
+    /// Records added by this batch.
+    pub records: u64,
+    /// Newest offset after this batch.
+    pub last_offset: u64,
+    /// Payload bytes stored in the topic in total.
+    pub total_bytes: u64,
+}
+
+/// Tree of per-topic bookkeeping: key `bytes/<topic>` → payload bytes (u64 BE).
+pub(crate) const META_TREE: &str = "meta";
+
+/// Key of a topic's byte total in [`META_TREE`].
+pub(crate) fn bytes_key(topic: &str) -> Vec<u8> {
+    format!("bytes/{topic}").into_bytes()
 }
 
 /// Called after every group commit (metrics hook).
@@ -58,6 +84,8 @@ pub(crate) struct Committer {
     pub ops: Receiver<Op>,
     pub committed: watch::Sender<u64>,
     pub observer: Option<CommitObserver>,
+    /// Appends of the batch being built, per topic: (records, bytes, last offset).
+    pub batch_topics: HashMap<String, (u64, u64, u64)>,
     /// Next offset per topic, recovered from the trees at start.
     pub next: HashMap<String, (sled::Tree, u64)>,
     /// sled's log file, opened once for `fdatasync`.
@@ -133,6 +161,7 @@ impl Committer {
                 }
             }
         }
+        let topics = self.record_topic_bytes();
         let durable = self.make_durable();
         if let Err(e) = &durable {
             tracing::error!(error = %e, records = pending.len(), "group commit failed: answering every append of the batch with an error");
@@ -159,6 +188,8 @@ impl Committer {
             observer(&CommitStats {
                 records,
                 elapsed: started.elapsed(),
+                ok: durable.is_ok(),
+                topics,
             });
         }
     }
@@ -189,6 +220,11 @@ impl Committer {
             return (Err(StorageError::Sled(e.to_string())), None);
         }
         *next += 1;
+        let added = req.record.payload.len() as u64;
+        let entry = self.batch_topics.entry(req.topic.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += added;
+        entry.2 = offset;
         let mut inserted = None;
         if let Some(dedup) = &req.dedup {
             let expires = now.saturating_add(dedup.window.as_millis() as u64);
@@ -255,6 +291,43 @@ impl Committer {
             Some((tree, next)) => Ok((&*tree, next)),
             None => Err(StorageError::Sled("topic vanished".into())),
         }
+    }
+
+    /// Add the batch's payload bytes to each topic's stored total (written in
+    /// the same flush as the records).
+    fn record_topic_bytes(&mut self) -> Vec<TopicAppend> {
+        let mut out = Vec::with_capacity(self.batch_topics.len());
+        let meta = match self.db.open_tree(META_TREE) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the meta tree");
+                self.batch_topics.clear();
+                return out;
+            }
+        };
+        for (topic, (records, bytes, last)) in self.batch_topics.drain() {
+            let key = bytes_key(&topic);
+            let total = meta
+                .update_and_fetch(&key, |old| {
+                    let old = old
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    Some(old.saturating_add(bytes).to_be_bytes().to_vec())
+                })
+                .ok()
+                .flatten()
+                .and_then(|v| v.as_ref().try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            out.push(TopicAppend {
+                topic,
+                records,
+                last_offset: last,
+                total_bytes: total,
+            });
+        }
+        out
     }
 
     /// Make everything inserted so far durable, per the configured level.

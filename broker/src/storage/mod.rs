@@ -12,7 +12,7 @@
 pub mod committer;
 pub mod record;
 
-pub use committer::{now_ms, CommitObserver, CommitStats};
+pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend};
 pub use record::{Record, RecordError};
 
 use medbus_config::Durability;
@@ -121,6 +121,8 @@ pub struct TopicInfo {
     pub last: Option<u64>,
     /// Records stored.
     pub count: u64,
+    /// Payload bytes stored.
+    pub bytes: u64,
 }
 
 /// Opening options.
@@ -199,6 +201,7 @@ impl Store {
             ops: rx,
             committed: committed_tx,
             observer: options.observer,
+            batch_topics: Default::default(),
             next: Default::default(),
             log_file,
             synced_blob: 0,
@@ -281,11 +284,20 @@ impl Store {
                 (Some(f), Some(l)) => l - f + 1,
                 _ => 0,
             };
+            let bytes = self
+                .inner
+                .db
+                .open_tree(committer::META_TREE)?
+                .get(committer::bytes_key(&topic))?
+                .and_then(|v| v.as_ref().try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             out.push(TopicInfo {
                 name: topic,
                 first,
                 last,
                 count,
+                bytes,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

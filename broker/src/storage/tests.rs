@@ -77,7 +77,8 @@ fn append_read_reopen() {
             name: "a.b".into(),
             first: Some(0),
             last: Some(3),
-            count: 4
+            count: 4,
+            bytes: 4
         }]
     );
 }

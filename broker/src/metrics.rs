@@ -1,0 +1,151 @@
+//! The Prometheus registry and every metric medbus exports.
+//!
+//! Names follow DESIGN.md (`medbus_` prefix, base units, `_total` on
+//! counters). Label values are bounded: listener, topic, source and code
+//! names come from the config or fixed sets, never from message content
+//! (no control ids, no patient ids). Later capabilities add their families
+//! here, so `/metrics` is described in one place.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric family, registered once at start-up.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages received per listener, by outcome: `stored`, `duplicate`,
+    /// `rejected` (AR, dead-lettered), `failed` (AE, storage error).
+    pub mllp_messages: IntCounterVec,
+    /// ACKs sent per listener, by MSA-1 code.
+    pub mllp_acks: IntCounterVec,
+    /// Open MLLP connections per listener.
+    pub mllp_connections: IntGaugeVec,
+    /// Connections refused at the max_connections cap.
+    pub mllp_connections_refused: IntCounterVec,
+    /// Bytes discarded outside MLLP frames.
+    pub mllp_discarded_bytes: IntCounterVec,
+    /// Time from a complete frame to its ACK being queued for writing.
+    pub mllp_ack_latency: HistogramVec,
+    /// Duration of a group commit (inserts + flush + fdatasync).
+    pub storage_commit_seconds: Histogram,
+    /// Records per group commit.
+    pub storage_commit_batch_records: Histogram,
+    /// Group commits that failed (every append in them answered with an error).
+    pub storage_commit_failures: IntCounter,
+    /// Bytes sled uses on disk (sampled at scrape time).
+    pub storage_disk_bytes: IntGauge,
+    /// Records appended per topic since start.
+    pub topic_records: IntCounterVec,
+    /// Newest offset per topic.
+    pub topic_last_offset: IntGaugeVec,
+    /// Payload bytes stored per topic.
+    pub topic_bytes: IntGaugeVec,
+    /// Records written to a dead-letter topic, by source (`listener/<name>`, …).
+    pub dead_letters: IntCounterVec,
+}
+
+/// Why the registry could not be built (a duplicate name: a build defect).
+pub type MetricsError = prometheus::Error;
+
+impl Metrics {
+    /// Create and register every family.
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let latency = exponential_buckets(0.0001, 2.0, 17)?; // 100 µs … 6.5 s
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(format!("medbus_{name}"), help), labels)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(format!("medbus_{name}"), help), labels)
+        };
+        let m = Metrics {
+            mllp_messages: counter("mllp_messages_total", "MLLP messages received, by outcome", &["listener", "outcome"])?,
+            mllp_acks: counter("mllp_acks_total", "ACKs sent, by MSA-1 code", &["listener", "code"])?,
+            mllp_connections: gauge("mllp_connections", "Open MLLP connections", &["listener"])?,
+            mllp_connections_refused: counter(
+                "mllp_connections_refused_total",
+                "Connections refused at the listener's max_connections",
+                &["listener"],
+            )?,
+            mllp_discarded_bytes: counter(
+                "mllp_discarded_bytes_total",
+                "Bytes received outside MLLP frames and discarded",
+                &["listener"],
+            )?,
+            mllp_ack_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "medbus_mllp_ack_latency_seconds",
+                    "Time from a complete MLLP frame to its ACK",
+                )
+                .buckets(latency.clone()),
+                &["listener"],
+            )?,
+            storage_commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "medbus_storage_commit_seconds",
+                    "Duration of a group commit: inserts, flush and fdatasync",
+                )
+                .buckets(latency),
+            )?,
+            storage_commit_batch_records: Histogram::with_opts(
+                HistogramOpts::new("medbus_storage_commit_batch_records", "Records per group commit")
+                    .buckets(exponential_buckets(1.0, 2.0, 13)?),
+            )?,
+            storage_commit_failures: IntCounter::new(
+                "medbus_storage_commit_failures_total",
+                "Group commits that could not be made durable",
+            )?,
+            storage_disk_bytes: IntGauge::new("medbus_storage_disk_bytes", "Bytes the message store uses on disk")?,
+            topic_records: counter("topic_records_total", "Records appended since start", &["topic"])?,
+            topic_last_offset: gauge("topic_last_offset", "Newest offset", &["topic"])?,
+            topic_bytes: gauge("topic_bytes", "Payload bytes stored", &["topic"])?,
+            dead_letters: counter("dead_letters_total", "Records written to a dead-letter topic", &["source"])?,
+            registry,
+        };
+        m.register()?;
+        Ok(m)
+    }
+
+    fn register(&self) -> Result<(), MetricsError> {
+        let r = &self.registry;
+        r.register(Box::new(self.mllp_messages.clone()))?;
+        r.register(Box::new(self.mllp_acks.clone()))?;
+        r.register(Box::new(self.mllp_connections.clone()))?;
+        r.register(Box::new(self.mllp_connections_refused.clone()))?;
+        r.register(Box::new(self.mllp_discarded_bytes.clone()))?;
+        r.register(Box::new(self.mllp_ack_latency.clone()))?;
+        r.register(Box::new(self.storage_commit_seconds.clone()))?;
+        r.register(Box::new(self.storage_commit_batch_records.clone()))?;
+        r.register(Box::new(self.storage_commit_failures.clone()))?;
+        r.register(Box::new(self.storage_disk_bytes.clone()))?;
+        r.register(Box::new(self.topic_records.clone()))?;
+        r.register(Box::new(self.topic_last_offset.clone()))?;
+        r.register(Box::new(self.topic_bytes.clone()))?;
+        r.register(Box::new(self.dead_letters.clone()))?;
+        Ok(())
+    }
+
+    /// Make a listener's series exist (at zero) before its first message,
+    /// so dashboards and alerts see it from start-up.
+    pub fn init_listener(&self, listener: &str) {
+        for outcome in ["stored", "duplicate", "rejected", "failed"] {
+            self.mllp_messages.with_label_values(&[listener, outcome]);
+        }
+        for code in ["AA", "AE", "AR"] {
+            self.mllp_acks.with_label_values(&[listener, code]);
+        }
+        self.mllp_connections.with_label_values(&[listener]);
+        self.mllp_connections_refused.with_label_values(&[listener]);
+        self.mllp_discarded_bytes.with_label_values(&[listener]);
+        self.mllp_ack_latency.with_label_values(&[listener]);
+        self.dead_letters.with_label_values(&[&format!("listener/{listener}")]);
+    }
+
+    /// The text exposition format 0.0.4.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
