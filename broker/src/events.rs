@@ -54,7 +54,9 @@ pub struct ConnectionRefused<'a> {
 impl ConnectionRefused<'_> {
     /// Log and count.
     pub fn emit(self, m: &Metrics) {
-        m.mllp_connections_refused.with_label_values(&[self.listener]).inc();
+        m.mllp_connections_refused
+            .with_label_values(&[self.listener])
+            .inc();
         tracing::warn!(
             listener = %self.listener, peer = %self.peer, limit = self.limit,
             "connection refused: listener is at its max_connections limit"
@@ -143,8 +145,12 @@ impl MessageAnswered<'_> {
             (Outcome::Duplicate, Some((topic, offset))) => tracing::info!(
                 %topic, offset, "retransmission acknowledged again, not stored twice"
             ),
-            (Outcome::Rejected, _) => tracing::warn!(%reason, code = self.ack_code, "message refused and dead-lettered"),
-            (Outcome::Failed, _) => tracing::error!(%reason, code = self.ack_code, "message not stored"),
+            (Outcome::Rejected, _) => {
+                tracing::warn!(%reason, code = self.ack_code, "message refused and dead-lettered")
+            }
+            (Outcome::Failed, _) => {
+                tracing::error!(%reason, code = self.ack_code, "message not stored")
+            }
             _ => {}
         }
     }
@@ -185,7 +191,9 @@ impl CommitFinished<'_> {
             return;
         }
         for t in &s.topics {
-            m.topic_records.with_label_values(&[&t.topic]).inc_by(t.records);
+            m.topic_records
+                .with_label_values(&[&t.topic])
+                .inc_by(t.records);
             m.topic_last_offset
                 .with_label_values(&[&t.topic])
                 .set(i64::try_from(t.last_offset).unwrap_or(i64::MAX));
@@ -193,5 +201,75 @@ impl CommitFinished<'_> {
                 .with_label_values(&[&t.topic])
                 .set(i64::try_from(t.total_bytes).unwrap_or(i64::MAX));
         }
+    }
+}
+
+/// A route wrote one batch (outputs, dead letters and cursor, atomically).
+pub struct RouteBatchWritten<'a> {
+    /// Route name.
+    pub route: &'a str,
+    /// Source topic.
+    pub source: &'a str,
+    /// First source offset of the batch.
+    pub from: u64,
+    /// Last source offset of the batch.
+    pub to: u64,
+    /// Records that matched.
+    pub matched: u64,
+    /// Records that did not match.
+    pub filtered: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+    /// Records written to targets.
+    pub outputs: u64,
+    /// Receipt time of the oldest matched record, for end-to-end latency.
+    pub oldest_received_ms: Option<u64>,
+    /// Now.
+    pub now_ms: u64,
+}
+
+impl RouteBatchWritten<'_> {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        let r = self.route;
+        m.route_records
+            .with_label_values(&[r, "matched"])
+            .inc_by(self.matched);
+        m.route_records
+            .with_label_values(&[r, "filtered"])
+            .inc_by(self.filtered);
+        m.route_records
+            .with_label_values(&[r, "dead_lettered"])
+            .inc_by(self.dead_lettered);
+        m.route_outputs.with_label_values(&[r]).inc_by(self.outputs);
+        if self.dead_lettered > 0 {
+            m.dead_letters
+                .with_label_values(&[&format!("route/{r}")])
+                .inc_by(self.dead_lettered);
+        }
+        if let Some(t) = self.oldest_received_ms {
+            let secs = self.now_ms.saturating_sub(t) as f64 / 1000.0;
+            m.end_to_end_latency_seconds.observe(secs);
+        }
+        tracing::debug!(
+            route = %r, topic = %self.source, from = self.from, to = self.to,
+            matched = self.matched, filtered = self.filtered, dead_lettered = self.dead_lettered,
+            outputs = self.outputs, "route batch written"
+        );
+    }
+}
+
+/// A route could not read or write and pauses.
+pub struct RouteStalled<'a> {
+    /// Route name.
+    pub route: &'a str,
+    /// What failed.
+    pub error: &'a crate::storage::StorageError,
+}
+
+impl RouteStalled<'_> {
+    /// Log.
+    pub fn emit(self, _m: &Metrics) {
+        tracing::error!(route = %self.route, error = %self.error, "route paused after a storage error; it resumes from its durable cursor");
     }
 }

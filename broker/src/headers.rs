@@ -3,6 +3,8 @@
 
 /// Content type of HL7 v2 ER7 payloads.
 pub const CONTENT_TYPE_HL7: &str = "application/hl7-v2+er7";
+/// Content type of FHIR R4 JSON (a Bundle or one resource).
+pub const CONTENT_TYPE_FHIR: &str = "application/fhir+json";
 /// Content type of raw bytes that could not be interpreted.
 pub const CONTENT_TYPE_RAW: &str = "application/octet-stream";
 
@@ -28,3 +30,15 @@ pub const RECEIVING_APPLICATION: &str = "hl7.receiving_application";
 pub const RECEIVING_FACILITY: &str = "hl7.receiving_facility";
 /// MSH-12.1.
 pub const VERSION: &str = "hl7.version";
+/// The route that wrote a record.
+pub const ROUTE: &str = "medbus.route";
+/// The topic a routed record was read from.
+pub const SOURCE_TOPIC: &str = "medbus.source_topic";
+/// The offset a routed record was read from.
+pub const SOURCE_OFFSET: &str = "medbus.source_offset";
+/// The FHIR resource type of a FHIR record (`Bundle` for a Bundle).
+pub const FHIR_RESOURCE_TYPE: &str = "fhir.resource_type";
+/// The FHIR resource id of a one-resource record.
+pub const FHIR_ID: &str = "fhir.id";
+/// Present (`true`) when the message type is not fully mapped to FHIR.
+pub const FHIR_PARTIAL: &str = "fhir.partial";

@@ -118,7 +118,9 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let h = &state.health;
     if h.ready() {
-        HttpResponse::Ok().content_type("text/plain").body("ready\n")
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")
     } else {
         let why = if !h.started.load(Ordering::Acquire) {
             "not ready: starting or shutting down\n"
@@ -191,7 +193,16 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         for l in &b.listeners {
             let messages = ["stored", "duplicate", "rejected", "failed"]
                 .into_iter()
-                .map(|o| (o, state.metrics.mllp_messages.with_label_values(&[&l.name, o]).get()))
+                .map(|o| {
+                    (
+                        o,
+                        state
+                            .metrics
+                            .mllp_messages
+                            .with_label_values(&[&l.name, o])
+                            .get(),
+                    )
+                })
                 .collect();
             out.listeners.push(ListenerStatus {
                 name: l.name.clone(),

@@ -11,15 +11,19 @@
 //! - [`metrics`]: the Prometheus registry and every metric family.
 //! - [`events`]: one struct per internal event; `emit` logs and counts.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+//! - [`route`]: one router actor per configured route.
 //! - [`server`]: starts every component of a config inside an actix system.
 //! - [`cli`]: the subcommands other than `serve` (`send`, `dump`, `topics`, …).
+//! - [`bench`]: `medbus bench`, the load generator and the machine's limits.
 
 pub mod ack;
+pub mod bench;
 pub mod cli;
 pub mod events;
 pub mod headers;
 pub mod http;
 pub mod metrics;
 pub mod mllp;
+pub mod route;
 pub mod server;
 pub mod storage;

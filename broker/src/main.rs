@@ -83,6 +83,11 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Load generator: drive a broker (or --spawn one) and report throughput and latency.
+    Bench {
+        #[command(subcommand)]
+        mode: medbus::bench::BenchCommand,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -166,6 +171,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             cli::dump::run(&data_dir, &topic, from, count, &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench { mode } => match medbus::bench::run(&mode) {
+            Ok(report) => {
+                print!("{}", report.render(mode.json()));
+                Ok(if report.errors() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+            Err(e) => {
+                eprintln!("medbus bench: {e}");
+                Ok(ExitCode::from(e.exit_code()))
+            }
+        },
     }
 }
 
@@ -201,9 +220,19 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
         for l in &server.listeners {
             println!("mllp listener {:?} on {} -> topic {}", l.name, l.addr, l.topic);
         }
+        for r in server.route_names() {
+            println!("route {r:?} running");
+        }
         println!("ready");
         tracing::info!("ready");
-        wait_for_shutdown_signal().await?;
+        let mut server = server;
+        loop {
+            match wait_for_signal().await? {
+                Signal::Stop => break,
+                Signal::Reload => reload(config_path.as_deref(), &mut server).await,
+            }
+        }
+        server.stop_routes().await;
         // Not ready first, so load balancers stop sending; then close.
         endpoint.state.health.started.store(false, std::sync::atomic::Ordering::Release);
         let grace = config.http.shutdown_grace.0;
@@ -221,6 +250,45 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM / SIGINT.
+    Stop,
+    /// SIGHUP.
+    Reload,
+}
+
+async fn wait_for_signal() -> anyhow::Result<Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    tokio::select! {
+        s = wait_for_shutdown_signal() => { s?; Ok(Signal::Stop) }
+        _ = hup.recv() => Ok(Signal::Reload),
+    }
+}
+
+/// SIGHUP: re-read the config file; if it is valid, replace the routes;
+/// otherwise keep the running ones and log every problem.
+async fn reload(config_path: Option<&std::path::Path>, server: &mut medbus::server::Server) {
+    let Some(path) = config_path else {
+        tracing::warn!("SIGHUP ignored: running on the embedded default config, nothing to reload");
+        return;
+    };
+    match medbus_config::load(path) {
+        Ok(config) => {
+            server.reload_routes(&config).await;
+            println!("reloaded routes from {}", path.display());
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!("config reload refused: keeping the running routes");
+            eprintln!("{errors}");
+        }
+    }
 }
 
 async fn wait_for_shutdown_signal() -> anyhow::Result<()> {

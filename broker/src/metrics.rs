@@ -7,8 +7,8 @@
 //! here, so `/metrics` is described in one place.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family, registered once at start-up.
@@ -43,7 +43,28 @@ pub struct Metrics {
     pub topic_bytes: IntGaugeVec,
     /// Records written to a dead-letter topic, by source (`listener/<name>`, …).
     pub dead_letters: IntCounterVec,
+    /// Source records a route read, by outcome: `matched`, `filtered`,
+    /// `dead_lettered`.
+    pub route_records: IntCounterVec,
+    /// Records a route wrote to its targets.
+    pub route_outputs: IntCounterVec,
+    /// Source records not yet routed (sum over the route's sources).
+    pub route_lag_records: IntGaugeVec,
+    /// HL7 → FHIR conversion time, by message type (mapped types; others
+    /// count as `other`).
+    pub fhir_convert_seconds: HistogramVec,
+    /// Received by a listener → written to a route's targets.
+    pub end_to_end_latency_seconds: Histogram,
 }
+
+/// Message types that get their own `fhir_convert_seconds` label value; the
+/// rest share `other`, so a sender cannot create series at will.
+const CONVERT_LABELS: [&str; 27] = [
+    "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A13",
+    "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01", "ORM^O01", "OML^O21", "SIU^S12", "SIU^S13",
+    "SIU^S14", "SIU^S15", "SIU^S26", "MDM^T01", "MDM^T02", "MDM^T06", "MDM^T08", "MDM^T10",
+    "VXU^V04", "RDE^O11", "DFT^P03",
+];
 
 /// Why the registry could not be built (a duplicate name: a build defect).
 pub type MetricsError = prometheus::Error;
@@ -60,8 +81,16 @@ impl Metrics {
             IntGaugeVec::new(Opts::new(format!("medbus_{name}"), help), labels)
         };
         let m = Metrics {
-            mllp_messages: counter("mllp_messages_total", "MLLP messages received, by outcome", &["listener", "outcome"])?,
-            mllp_acks: counter("mllp_acks_total", "ACKs sent, by MSA-1 code", &["listener", "code"])?,
+            mllp_messages: counter(
+                "mllp_messages_total",
+                "MLLP messages received, by outcome",
+                &["listener", "outcome"],
+            )?,
+            mllp_acks: counter(
+                "mllp_acks_total",
+                "ACKs sent, by MSA-1 code",
+                &["listener", "code"],
+            )?,
             mllp_connections: gauge("mllp_connections", "Open MLLP connections", &["listener"])?,
             mllp_connections_refused: counter(
                 "mllp_connections_refused_total",
@@ -89,18 +118,62 @@ impl Metrics {
                 .buckets(latency),
             )?,
             storage_commit_batch_records: Histogram::with_opts(
-                HistogramOpts::new("medbus_storage_commit_batch_records", "Records per group commit")
-                    .buckets(exponential_buckets(1.0, 2.0, 13)?),
+                HistogramOpts::new(
+                    "medbus_storage_commit_batch_records",
+                    "Records per group commit",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 13)?),
             )?,
             storage_commit_failures: IntCounter::new(
                 "medbus_storage_commit_failures_total",
                 "Group commits that could not be made durable",
             )?,
-            storage_disk_bytes: IntGauge::new("medbus_storage_disk_bytes", "Bytes the message store uses on disk")?,
-            topic_records: counter("topic_records_total", "Records appended since start", &["topic"])?,
+            storage_disk_bytes: IntGauge::new(
+                "medbus_storage_disk_bytes",
+                "Bytes the message store uses on disk",
+            )?,
+            topic_records: counter(
+                "topic_records_total",
+                "Records appended since start",
+                &["topic"],
+            )?,
             topic_last_offset: gauge("topic_last_offset", "Newest offset", &["topic"])?,
             topic_bytes: gauge("topic_bytes", "Payload bytes stored", &["topic"])?,
-            dead_letters: counter("dead_letters_total", "Records written to a dead-letter topic", &["source"])?,
+            dead_letters: counter(
+                "dead_letters_total",
+                "Records written to a dead-letter topic",
+                &["source"],
+            )?,
+            route_records: counter(
+                "route_records_total",
+                "Source records a route read, by outcome",
+                &["route", "outcome"],
+            )?,
+            route_outputs: counter(
+                "route_outputs_total",
+                "Records a route wrote to its targets",
+                &["route"],
+            )?,
+            route_lag_records: gauge(
+                "route_lag_records",
+                "Source records not yet routed",
+                &["route"],
+            )?,
+            fhir_convert_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "medbus_fhir_convert_seconds",
+                    "HL7 v2 to FHIR conversion time",
+                )
+                .buckets(exponential_buckets(0.000005, 2.0, 16)?),
+                &["message_type"],
+            )?,
+            end_to_end_latency_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "medbus_end_to_end_latency_seconds",
+                    "From receipt by a listener to being written to a route's targets",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 17)?),
+            )?,
             registry,
         };
         m.register()?;
@@ -123,6 +196,11 @@ impl Metrics {
         r.register(Box::new(self.topic_last_offset.clone()))?;
         r.register(Box::new(self.topic_bytes.clone()))?;
         r.register(Box::new(self.dead_letters.clone()))?;
+        r.register(Box::new(self.route_records.clone()))?;
+        r.register(Box::new(self.route_outputs.clone()))?;
+        r.register(Box::new(self.route_lag_records.clone()))?;
+        r.register(Box::new(self.fhir_convert_seconds.clone()))?;
+        r.register(Box::new(self.end_to_end_latency_seconds.clone()))?;
         Ok(())
     }
 
@@ -139,7 +217,38 @@ impl Metrics {
         self.mllp_connections_refused.with_label_values(&[listener]);
         self.mllp_discarded_bytes.with_label_values(&[listener]);
         self.mllp_ack_latency.with_label_values(&[listener]);
-        self.dead_letters.with_label_values(&[&format!("listener/{listener}")]);
+        self.dead_letters
+            .with_label_values(&[&format!("listener/{listener}")]);
+    }
+
+    /// Make a route's series exist before its first record.
+    pub fn init_route(&self, route: &str) {
+        for outcome in ["matched", "filtered", "dead_lettered"] {
+            self.route_records.with_label_values(&[route, outcome]);
+        }
+        self.route_outputs.with_label_values(&[route]);
+        self.route_lag_records.with_label_values(&[route]);
+        self.dead_letters
+            .with_label_values(&[&format!("route/{route}")]);
+    }
+
+    /// Record one conversion's time under a bounded label.
+    pub fn observe_conversion(&self, message_type: &str, took: std::time::Duration) {
+        let label = if CONVERT_LABELS.contains(&message_type) {
+            message_type
+        } else {
+            "other"
+        };
+        self.fhir_convert_seconds
+            .with_label_values(&[label])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Set a route's lag.
+    pub fn set_route_lag(&self, route: &str, lag: u64) {
+        self.route_lag_records
+            .with_label_values(&[route])
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format 0.0.4.

@@ -8,9 +8,12 @@ use crate::events::CommitFinished;
 use crate::http::{BrokerView, Health, HttpState};
 use crate::metrics::Metrics;
 use crate::mllp::{ListenerContext, MllpListener};
+use crate::route::{Router, RouterHandle};
 use crate::storage::{StorageError, Store, StoreOptions};
 use actix::Actor;
+use medbus_config::route::compile_route;
 use medbus_config::Config;
+use medbus_fhir::ConvertOptions;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,12 +75,17 @@ pub fn start_endpoint(config: &Config) -> Result<Endpoint, ServerError> {
         broker: Arc::new(OnceLock::new()),
     };
     let listen = config.http.listen.get_ref();
-    let (addr, handle) = crate::http::start(listen, state.clone()).map_err(|source| ServerError::Bind {
-        what: "the HTTP endpoint".into(),
-        addr: listen.clone(),
-        source,
-    })?;
-    Ok(Endpoint { addr, handle, state })
+    let (addr, handle) =
+        crate::http::start(listen, state.clone()).map_err(|source| ServerError::Bind {
+            what: "the HTTP endpoint".into(),
+            addr: listen.clone(),
+            source,
+        })?;
+    Ok(Endpoint {
+        addr,
+        handle,
+        state,
+    })
 }
 
 /// A running broker.
@@ -86,11 +94,79 @@ pub struct Server {
     pub store: Store,
     /// Every MLLP listener, bound.
     pub listeners: Vec<BoundListener>,
+    /// The running routes.
+    routes: Vec<RouterHandle>,
+    /// The thread routes run on (FHIR conversion stays off the MLLP thread).
+    route_arbiter: actix::Arbiter,
+    /// Shared with the routes.
+    metrics: Arc<Metrics>,
+}
+
+/// FHIR mapping options from the config.
+pub fn convert_options(config: &Config) -> ConvertOptions {
+    ConvertOptions {
+        id_namespace: config.mapping.id_namespace.clone(),
+        time_zone: config
+            .mapping
+            .time_zone
+            .as_ref()
+            .map(|t| t.get_ref().clone()),
+        patient_identifier_type: config.mapping.patient_identifier_type.clone(),
+        ..ConvertOptions::default()
+    }
+}
+
+impl Server {
+    /// Start every route of `config` (after validation, compilation cannot
+    /// fail; a route that still does is logged and skipped).
+    fn start_routes(&mut self, config: &Config) {
+        let fhir = Arc::new(convert_options(config));
+        for (i, r) in config.routes.iter().enumerate() {
+            match compile_route(r, &format!("routes[{i}]")) {
+                Ok(route) => self.routes.push(Router::spawn(
+                    route,
+                    self.store.clone(),
+                    self.metrics.clone(),
+                    fhir.clone(),
+                    &self.route_arbiter.handle(),
+                )),
+                Err(problems) => tracing::error!(route = %r.name(), ?problems, "route not started"),
+            }
+        }
+    }
+
+    /// Names of the running routes.
+    pub fn route_names(&self) -> Vec<String> {
+        self.routes.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// Replace the running routes by those of `config` (already validated).
+    /// Each old route finishes its batch first; the new ones resume from the
+    /// durable cursors, so nothing is skipped or repeated.
+    pub async fn reload_routes(&mut self, config: &Config) {
+        for r in self.routes.drain(..) {
+            r.stop().await;
+        }
+        self.start_routes(config);
+        tracing::info!(routes = ?self.route_names(), "routes reloaded");
+    }
+
+    /// Stop every route (before shutdown).
+    pub async fn stop_routes(&mut self) {
+        for r in self.routes.drain(..) {
+            r.stop().await;
+        }
+        self.route_arbiter.stop();
+    }
 }
 
 /// Open the store, waiting while another process (an old broker in a
 /// rolling restart) still holds the data directory.
-async fn open_store(data_dir: &Path, config: &Config, endpoint: &Endpoint) -> Result<Store, ServerError> {
+async fn open_store(
+    data_dir: &Path,
+    config: &Config,
+    endpoint: &Endpoint,
+) -> Result<Store, ServerError> {
     let mut waiting_since: Option<Instant> = None;
     let mut last_log = Instant::now();
     loop {
@@ -121,7 +197,11 @@ async fn open_store(data_dir: &Path, config: &Config, endpoint: &Endpoint) -> Re
 
 /// Start everything `config` describes behind an already running endpoint.
 /// Must run inside an `actix::System`.
-pub async fn start(config: &Config, data_dir: &Path, endpoint: &Endpoint) -> Result<Server, ServerError> {
+pub async fn start(
+    config: &Config,
+    data_dir: &Path,
+    endpoint: &Endpoint,
+) -> Result<Server, ServerError> {
     let store = open_store(data_dir, config, endpoint).await?;
     let metrics = &endpoint.state.metrics;
     // Gauges of existing topics start from the stored state.
@@ -148,7 +228,9 @@ pub async fn start(config: &Config, data_dir: &Path, endpoint: &Endpoint) -> Res
             addr: addr.clone(),
             source,
         };
-        let socket = tokio::net::TcpListener::bind(&addr).await.map_err(bind_error)?;
+        let socket = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(bind_error)?;
         let local = socket.local_addr().map_err(bind_error)?;
         bound.push(BoundListener {
             name: l.name().to_string(),
@@ -181,9 +263,14 @@ pub async fn start(config: &Config, data_dir: &Path, endpoint: &Endpoint) -> Res
         listeners: contexts,
         durability: config.storage.durability.as_str(),
     });
-    endpoint.state.health.started.store(true, Ordering::Release);
-    Ok(Server {
+    let mut server = Server {
         store,
         listeners: bound,
-    })
+        routes: Vec::new(),
+        route_arbiter: actix::Arbiter::new(),
+        metrics: metrics.clone(),
+    };
+    server.start_routes(config);
+    endpoint.state.health.started.store(true, Ordering::Release);
+    Ok(server)
 }

@@ -8,18 +8,22 @@
 //! # Layout
 //! - [`schema`]: the structs users write, one `///` doc per field (that doc is
 //!   the user documentation) and `deny_unknown_fields` everywhere.
+//! - [`route`]: `[[routes]]` and their `when` conditions, compiled once
+//!   (globs, regexes, HL7 field paths) and evaluated per record.
 //! - [`units`]: human durations (`"30s"`, `"10m"`) and sizes (`"1MiB"`).
 //! - [`error`]: [`ConfigError`], printed as `file:line:col: key: message`.
 //! - [`validate`]: the checks serde cannot express; collects every problem,
 //!   not just the first.
 
 pub mod error;
+pub mod route;
 pub mod schema;
 pub mod units;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use schema::{Config, Durability, HttpConfig, ListenerConfig, StorageConfig};
+pub use route::{Condition, RouteConfig, Subject, Transform};
+pub use schema::{Config, Durability, HttpConfig, ListenerConfig, MappingConfig, StorageConfig};
 pub use units::{ByteSize, HumanDuration};
 
 /// The embedded default configuration, as TOML text.

@@ -4,6 +4,7 @@
 //! repeats it). Unknown keys are refused so that a typo is an error, not a
 //! silently ignored setting.
 
+use crate::route::RouteConfig;
 use crate::units::{ByteSize, HumanDuration};
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -50,6 +51,30 @@ pub struct Config {
     /// MLLP listeners: one per feed. A config file names all of them.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
+    /// Routes: content-based fan-out from topics to topics.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// How HL7 v2 is mapped to FHIR by `fhir` routes and `medbus convert`.
+    #[serde(default)]
+    pub mapping: MappingConfig,
+}
+
+/// `[mapping]`: site settings of the HL7 v2 → FHIR mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Mixed into every resource id, so that sites sharing one FHIR server
+    /// never produce the same id for different resources (default empty).
+    #[serde(default)]
+    pub id_namespace: String,
+    /// UTC offset (`"+0100"`, `"-05:00"`, `"Z"`) of HL7 times written
+    /// without one. Unset: such FHIR `instant`s are left out, never guessed.
+    #[serde(default)]
+    pub time_zone: Option<Spanned<String>>,
+    /// Which PID-3 repetition keys the Patient id: the first whose CX-5
+    /// identifier type is this (e.g. `"MR"`); unset: the first repetition.
+    #[serde(default)]
+    pub patient_identifier_type: Option<String>,
 }
 
 fn default_data_dir() -> String {

@@ -130,6 +130,19 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
             ),
         ),
     }
+    validate_routes(config, &mut err);
+    if let Some(tz) = &config.mapping.time_zone {
+        if !is_utc_offset(tz.get_ref()) {
+            err(
+                tz.span(),
+                "mapping.time_zone".into(),
+                format!(
+                    "{:?} is not a UTC offset: write e.g. \"+0100\", \"-05:00\" or \"Z\"",
+                    tz.get_ref()
+                ),
+            );
+        }
+    }
     if *config.storage.max_batch_records.get_ref() == 0 {
         let span = config.storage.max_batch_records.span();
         err(
@@ -157,4 +170,189 @@ fn check_topic(
             ),
         );
     }
+}
+
+/// Topics fed by something other than a listener or a route.
+pub const EXTERNALLY_FED: [&str; 1] = ["fhir.inbound"];
+
+fn validate_routes(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, String, String)) {
+    use crate::route::{
+        compile_route, parse_template, template_could_produce, TemplatePart, Transform,
+    };
+    let mut names: HashMap<&str, ()> = HashMap::new();
+    // Parsed targets of every route, for "is this source fed" and cycles.
+    let mut produced: Vec<Vec<Vec<TemplatePart>>> = Vec::new();
+    for r in &config.routes {
+        produced.push(
+            r.targets()
+                .iter()
+                .filter_map(|t| parse_template(t).ok())
+                .collect(),
+        );
+    }
+    let listener_topics: Vec<&str> = config.listeners.iter().map(|l| l.topic()).collect();
+    for (i, r) in config.routes.iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        let name = r.name();
+        if !is_valid_component_name(name) {
+            err(
+                r.name.span(),
+                key("name"),
+                format!("invalid name {name:?}: use 1 to {MAX_COMPONENT_NAME} letters, digits, '_' or '-'"),
+            );
+        } else if names.insert(name, ()).is_some() {
+            err(
+                r.name.span(),
+                key("name"),
+                format!("duplicate route name {name:?}"),
+            );
+        }
+        let sources = r.sources();
+        if sources.is_empty() {
+            err(
+                r.from.span(),
+                key("from"),
+                "a route needs at least one source topic".into(),
+            );
+        }
+        for s in &sources {
+            if !is_valid_topic(s) {
+                err(
+                    r.from.span(),
+                    key("from"),
+                    format!(
+                        "invalid topic name {s:?}: use 1 to {MAX_TOPIC_NAME} of A-Z a-z 0-9 . _ -"
+                    ),
+                );
+                continue;
+            }
+            let fed = listener_topics.contains(&s.as_str())
+                || EXTERNALLY_FED.contains(&s.as_str())
+                || s.starts_with("dlq.")
+                || produced
+                    .iter()
+                    .enumerate()
+                    .any(|(j, ts)| j != i && ts.iter().any(|t| template_could_produce(t, s)));
+            if !fed {
+                err(
+                    r.from.span(),
+                    key("from"),
+                    format!("no listener or route writes to topic {s:?}: this route would never see a record"),
+                );
+            }
+        }
+        let transform = *r.transform.get_ref();
+        if r.to.get_ref().is_empty() {
+            err(
+                r.to.span(),
+                key("to"),
+                "a route needs at least one target topic".into(),
+            );
+        }
+        for (j, t) in r.to.get_ref().iter().enumerate() {
+            let Ok(parts) = parse_template(t.get_ref()) else {
+                continue;
+            }; // reported by compile_route
+            for p in &parts {
+                match p {
+                    TemplatePart::Literal(l) if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') => err(
+                        t.span(),
+                        format!("routes[{i}].to[{j}]"),
+                        format!("invalid topic name {:?}: use A-Z a-z 0-9 . _ - and {{placeholders}}", t.get_ref()),
+                    ),
+                    TemplatePart::Key(k) if k == "resourceType" && transform == Transform::None => err(
+                        t.span(),
+                        format!("routes[{i}].to[{j}]"),
+                        "{resourceType} needs transform = \"fhir\" or \"fhir-resources\"".into(),
+                    ),
+                    _ => {}
+                }
+            }
+            if sources.iter().any(|s| template_could_produce(&parts, s)) {
+                err(
+                    t.span(),
+                    format!("routes[{i}].to[{j}]"),
+                    format!("route writes to its own source {:?}", t.get_ref()),
+                );
+            }
+        }
+        if let Err(problems) = compile_route(r, &format!("routes[{i}]")) {
+            for (span, k, msg) in problems {
+                err(span, k, msg);
+            }
+        }
+    }
+    // Cycles: route i feeds route j when one of i's targets could produce
+    // one of j's sources.
+    let n = config.routes.len();
+    let feeds = |i: usize, j: usize| {
+        config.routes[j]
+            .sources()
+            .iter()
+            .any(|s| produced[i].iter().any(|t| template_could_produce(t, s)))
+    };
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    fn visit(
+        i: usize,
+        n: usize,
+        state: &mut Vec<u8>,
+        stack: &mut Vec<usize>,
+        feeds: &dyn Fn(usize, usize) -> bool,
+    ) -> Option<Vec<usize>> {
+        state[i] = 1;
+        stack.push(i);
+        for j in 0..n {
+            if i == j || !feeds(i, j) {
+                continue;
+            }
+            if state[j] == 1 {
+                let start = stack.iter().position(|&k| k == j).unwrap_or(0);
+                return Some(stack[start..].to_vec());
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, n, state, stack, feeds) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        None
+    }
+    let mut state = vec![0u8; n];
+    for i in 0..n {
+        if state[i] == 0 {
+            let mut stack = Vec::new();
+            if let Some(cycle) = visit(i, n, &mut state, &mut stack, &feeds) {
+                let names: Vec<&str> = cycle.iter().map(|&k| config.routes[k].name()).collect();
+                let first = cycle[0];
+                err(
+                    config.routes[first].to.span(),
+                    format!("routes[{first}].to"),
+                    format!(
+                        "routes form a cycle: {} -> {}",
+                        names.join(" -> "),
+                        names[0]
+                    ),
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// `Z`, `±HHMM` or `±HH:MM` with hours ≤ 14 and minutes < 60.
+fn is_utc_offset(s: &str) -> bool {
+    if s == "Z" {
+        return true;
+    }
+    let digits: String = s.chars().skip(1).filter(|c| *c != ':').collect();
+    let sign_ok = s.starts_with('+') || s.starts_with('-');
+    let shape_ok = s.len() == 5 || (s.len() == 6 && s.as_bytes().get(3) == Some(&b':'));
+    if !sign_ok || !shape_ok || digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let h: u32 = digits[..2].parse().unwrap_or(99);
+    let m: u32 = digits[2..].parse().unwrap_or(99);
+    h <= 14 && m < 60
 }

@@ -70,17 +70,62 @@ fn metrics_count_exactly_and_pass_promtool_and_prometheus_client() {
     let (status, body) = http_get(http, "/metrics").expect("metrics");
     assert_eq!(status, 200);
     let l = "listener=\"ops\"";
-    assert_eq!(sample(&body, &format!("medbus_mllp_messages_total{{{l},outcome=\"stored\"}}")), Some((n + 1) as f64));
-    assert_eq!(sample(&body, &format!("medbus_mllp_messages_total{{{l},outcome=\"rejected\"}}")), Some(m as f64));
-    assert_eq!(sample(&body, &format!("medbus_mllp_messages_total{{{l},outcome=\"failed\"}}")), Some(0.0));
-    assert_eq!(sample(&body, &format!("medbus_mllp_acks_total{{code=\"AA\",{l}}}")), Some((n + 1) as f64));
-    assert_eq!(sample(&body, &format!("medbus_mllp_acks_total{{code=\"AR\",{l}}}")), Some(m as f64));
-    assert_eq!(sample(&body, "medbus_dead_letters_total{source=\"listener/ops\"}"), Some(m as f64));
-    assert_eq!(sample(&body, &format!("medbus_mllp_discarded_bytes_total{{{l}}}")), Some(7.0));
-    assert_eq!(sample(&body, &format!("medbus_mllp_ack_latency_seconds_count{{{l}}}")), Some((n + m + 1) as f64));
-    assert_eq!(sample(&body, "medbus_topic_records_total{topic=\"hl7.inbound\"}"), Some((n + 1) as f64));
-    assert_eq!(sample(&body, "medbus_topic_last_offset{topic=\"hl7.inbound\"}"), Some(n as f64));
-    assert_eq!(sample(&body, "medbus_topic_records_total{topic=\"dlq.ops\"}"), Some(m as f64));
+    assert_eq!(
+        sample(
+            &body,
+            &format!("medbus_mllp_messages_total{{{l},outcome=\"stored\"}}")
+        ),
+        Some((n + 1) as f64)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("medbus_mllp_messages_total{{{l},outcome=\"rejected\"}}")
+        ),
+        Some(m as f64)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("medbus_mllp_messages_total{{{l},outcome=\"failed\"}}")
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&body, &format!("medbus_mllp_acks_total{{code=\"AA\",{l}}}")),
+        Some((n + 1) as f64)
+    );
+    assert_eq!(
+        sample(&body, &format!("medbus_mllp_acks_total{{code=\"AR\",{l}}}")),
+        Some(m as f64)
+    );
+    assert_eq!(
+        sample(&body, "medbus_dead_letters_total{source=\"listener/ops\"}"),
+        Some(m as f64)
+    );
+    assert_eq!(
+        sample(&body, &format!("medbus_mllp_discarded_bytes_total{{{l}}}")),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("medbus_mllp_ack_latency_seconds_count{{{l}}}")
+        ),
+        Some((n + m + 1) as f64)
+    );
+    assert_eq!(
+        sample(&body, "medbus_topic_records_total{topic=\"hl7.inbound\"}"),
+        Some((n + 1) as f64)
+    );
+    assert_eq!(
+        sample(&body, "medbus_topic_last_offset{topic=\"hl7.inbound\"}"),
+        Some(n as f64)
+    );
+    assert_eq!(
+        sample(&body, "medbus_topic_records_total{topic=\"dlq.ops\"}"),
+        Some(m as f64)
+    );
     assert!(sample(&body, "medbus_topic_bytes{topic=\"hl7.inbound\"}").is_some_and(|b| b > 0.0));
     assert!(sample(&body, "medbus_storage_commit_seconds_count").is_some_and(|c| c >= 1.0));
     assert!(sample(&body, "medbus_storage_disk_bytes").is_some_and(|b| b > 0.0));
@@ -88,7 +133,8 @@ fn metrics_count_exactly_and_pass_promtool_and_prometheus_client() {
     assert!(!body.contains("OPS1"), "a control id leaked into a label");
 
     // The shipped Grafana dashboard only queries metrics that exist.
-    let dash = std::fs::read_to_string(workspace_root().join("ops/grafana/medbus.json")).expect("dashboard");
+    let dash = std::fs::read_to_string(workspace_root().join("ops/grafana/medbus.json"))
+        .expect("dashboard");
     let dash: serde_json::Value = serde_json::from_str(&dash).expect("dashboard JSON");
     let mut queried = 0;
     for panel in dash["panels"].as_array().expect("panels") {
@@ -103,7 +149,10 @@ fn metrics_count_exactly_and_pass_promtool_and_prometheus_client() {
                     .iter()
                     .find_map(|s| name.strip_suffix(s))
                     .unwrap_or(&name);
-                assert!(body.contains(&format!("# TYPE {family} ")), "dashboard queries unknown metric {name}");
+                assert!(
+                    body.contains(&format!("# TYPE {family} ")),
+                    "dashboard queries unknown metric {name}"
+                );
                 queried += 1;
             }
         }
@@ -113,7 +162,8 @@ fn metrics_count_exactly_and_pass_promtool_and_prometheus_client() {
     let (code, out, err) = pipe(&promtool(), &["check", "metrics"], &body);
     assert_eq!(code, 0, "promtool: {out}{err}\n{body}");
 
-    let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+    let script =
+        "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
 names = [f.name for f in text_string_to_metric_families(sys.stdin.read())]\n\
 assert len(names) == len(set(names)), 'duplicate families'\nprint(len(names))\n";
     let (code, out, err) = pipe(&peer("hl7", "python"), &["-c", script], &body);
@@ -125,7 +175,8 @@ assert len(names) == len(set(names)), 'duplicate families'\nprint(len(names))\n"
 fn health_readiness_and_status() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
-    let config = listener_config("st", "").replace("shutdown_grace = \"0s\"", "shutdown_grace = \"3s\"");
+    let config =
+        listener_config("st", "").replace("shutdown_grace = \"0s\"", "shutdown_grace = \"3s\"");
     let first = Broker::start(&config, &data);
     let http = first.http.expect("http");
     assert_eq!(http_get(http, "/healthz").map(|r| r.0), Some(200));
@@ -149,23 +200,37 @@ fn health_readiness_and_status() {
     let second_cfg = tmp.path().join("second.toml");
     std::fs::write(&second_cfg, &config).expect("write");
     let mut second = Command::new(medbus_bin())
-        .args(["serve", "--config", &second_cfg.to_string_lossy(), "--data-dir", &data.to_string_lossy()])
+        .args([
+            "serve",
+            "--config",
+            &second_cfg.to_string_lossy(),
+            "--data-dir",
+            &data.to_string_lossy(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn second");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(second.stdout.take().expect("stdout")));
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        second.stdout.take().expect("stdout"),
+    ));
     let second_http: std::net::SocketAddr = lines
         .next()
         .and_then(|l| l.ok())
-        .and_then(|l| l.strip_prefix("http endpoint on ").and_then(|a| a.parse().ok()))
+        .and_then(|l| {
+            l.strip_prefix("http endpoint on ")
+                .and_then(|a| a.parse().ok())
+        })
         .expect("second broker's endpoint");
     assert_eq!(http_get(second_http, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(http_get(second_http, "/readyz").map(|r| r.0), Some(503));
 
     // Shutdown: the first turns not-ready during its grace period.
     let pid = first.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut saw_503 = false;
     while Instant::now() < deadline {
@@ -200,10 +265,14 @@ fn patient_data_stays_out_of_logs() {
     const NAME: &str = "ZYXWVUTSPATIENTNAME";
     for level in ["info", "debug"] {
         let tmp = tempfile::tempdir().expect("tmp");
-        let broker = Broker::start_with(&listener_config("phi", ""), &tmp.path().join("data"), |mut c| {
-            c.env("RUST_LOG", level);
-            c
-        });
+        let broker = Broker::start_with(
+            &listener_config("phi", ""),
+            &tmp.path().join("data"),
+            |mut c| {
+                c.env("RUST_LOG", level);
+                c
+            },
+        );
         let mut c = MllpClient::connect(broker.mllp("phi"));
         c.request(&adt_a01("PHI1", NAME));
         // A malformed message carrying the name, and a bad segment id.
@@ -213,8 +282,14 @@ fn patient_data_stays_out_of_logs() {
         let log = broker.log();
         let _ = broker.stop();
         let log_after = std::fs::read_to_string(tmp.path().join("data.log")).unwrap_or(log);
-        assert!(log_after.contains("PHI1") || level == "info", "debug logs should name the control id");
-        assert!(!log_after.contains(NAME), "patient name in the {level} log:\n{log_after}");
+        assert!(
+            log_after.contains("PHI1") || level == "info",
+            "debug logs should name the control id"
+        );
+        assert!(
+            !log_after.contains(NAME),
+            "patient name in the {level} log:\n{log_after}"
+        );
     }
     // The explicit opt-in does log content.
     let tmp = tempfile::tempdir().expect("tmp");
@@ -240,12 +315,27 @@ fn http_counts_by_listener_are_independent() {
     MllpClient::connect(broker.mllp("b")).request(&adt_a01("B1", "DOE"));
     let (_, body) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
     let counts: HashMap<&str, Option<f64>> = [
-        ("a", sample(&body, "medbus_mllp_messages_total{listener=\"a\",outcome=\"stored\"}")),
-        ("b", sample(&body, "medbus_mllp_messages_total{listener=\"b\",outcome=\"stored\"}")),
+        (
+            "a",
+            sample(
+                &body,
+                "medbus_mllp_messages_total{listener=\"a\",outcome=\"stored\"}",
+            ),
+        ),
+        (
+            "b",
+            sample(
+                &body,
+                "medbus_mllp_messages_total{listener=\"b\",outcome=\"stored\"}",
+            ),
+        ),
     ]
     .into_iter()
     .collect();
     assert_eq!(counts["a"], Some(0.0));
     assert_eq!(counts["b"], Some(1.0));
-    assert_eq!(sample(&body, "medbus_topic_last_offset{topic=\"hl7.b\"}"), Some(0.0));
+    assert_eq!(
+        sample(&body, "medbus_topic_last_offset{topic=\"hl7.b\"}"),
+        Some(0.0)
+    );
 }

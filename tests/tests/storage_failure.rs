@@ -19,7 +19,9 @@ fn a_failing_disk_gives_negative_acks_and_loses_nothing_acknowledged() {
     let broker = Broker::start_with(&config, &data, |cmd| {
         let mut sh = Command::new("bash");
         sh.arg("-c")
-            .arg(format!("trap '' XFSZ; ulimit -f {FSIZE_KIB}; exec \"$0\" \"$@\""))
+            .arg(format!(
+                "trap '' XFSZ; ulimit -f {FSIZE_KIB}; exec \"$0\" \"$@\""
+            ))
             .arg(cmd.get_program())
             .args(cmd.get_args());
         sh
@@ -43,7 +45,10 @@ fn a_failing_disk_gives_negative_acks_and_loses_nothing_acknowledged() {
     }
     assert!(!acked.is_empty(), "nothing fit below the limit");
     assert!(!naks.is_empty(), "the size limit was never hit");
-    assert!(naks.iter().all(|n| n.contains("\rERR|")), "every AE carries ERR");
+    assert!(
+        naks.iter().all(|n| n.contains("\rERR|")),
+        "every AE carries ERR"
+    );
     assert!(naks[0].contains("not stored"), "{}", naks[0]);
     // Still up and answering on a new connection.
     let again = MllpClient::connect(broker.mllp("disk")).request(&adt_a01("AFTERFULL", "X"));
@@ -56,7 +61,10 @@ fn a_failing_disk_gives_negative_acks_and_loses_nothing_acknowledged() {
         .iter()
         .map(|r| {
             (
-                r["headers"]["hl7.control_id"].as_str().unwrap_or("").to_string(),
+                r["headers"]["hl7.control_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
                 r["payload"].as_str().unwrap_or("").to_string(),
             )
         })

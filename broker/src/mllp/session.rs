@@ -171,14 +171,35 @@ impl MllpSession {
             let _enter = span.enter();
             match result {
                 Ok(AppendOutcome::Stored { topic, offset }) => {
-                    act.answer(accepted, AckCode::AA, Outcome::Stored, received, Some((&topic, offset)), None);
+                    act.answer(
+                        accepted,
+                        AckCode::AA,
+                        Outcome::Stored,
+                        received,
+                        Some((&topic, offset)),
+                        None,
+                    );
                 }
                 Ok(AppendOutcome::Duplicate { topic, offset }) => {
-                    act.answer(accepted, AckCode::AA, Outcome::Duplicate, received, Some((&topic, offset)), None);
+                    act.answer(
+                        accepted,
+                        AckCode::AA,
+                        Outcome::Duplicate,
+                        received,
+                        Some((&topic, offset)),
+                        None,
+                    );
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    act.answer(storage_nak(&payload, &e), AckCode::AE, Outcome::Failed, received, None, Some(&reason));
+                    act.answer(
+                        storage_nak(&payload, &e),
+                        AckCode::AE,
+                        Outcome::Failed,
+                        received,
+                        None,
+                        Some(&reason),
+                    );
                 }
             }
         }));
@@ -186,7 +207,13 @@ impl MllpSession {
 
     /// Refuse a frame: its raw bytes go to the dead-letter topic (durably),
     /// then an AR with ERR goes back.
-    fn reject(&mut self, payload: Bytes, err: AckError, received: Instant, ctx: &mut Context<Self>) {
+    fn reject(
+        &mut self,
+        payload: Bytes,
+        err: AckError,
+        received: Instant,
+        ctx: &mut Context<Self>,
+    ) {
         let request = AppendRequest {
             topic: self.ctx.dead_letter_topic.clone(),
             record: Record {
@@ -207,7 +234,8 @@ impl MllpSession {
         };
         let fut = self.ctx.store.append(request);
         ctx.wait(fut.into_actor(self).map(move |result, act, _ctx| {
-            let span = tracing::debug_span!("mllp.message", listener = %act.ctx.name, peer = %act.peer);
+            let span =
+                tracing::debug_span!("mllp.message", listener = %act.ctx.name, peer = %act.peer);
             let _enter = span.enter();
             DeadLettered {
                 source: &format!("listener/{}", act.ctx.name),
@@ -216,7 +244,14 @@ impl MllpSession {
             }
             .emit(&act.ctx.metrics);
             let nak = nak_for(&payload, AckCode::AR, &err);
-            act.answer(nak, AckCode::AR, Outcome::Rejected, received, None, Some(&err.text));
+            act.answer(
+                nak,
+                AckCode::AR,
+                Outcome::Rejected,
+                received,
+                None,
+                Some(&err.text),
+            );
         }));
     }
 }

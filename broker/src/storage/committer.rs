@@ -13,8 +13,9 @@
 //! `durability = "fsync"`, the record is on stable storage and survives a
 //! crash of the process or the machine.
 
-use super::{AppendOutcome, AppendRequest, DedupKey, StorageError};
+use super::{AppendOutcome, AppendRequest, AtomicWrite, DedupKey, StorageError};
 use medbus_config::Durability;
+use sled::Transactional;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -36,7 +37,15 @@ pub(crate) enum Op {
         request: AppendRequest,
         reply: oneshot::Sender<Result<AppendOutcome, StorageError>>,
     },
+    /// Records plus cursor positions, applied in one atomic sled step.
+    Atomic {
+        write: AtomicWrite,
+        reply: oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
+    },
 }
+
+/// The tree of durable cursors: key `kind/name/topic` → next offset (u64 BE).
+pub(crate) const CURSOR_TREE: &str = "cursors";
 
 /// What one group commit did, handed to the observer (metrics).
 #[derive(Debug, Clone)]
@@ -102,9 +111,19 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+enum Reply {
+    Append(
+        oneshot::Sender<Result<AppendOutcome, StorageError>>,
+        Result<AppendOutcome, StorageError>,
+    ),
+    Atomic(
+        oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
+        Result<Vec<(String, u64)>, StorageError>,
+    ),
+}
+
 struct Pending {
-    reply: oneshot::Sender<Result<AppendOutcome, StorageError>>,
-    result: Result<AppendOutcome, StorageError>,
+    reply: Reply,
     /// Dedup key inserted by this batch, removed again if the batch fails.
     dedup_inserted: Option<Vec<u8>>,
 }
@@ -154,9 +173,15 @@ impl Committer {
                 Op::Append { request, reply } => {
                     let (result, dedup_inserted) = self.apply(request, now);
                     pending.push(Pending {
-                        reply,
-                        result,
+                        reply: Reply::Append(reply, result),
                         dedup_inserted,
+                    });
+                }
+                Op::Atomic { write, reply } => {
+                    let result = self.apply_atomic(write);
+                    pending.push(Pending {
+                        reply: Reply::Atomic(reply, result),
+                        dedup_inserted: None,
                     });
                 }
             }
@@ -176,13 +201,26 @@ impl Committer {
             }
         }
         let records = pending.len();
+        let failure = durable
+            .as_ref()
+            .err()
+            .map(|e| StorageError::Durability(e.to_string()));
+        // A waiter that went away (connection closed) is not an error.
         for p in pending {
-            let result = match &durable {
-                Ok(()) => p.result,
-                Err(e) => Err(StorageError::Durability(e.to_string())),
-            };
-            // A waiter that went away (connection closed) is not an error.
-            let _ = p.reply.send(result);
+            match p.reply {
+                Reply::Append(tx, result) => {
+                    let _ = tx.send(match &failure {
+                        None => result,
+                        Some(f) => Err(f.clone()),
+                    });
+                }
+                Reply::Atomic(tx, result) => {
+                    let _ = tx.send(match &failure {
+                        None => result,
+                        Some(f) => Err(f.clone()),
+                    });
+                }
+            }
         }
         if let Some(observer) = &self.observer {
             observer(&CommitStats {
@@ -251,6 +289,73 @@ impl Committer {
             }),
             inserted,
         )
+    }
+
+    /// Apply records and cursor positions in one sled transaction: all of
+    /// them or none, so a crash never separates outputs from their cursor.
+    fn apply_atomic(&mut self, write: AtomicWrite) -> Result<Vec<(String, u64)>, StorageError> {
+        let mut topics: Vec<String> = Vec::new();
+        let mut encoded: Vec<(usize, Vec<u8>, u64)> = Vec::with_capacity(write.records.len());
+        for (topic, record) in &write.records {
+            let idx = match topics.iter().position(|t| t == topic) {
+                Some(i) => i,
+                None => {
+                    self.topic(topic)?;
+                    topics.push(topic.clone());
+                    topics.len() - 1
+                }
+            };
+            let value = record
+                .encode()
+                .map_err(|e| StorageError::Record(e.to_string()))?;
+            encoded.push((idx, value, record.payload.len() as u64));
+        }
+        let mut trees: Vec<sled::Tree> = Vec::with_capacity(topics.len() + 1);
+        let mut starts: Vec<u64> = Vec::with_capacity(topics.len());
+        for t in &topics {
+            let (tree, next) = self.topic(t)?;
+            trees.push(tree.clone());
+            starts.push(*next);
+        }
+        trees.push(self.db.open_tree(CURSOR_TREE)?);
+        let cursor_idx = topics.len();
+        let result = trees.as_slice().transaction(|txs| {
+            let mut next = starts.clone();
+            let mut assigned = Vec::with_capacity(encoded.len());
+            for (idx, value, _) in &encoded {
+                let (Some(tx), Some(n)) = (txs.get(*idx), next.get_mut(*idx)) else {
+                    continue;
+                };
+                tx.insert(&n.to_be_bytes(), value.as_slice())?;
+                assigned.push((*idx, *n));
+                *n += 1;
+            }
+            if let Some(tx) = txs.get(cursor_idx) {
+                for (key, offset) in &write.cursors {
+                    tx.insert(key.as_slice(), &offset.to_be_bytes())?;
+                }
+            }
+            Ok(assigned)
+        });
+        let assigned: Vec<(usize, u64)> =
+            result.map_err(|e: sled::transaction::TransactionError<()>| {
+                StorageError::Sled(format!("atomic write failed: {e:?}"))
+            })?;
+        let mut out = Vec::with_capacity(assigned.len());
+        for ((idx, offset), (_, _, bytes)) in assigned.into_iter().zip(&encoded) {
+            let Some(topic) = topics.get(idx) else {
+                continue;
+            };
+            if let Some((_, next)) = self.next.get_mut(topic) {
+                *next = (*next).max(offset + 1);
+            }
+            let entry = self.batch_topics.entry(topic.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += bytes;
+            entry.2 = offset;
+            out.push((topic.clone(), offset));
+        }
+        Ok(out)
     }
 
     fn check_dedup(

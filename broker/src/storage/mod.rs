@@ -110,6 +110,21 @@ pub enum AppendOutcome {
     },
 }
 
+/// Records for several topics plus cursor positions, written in one atomic
+/// step (a route's outputs and its cursor advance).
+#[derive(Debug, Clone, Default)]
+pub struct AtomicWrite {
+    /// (topic, record) in the order they are to be appended.
+    pub records: Vec<(String, Record)>,
+    /// (cursor key, next offset) to set; see [`cursor_key`].
+    pub cursors: Vec<(Vec<u8>, u64)>,
+}
+
+/// The key of a durable cursor: `kind/name/topic`.
+pub fn cursor_key(kind: &str, name: &str, topic: &str) -> Vec<u8> {
+    format!("{kind}/{name}/{topic}").into_bytes()
+}
+
 /// Summary of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TopicInfo {
@@ -246,6 +261,45 @@ impl Store {
             }
             rx.await.unwrap_or(Err(StorageError::Closed))
         }
+    }
+
+    /// Write records and cursor positions atomically; resolves once durable
+    /// with the (topic, offset) of each record, in order.
+    pub fn write_atomic(
+        &self,
+        write: AtomicWrite,
+    ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.inner.ops.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(tx) => tx.send(committer::Op::Atomic { write, reply }).is_ok(),
+                None => false,
+            },
+            Err(_) => false,
+        };
+        async move {
+            if !sent {
+                return Err(StorageError::Closed);
+            }
+            rx.await.unwrap_or(Err(StorageError::Closed))
+        }
+    }
+
+    /// A durable cursor's next offset (0 when never set).
+    pub fn cursor(&self, key: &[u8]) -> Result<u64, StorageError> {
+        Ok(self
+            .inner
+            .db
+            .open_tree(committer::CURSOR_TREE)?
+            .get(key)?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// The newest offset of `topic`, if it has records.
+    pub fn last_offset(&self, topic: &str) -> Result<Option<u64>, StorageError> {
+        last_offset(&open_topic_tree(&self.inner.db, topic)?)
     }
 
     /// Up to `max` records of `topic` from offset `from` on.

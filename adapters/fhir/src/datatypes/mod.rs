@@ -1,0 +1,150 @@
+//! HL7 v2 datatypes → FHIR datatypes, one file per datatype family.
+//!
+//! A v2 datatype can sit at two depths: as a field repetition (its parts are components) or
+//! inside a component (its parts are subcomponents, e.g. the SAD inside XAD-1). [`Node`] hides
+//! that difference so every mapping is written once. Values are trimmed, and the HL7 explicit
+//! null `""` counts as empty.
+//!
+//! - [`time`]: TS/DTM/DT → FHIR `date`, `dateTime`, `instant` (precision and offset kept).
+//! - [`numeric`]: NM/SN/CQ → `decimal`, `Quantity`, `Range`, `Ratio`.
+//! - [`coded`]: CWE/CE/CNE/CF/ID/IS → `CodeableConcept`/`Coding`, coding-system names → URIs.
+//! - [`identifier`]: CX/EI/HD → `Identifier`, assigning authorities → system URIs.
+//! - [`names`]: XPN/XCN → `HumanName` (and XCN → Practitioner keys).
+//! - [`address`]: XAD → `Address`.
+//! - [`telecom`]: XTN → `ContactPoint`.
+//! - [`encapsulated`]: ED and text (FT/TX) → `Attachment` data and plain strings.
+
+pub mod address;
+pub mod coded;
+pub mod encapsulated;
+pub mod identifier;
+pub mod names;
+pub mod numeric;
+pub mod telecom;
+pub mod time;
+
+use std::borrow::Cow;
+
+use medbus_hl7::{Component, Field, Repetition, Segment, Subcomponent};
+
+/// One v2 value at any depth, seen as "something with numbered parts".
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Node<'a> {
+    /// A field repetition: parts are components.
+    Rep(Repetition<'a>),
+    /// A component: parts are subcomponents.
+    Comp(Component<'a>),
+    /// A subcomponent: its only part is itself.
+    Sub(Subcomponent<'a>),
+    /// Absent.
+    #[default]
+    Empty,
+}
+
+fn clean<'a>(c: Cow<'a, str>) -> Option<Cow<'a, str>> {
+    let t = c.trim();
+    if t.is_empty() || t == "\"\"" {
+        return None;
+    }
+    if t.len() == c.len() {
+        return Some(c);
+    }
+    Some(match c {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+    })
+}
+
+impl<'a> Node<'a> {
+    /// Part `j` (1-based): component of a repetition, subcomponent of a component.
+    pub fn part(&self, j: usize) -> Node<'a> {
+        match self {
+            Node::Rep(r) => r.component(j).map_or(Node::Empty, Node::Comp),
+            Node::Comp(c) => c.subcomponent(j).map_or(Node::Empty, Node::Sub),
+            Node::Sub(_) if j == 1 => *self,
+            _ => Node::Empty,
+        }
+    }
+
+    /// Decoded, trimmed text of the whole node (`None` when empty or `""`).
+    pub fn text(&self) -> Option<Cow<'a, str>> {
+        let decoded = match self {
+            Node::Rep(r) if !r.is_empty() => r.decoded(),
+            Node::Comp(c) if !c.is_empty() => c.decoded(),
+            Node::Sub(s) if !s.is_empty() => s.decoded(),
+            _ => return None,
+        };
+        clean(decoded)
+    }
+
+    /// Text of the first part only (the "leaf" value when a composite appears where a
+    /// primitive was expected, as happens across v2 versions).
+    pub fn first(&self) -> Option<Cow<'a, str>> {
+        match self {
+            Node::Sub(_) | Node::Empty => self.text(),
+            _ => self.part(1).first(),
+        }
+    }
+
+    /// Text of part `j`'s first leaf.
+    pub fn get(&self, j: usize) -> Option<Cow<'a, str>> {
+        self.part(j).first()
+    }
+
+    /// Owned text of part `j`'s first leaf.
+    pub fn s(&self, j: usize) -> Option<String> {
+        self.get(j).map(Cow::into_owned)
+    }
+
+    /// Whether the node holds no text at all.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Node::Rep(r) => r
+                .raw()
+                .iter()
+                .all(|b| b.is_ascii_whitespace() || *b == b'^'),
+            Node::Comp(c) => c.is_empty(),
+            Node::Sub(s) => s.is_empty(),
+            Node::Empty => true,
+        }
+    }
+}
+
+/// Field access on a segment with the conventions above.
+pub trait SegmentExt<'a> {
+    /// First repetition of field `n` (HL7 numbering).
+    fn node(&self, n: usize) -> Node<'a>;
+    /// Non-empty repetitions of field `n`.
+    fn reps(&self, n: usize) -> Vec<Node<'a>>;
+    /// First leaf text of field `n`.
+    fn text(&self, n: usize) -> Option<Cow<'a, str>>;
+    /// Owned first leaf text of field `n`.
+    fn s(&self, n: usize) -> Option<String>;
+}
+
+impl<'a> SegmentExt<'a> for Segment<'a> {
+    fn node(&self, n: usize) -> Node<'a> {
+        self.field(n)
+            .and_then(|f: Field<'a>| f.repetition(1))
+            .map_or(Node::Empty, Node::Rep)
+    }
+
+    fn reps(&self, n: usize) -> Vec<Node<'a>> {
+        match self.field(n) {
+            Some(f) if !f.is_empty() => f
+                .repetitions()
+                .map(Node::Rep)
+                .filter(|r| !r.is_empty())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn text(&self, n: usize) -> Option<Cow<'a, str>> {
+        self.node(n).first()
+    }
+
+    fn s(&self, n: usize) -> Option<String> {
+        self.text(n).map(Cow::into_owned)
+    }
+}

@@ -1,0 +1,185 @@
+//! `medbus bench`: the load generator, and the yardstick it is read against.
+//!
+//! Why it lives in the broker crate: it drives the real binary (`--spawn`
+//! starts `medbus serve` as a child) and reuses the broker's own MLLP codec
+//! and file splitting, so what it measures is what users run.
+//!
+//! # Layout
+//! - [`mllp`]: C concurrent MLLP connections, send → ACK, messages/s and
+//!   ACK latency.
+//! - [`limits`]: this machine's fdatasync, loopback round trip and loopback
+//!   throughput, measured the same way every time.
+//! - [`corpus`]: the messages sent (built-in mix or files), unique MSH-10s,
+//!   ACK checking.
+//! - [`spawn`]: a broker started for one run, its port and its peak RSS.
+//! - [`histogram`]: HDR latency histograms, coordinated omission.
+//! - [`report`]: the load report, table and `--json`, the progress line.
+//!
+//! The modes `publish`, `fanout` and `e2e` need the binary protocol and FHIR
+//! routing; each will be one more file here returning a
+//! [`report::LoadReport`], and until then answers "not available yet".
+
+pub mod corpus;
+pub mod histogram;
+pub mod limits;
+pub mod mllp;
+pub mod report;
+pub mod spawn;
+
+use std::ffi::OsString;
+
+/// Why a bench could not run (a run that ran reports its errors instead).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad arguments or input (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The mode exists in the design but not in this build (exit 2).
+    #[error("bench mode `{0}` is not available yet in this build: it needs the binary protocol and FHIR routing (available: mllp, limits)")]
+    NotAvailable(&'static str),
+    /// Nothing answers at the target address.
+    #[error("cannot connect to {addr}: {source} (is a broker listening there? or use --spawn)")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The broker started with `--spawn` failed.
+    #[error("the spawned broker {reason}{}", if log_tail.is_empty() { String::new() } else { format!("; its log ends with:\n{log_tail}") })]
+    Spawn {
+        /// What went wrong.
+        reason: String,
+        /// The end of its stderr.
+        log_tail: String,
+    },
+    /// A message file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Any other I/O failure of the bench itself.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl BenchError {
+    /// The process exit code for this error: 2 for bad usage, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BenchError::Usage(_) | BenchError::NotAvailable(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// `--durability` of a spawned broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// sled flush plus fdatasync before every ACK.
+    Fsync,
+    /// sled flush only.
+    Flush,
+    /// No flush: ACK after the in-memory insert.
+    None,
+}
+
+impl DurabilityArg {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurabilityArg::Fsync => "fsync",
+            DurabilityArg::Flush => "flush",
+            DurabilityArg::None => "none",
+        }
+    }
+}
+
+/// Arguments of a mode that is not built yet (accepted, then refused).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PendingArgs {
+    /// Ignored.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<OsString>,
+}
+
+/// `medbus bench <mode>`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchCommand {
+    /// C concurrent MLLP connections, each send → wait for ACK; messages/s and ACK latency.
+    Mllp(mllp::MllpArgs),
+    /// This machine's limits: fdatasync of a 4 KiB append, loopback TCP round trip and throughput.
+    Limits(limits::LimitsArgs),
+    /// Publish over the binary protocol (not available yet in this build).
+    Publish(PendingArgs),
+    /// One publisher, many subscribers (not available yet in this build).
+    Fanout(PendingArgs),
+    /// MLLP in → FHIR out, end-to-end latency (not available yet in this build).
+    E2e(PendingArgs),
+}
+
+impl BenchCommand {
+    /// Whether `--json` was asked for.
+    pub fn json(&self) -> bool {
+        match self {
+            BenchCommand::Mllp(a) => a.json,
+            BenchCommand::Limits(a) => a.json,
+            _ => false,
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    /// A load mode.
+    Load(report::LoadReport),
+    /// `limits`.
+    Limits(limits::LimitsReport),
+}
+
+impl Report {
+    /// The table, or one line of JSON.
+    pub fn render(&self, json: bool) -> String {
+        if json {
+            let text = match self {
+                Report::Load(r) => serde_json::to_string(r),
+                Report::Limits(r) => serde_json::to_string(r),
+            };
+            // Plain structs of numbers and strings always serialise.
+            return text.unwrap_or_default() + "\n";
+        }
+        match self {
+            Report::Load(r) => r.table(),
+            Report::Limits(r) => r.table(),
+        }
+    }
+
+    /// Failed messages (0 for `limits`).
+    pub fn errors(&self) -> u64 {
+        match self {
+            Report::Load(r) => r.errors,
+            Report::Limits(_) => 0,
+        }
+    }
+}
+
+/// Run one mode.
+pub fn run(command: &BenchCommand) -> Result<Report, BenchError> {
+    match command {
+        BenchCommand::Mllp(a) => mllp::run(a).map(Report::Load),
+        BenchCommand::Limits(a) => limits::run(a).map(Report::Limits),
+        BenchCommand::Publish(_) => Err(BenchError::NotAvailable("publish")),
+        BenchCommand::Fanout(_) => Err(BenchError::NotAvailable("fanout")),
+        BenchCommand::E2e(_) => Err(BenchError::NotAvailable("e2e")),
+    }
+}
