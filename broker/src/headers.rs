@@ -32,6 +32,8 @@ pub const RECEIVING_FACILITY: &str = "hl7.receiving_facility";
 pub const VERSION: &str = "hl7.version";
 /// The route that wrote a record.
 pub const ROUTE: &str = "medbus.route";
+/// How many routes a record has passed through (loop guard).
+pub const HOPS: &str = "medbus.hops";
 /// The topic a routed record was read from.
 pub const SOURCE_TOPIC: &str = "medbus.source_topic";
 /// The offset a routed record was read from.

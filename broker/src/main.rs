@@ -60,6 +60,18 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Convert HL7 v2 files to FHIR R4 Bundles (JSON, one per line); exit 1 if any message fails.
+    Convert {
+        /// Pretty-print each Bundle.
+        #[arg(long)]
+        pretty: bool,
+        /// Take the [mapping] settings (id namespace, time zone) from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Files of one or many messages, MLLP-framed or not, any separator.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// List the topics of a stopped broker's data directory.
     Topics {
         /// Data directory.
@@ -146,6 +158,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 summary.describe()
             );
             Ok(if summary.all_accepted() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Convert {
+            pretty,
+            config,
+            files,
+        } => {
+            let config = match &config {
+                Some(p) => match medbus_config::load(p) {
+                    Ok(c) => c,
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None => medbus_config::embedded_default(),
+            };
+            let opts = medbus::server::convert_options(&config);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary =
+                cli::convert::run(&files, pretty, &opts, &mut out, &mut std::io::stderr())?;
+            std::io::Write::flush(&mut out)?;
+            Ok(if summary.failed == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

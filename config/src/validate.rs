@@ -268,7 +268,10 @@ fn validate_routes(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>,
                     _ => {}
                 }
             }
-            if sources.iter().any(|s| template_could_produce(&parts, s)) {
+            // Only a literal target is certainly a loop; a template that could
+            // resolve to a source is caught per record at run time.
+            let literal = parts.iter().all(|p| matches!(p, TemplatePart::Literal(_)));
+            if literal && sources.iter().any(|s| template_could_produce(&parts, s)) {
                 err(
                     t.span(),
                     format!("routes[{i}].to[{j}]"),
@@ -282,14 +285,17 @@ fn validate_routes(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>,
             }
         }
     }
-    // Cycles: route i feeds route j when one of i's targets could produce
-    // one of j's sources.
+    // Cycles: route i feeds route j when one of i's literal targets is one
+    // of j's sources (template targets are guarded per record at run time by
+    // a hop count).
     let n = config.routes.len();
     let feeds = |i: usize, j: usize| {
-        config.routes[j]
-            .sources()
-            .iter()
-            .any(|s| produced[i].iter().any(|t| template_could_produce(t, s)))
+        config.routes[j].sources().iter().any(|s| {
+            produced[i].iter().any(|t| {
+                t.iter().all(|p| matches!(p, TemplatePart::Literal(_)))
+                    && template_could_produce(t, s)
+            })
+        })
     };
     // 0 = unvisited, 1 = on the stack, 2 = done.
     fn visit(

@@ -5,17 +5,18 @@
 //! id = uuid8( SHA-256( namespace ␟ ResourceType ␟ key ) )
 //! ```
 //! `␟` is U+001F (unit separator); `namespace` is the site salt ([`crate::ConvertOptions::id_namespace`],
-//! default empty), so two sites sharing one FHIR server never collide; `uuid8` takes the first 16
+//! default empty), so two sites sharing one FHIR server never collide, and
+//! [`crate::ConvertOptions::patient_identifier_type`] picks which PID-3 identifier keys the Patient; `uuid8` takes the first 16
 //! bytes of the digest and sets the RFC 9562 version (8, "custom") and variant bits.
 //!
 //! The keys (the business identifiers, `|`-joined, each CX/EI as `value|authority`):
 //!
 //! | resource | key |
 //! |---|---|
-//! | Bundle | `MSH-10` (no MSH-10: SHA-256 of the message bytes) |
+//! | Bundle | `MSH-3.1|MSH-10` (no MSH-10: SHA-256 of the message bytes) |
 //! | MessageHeader, Provenance | the Bundle key |
-//! | Patient | the chosen PID-3 repetition (first, or the first with CX-5 = `patient_identifier_type`): `CX-1|CX-4`; else PID-2, PID-4; else message-scoped |
-//! | Encounter | `PV1-19` (`CX-1|CX-4`) scoped by the Patient key; else Patient key + PV1-44; else message-scoped |
+//! | Patient | the chosen PID-3 repetition (first, or the first with CX-5 = `patient_identifier_type`): `CX-1|CX-4`; else PID-2, PID-4; none: the message is refused (`PID-3` missing) |
+//! | Encounter | `PV1-19` (`CX-1|CX-4`); else Patient key + PV1-44; else message-scoped |
 //! | ServiceRequest | placer order number (ORC-2 / OBR-2, `EI-1|EI-2`); else filler; else message-scoped |
 //! | DiagnosticReport | filler order number (OBR-3 / ORC-3); else placer; else message-scoped |
 //! | Observation | order key (filler, else placer, else message) + OBX-3.1 + OBX-3.3 + OBX-4 + OBX-1 |
@@ -28,7 +29,7 @@
 //! | Condition | DG1-20 identifier; else Patient key + Encounter key + DG1-3 code |
 //! | Procedure | PR1-19 identifier; else Patient key + PR1-3 code + PR1-5 time |
 //! | Coverage | Patient key + IN1-3 plan id + IN1-2 plan + IN1-36 policy number |
-//! | DocumentReference | TXA-12 unique document number; else Patient key + TXA-4 / OBX key |
+//! | DocumentReference | TXA-12 unique document number; else Patient key + TXA-4; an OBX of type ED: its Observation key |
 //! | Appointment | SCH-2 filler appointment id; else SCH-1 placer; else message-scoped |
 //! | Immunization | ORC-3 filler order; else Patient key + RXA-5 code + RXA-3 time |
 //! | MedicationRequest | ORC-2 placer order; else ORC-3; else Patient key + RXE-2 + ORC-9 |

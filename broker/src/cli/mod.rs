@@ -1,11 +1,13 @@
 //! The subcommands other than `serve`, each in its own module. They return
 //! typed results; `main.rs` turns them into exit codes.
 //!
+//! - [`convert`]: HL7 v2 files to FHIR Bundles.
 //! - [`send`]: send HL7 files over MLLP and summarise the ACKs.
 //! - [`dump`]: print a stopped broker's topic as JSON lines.
 //! - [`topics`]: list a stopped broker's topics.
 //! - [`split`]: cut files into HL7 messages (framed or not, any separator).
 
+pub mod convert;
 pub mod dump;
 pub mod send;
 pub mod split;

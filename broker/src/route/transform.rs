@@ -11,6 +11,10 @@ use medbus_fhir::{Conversion, ConvertOptions};
 use medbus_hl7::Message;
 use std::time::{Duration, Instant};
 
+/// Most routes one record may pass through: a template target that leads
+/// back to a source would otherwise loop forever.
+pub const MAX_HOPS: u32 = 16;
+
 /// What became of one source record.
 pub enum Routed {
     /// The condition did not hold.
@@ -60,17 +64,61 @@ pub fn route_record(
             conversion: None,
         };
     }
+    let hops = record
+        .header(headers::HOPS)
+        .and_then(|h| h.parse::<u32>().ok())
+        .unwrap_or(0)
+        + 1;
+    if hops > MAX_HOPS {
+        return RouteResult {
+            routed: Routed::Failed(format!(
+                "routing loop: the record has passed {MAX_HOPS} routes (check template targets that lead back to a source)"
+            )),
+            conversion: None,
+        };
+    }
     let mut base_headers = record.headers.clone();
     base_headers.retain(|(k, _)| {
-        !k.starts_with("medbus.route") && k != headers::SOURCE_TOPIC && k != headers::SOURCE_OFFSET
+        k != headers::ROUTE
+            && k != headers::SOURCE_TOPIC
+            && k != headers::SOURCE_OFFSET
+            && k != headers::HOPS
     });
+    base_headers.push((headers::HOPS.to_string(), hops.to_string()));
     base_headers.push((headers::ROUTE.to_string(), route.name.clone()));
     base_headers.push((headers::SOURCE_TOPIC.to_string(), source_topic.to_string()));
     base_headers.push((headers::SOURCE_OFFSET.to_string(), offset.to_string()));
-    let fill = |parts: &[TemplatePart], resource: Option<&str>| {
-        fill_template(parts, hl7.as_ref(), resource)
-    };
 
+    let result = transform(
+        route,
+        record,
+        hl7.as_ref(),
+        resource_type,
+        &base_headers,
+        fhir,
+    );
+    match result.routed {
+        Routed::Outputs(outputs) if outputs.iter().any(|(t, _)| route.sources.contains(t)) => {
+            RouteResult {
+                routed: Routed::Failed(
+                    "a target template resolved to the route's own source topic".into(),
+                ),
+                conversion: result.conversion,
+            }
+        }
+        _ => result,
+    }
+}
+
+fn transform(
+    route: &CompiledRoute,
+    record: &Record,
+    hl7: Option<&Message<'_>>,
+    resource_type: Option<&str>,
+    base_headers: &[(String, String)],
+    fhir: &ConvertOptions,
+) -> RouteResult {
+    let fill = |parts: &[TemplatePart], resource: Option<&str>| fill_template(parts, hl7, resource);
     match route.transform {
         Transform::None => {
             let outputs = route
@@ -81,7 +129,7 @@ pub fn route_record(
                         fill(t, resource_type),
                         Record {
                             timestamp_ms: record.timestamp_ms,
-                            headers: base_headers.clone(),
+                            headers: base_headers.to_vec(),
                             content_type: record.content_type.clone(),
                             payload: record.payload.clone(),
                         },
@@ -94,7 +142,7 @@ pub fn route_record(
             }
         }
         Transform::Fhir | Transform::FhirResources => {
-            let Some(msg) = hl7.as_ref() else {
+            let Some(msg) = hl7 else {
                 let why = if record.content_type == headers::CONTENT_TYPE_HL7 {
                     "the record is not a parsable HL7 v2 message"
                 } else {
@@ -118,7 +166,7 @@ pub fn route_record(
                 }
             };
             RouteResult {
-                routed: Routed::Outputs(fhir_outputs(route, record, &base_headers, &c, |t, r| {
+                routed: Routed::Outputs(fhir_outputs(route, record, base_headers, &c, |t, r| {
                     fill(t, r)
                 })),
                 conversion,
@@ -225,4 +273,82 @@ pub fn fill_template(
     }
     out.truncate(200);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medbus_config::route::{parse_template, Condition};
+
+    fn route(targets: &[&str], sources: &[&str]) -> CompiledRoute {
+        CompiledRoute {
+            name: "r".into(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            condition: Condition::Always,
+            transform: Transform::None,
+            targets: targets
+                .iter()
+                .map(|t| parse_template(t).expect("template"))
+                .collect(),
+            dead_letter_topic: "dlq.r".into(),
+            retry: Duration::from_secs(1),
+        }
+    }
+
+    fn hl7(facility: &str, extra_headers: Vec<(String, String)>) -> Record {
+        Record {
+            timestamp_ms: 1,
+            headers: extra_headers,
+            content_type: headers::CONTENT_TYPE_HL7.into(),
+            payload: format!("MSH|^~\\&|APP|{facility}|R|RF|2026||ADT^A01|1|P|2.5\r").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn templates_are_filled_and_sanitised() {
+        let bytes = b"MSH|^~\\&|APP|St Mary's/ER|R|RF|2026||ADT^A01|1|P|2.5\r";
+        let msg = Message::parse(bytes).expect("parse");
+        let parts = parse_template("hl7.{sendingFacility}.{messageCode}.{receivingApplication}")
+            .expect("t");
+        assert_eq!(
+            fill_template(&parts, Some(&msg), None),
+            "hl7.St_Mary_s_ER.ADT.R"
+        );
+        let parts = parse_template("x.{triggerEvent}.{resourceType}").expect("t");
+        assert_eq!(fill_template(&parts, None, None), "x.unknown.unknown");
+    }
+
+    #[test]
+    fn a_template_resolving_to_the_source_is_dead_lettered() {
+        let r = route(&["hl7.{sendingFacility}"], &["hl7.in"]);
+        let out = route_record(
+            &r,
+            "hl7.in",
+            0,
+            &hl7("in", vec![]),
+            &ConvertOptions::default(),
+        );
+        assert!(matches!(out.routed, Routed::Failed(ref why) if why.contains("own source")));
+        let out = route_record(
+            &r,
+            "hl7.in",
+            0,
+            &hl7("lab", vec![]),
+            &ConvertOptions::default(),
+        );
+        assert!(matches!(out.routed, Routed::Outputs(ref o) if o[0].0 == "hl7.lab"));
+    }
+
+    #[test]
+    fn hop_count_stops_loops() {
+        let r = route(&["out"], &["in"]);
+        let at_limit = hl7("x", vec![(headers::HOPS.into(), MAX_HOPS.to_string())]);
+        let out = route_record(&r, "in", 0, &at_limit, &ConvertOptions::default());
+        assert!(matches!(out.routed, Routed::Failed(ref why) if why.contains("routing loop")));
+        let fresh = hl7("x", vec![(headers::HOPS.into(), "3".into())]);
+        match route_record(&r, "in", 0, &fresh, &ConvertOptions::default()).routed {
+            Routed::Outputs(o) => assert_eq!(o[0].1.header(headers::HOPS), Some("4")),
+            _ => panic!("expected outputs"),
+        }
+    }
 }

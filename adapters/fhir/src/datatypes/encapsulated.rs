@@ -51,7 +51,14 @@ pub fn base64(bytes: &[u8]) -> String {
             chunk.get(2).copied().unwrap_or(0),
         ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let idx = |shift: u32| char::from(ALPHABET[((n >> shift) & 63) as usize]);
+        let idx = |shift: u32| {
+            char::from(
+                ALPHABET
+                    .get(((n >> shift) & 63) as usize)
+                    .copied()
+                    .unwrap_or(b'A'),
+            )
+        };
         out.push(idx(18));
         out.push(idx(12));
         out.push(if chunk.len() > 1 { idx(6) } else { '=' });
@@ -63,7 +70,7 @@ pub fn base64(bytes: &[u8]) -> String {
 /// Whether `s` is well-formed padded base64 (what FHIR's base64Binary accepts).
 pub fn is_base64(s: &str) -> bool {
     !s.is_empty()
-        && s.len() % 4 == 0
+        && s.len().is_multiple_of(4)
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
         && !s.trim_end_matches('=').contains('=')
@@ -72,7 +79,7 @@ pub fn is_base64(s: &str) -> bool {
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2)
