@@ -6,6 +6,7 @@
 //! a run sends more than a million ACKs a second), and stay within HL7's
 //! 20-character limit.
 
+use medbus_hl7::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +23,39 @@ pub fn next_control_id() -> String {
         AtomicU64::new(micros)
     });
     format!("MB{}", counter.fetch_add(1, Ordering::Relaxed))
+}
+
+/// An ACK as read by a sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckReply {
+    /// MSA-1.
+    pub code: String,
+    /// MSA-2: the control id of the message it answers.
+    pub answers: String,
+    /// The receiver's reason (ERR-8, ERR-3.2, MSA-3, ERR-1.4.2), if any.
+    pub text: String,
+}
+
+/// Read an ACK frame; `None` when it is not an HL7 message with MSA-1.
+pub fn read_ack(frame: &[u8]) -> Option<AckReply> {
+    let m = Message::parse(frame).ok()?;
+    let code = m.get("MSA-1").ok().flatten()?.to_string();
+    let answers = m
+        .get("MSA-2")
+        .ok()
+        .flatten()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let text = ["ERR-8", "ERR-3.2", "MSA-3", "ERR-1.4.2"]
+        .iter()
+        .find_map(|p| m.get(p).ok().flatten())
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Some(AckReply {
+        code,
+        answers,
+        text,
+    })
 }
 
 /// The current UTC time as an HL7 DTM with milliseconds and offset:

@@ -41,26 +41,52 @@ impl ConnectionClosed<'_> {
     }
 }
 
-/// A connection was refused at the listener's cap.
+/// Why a connection was refused.
+#[derive(Debug, Clone)]
+pub enum RefusalReason {
+    /// The peer is outside the listener's allowlist.
+    NotAllowed,
+    /// The listener is at its cap (the cap).
+    MaxConnections(usize),
+    /// The TLS handshake failed (why).
+    Tls(String),
+}
+
+/// A connection was refused.
 pub struct ConnectionRefused<'a> {
     /// Listener name.
     pub listener: &'a str,
     /// Peer address.
     pub peer: SocketAddr,
-    /// The cap in force.
-    pub limit: usize,
+    /// Why.
+    pub reason: RefusalReason,
 }
 
 impl ConnectionRefused<'_> {
     /// Log and count.
     pub fn emit(self, m: &Metrics) {
+        let label = match &self.reason {
+            RefusalReason::NotAllowed => "not_allowed",
+            RefusalReason::MaxConnections(_) => "max_connections",
+            RefusalReason::Tls(_) => "tls",
+        };
         m.mllp_connections_refused
-            .with_label_values(&[self.listener])
+            .with_label_values(&[self.listener, label])
             .inc();
-        tracing::warn!(
-            listener = %self.listener, peer = %self.peer, limit = self.limit,
-            "connection refused: listener is at its max_connections limit"
-        );
+        match self.reason {
+            RefusalReason::NotAllowed => tracing::warn!(
+                listener = %self.listener, peer = %self.peer,
+                "connection refused: the peer is not in the listener's allow list"
+            ),
+            RefusalReason::MaxConnections(limit) => tracing::warn!(
+                listener = %self.listener, peer = %self.peer, limit,
+                "connection refused: listener is at its max_connections limit"
+            ),
+            RefusalReason::Tls(error) => tracing::warn!(
+                listener = %self.listener, peer = %self.peer, %error,
+                "connection refused: TLS handshake failed"
+            ),
+        }
     }
 }
 
@@ -85,7 +111,7 @@ impl BytesDiscarded<'_> {
 }
 
 /// How an inbound message ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Stored durably; AA.
     Stored,
@@ -114,8 +140,8 @@ pub struct MessageAnswered<'a> {
     pub listener: &'a str,
     /// What happened to it.
     pub outcome: Outcome,
-    /// The MSA-1 code sent.
-    pub ack_code: &'a str,
+    /// The MSA-1 code sent; `None` when MSH-15 asked for no ACK.
+    pub ack_code: Option<&'a str>,
     /// Frame complete → ACK queued.
     pub latency: Duration,
     /// Where it went (topic, offset), when stored.
@@ -130,9 +156,9 @@ impl MessageAnswered<'_> {
         m.mllp_messages
             .with_label_values(&[self.listener, self.outcome.label()])
             .inc();
-        m.mllp_acks
-            .with_label_values(&[self.listener, self.ack_code])
-            .inc();
+        if let Some(code) = self.ack_code {
+            m.mllp_acks.with_label_values(&[self.listener, code]).inc();
+        }
         m.mllp_ack_latency
             .with_label_values(&[self.listener])
             .observe(self.latency.as_secs_f64());
@@ -271,5 +297,227 @@ impl RouteStalled<'_> {
     /// Log.
     pub fn emit(self, _m: &Metrics) {
         tracing::error!(route = %self.route, error = %self.error, "route paused after a storage error; it resumes from its durable cursor");
+    }
+}
+
+/// What one delivery attempt of a destination came to.
+pub enum AttemptResult<'a> {
+    /// An ACK naming the message, with this MSA-1 code.
+    Acked(&'a str),
+    /// No usable ACK: `timeout` or `connection`.
+    Failed(&'static str),
+    /// The receiver could not be reached (before sending).
+    Unreachable(String),
+}
+
+/// One delivery attempt of a destination.
+pub struct DestinationAttempt<'a> {
+    /// Destination name.
+    pub destination: &'a str,
+    /// Its result.
+    pub result: AttemptResult<'a>,
+}
+
+impl<'a> DestinationAttempt<'a> {
+    /// An ACK arrived.
+    pub fn acked(destination: &'a str, code: &'a str) -> Self {
+        Self {
+            destination,
+            result: AttemptResult::Acked(code),
+        }
+    }
+    /// No usable ACK.
+    pub fn failed(destination: &'a str, kind: &'static str) -> Self {
+        Self {
+            destination,
+            result: AttemptResult::Failed(kind),
+        }
+    }
+    /// Could not connect.
+    pub fn unreachable(destination: &'a str, error: &dyn std::fmt::Display) -> Self {
+        Self {
+            destination,
+            result: AttemptResult::Unreachable(error.to_string()),
+        }
+    }
+
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        let d = self.destination;
+        match self.result {
+            AttemptResult::Acked(code) => {
+                m.destination_acks.with_label_values(&[d, code]).inc();
+                if !matches!(code, "AA" | "CA" | "AR" | "CR") {
+                    m.destination_retries.with_label_values(&[d, "nak"]).inc();
+                }
+            }
+            AttemptResult::Failed(kind) => {
+                m.destination_retries.with_label_values(&[d, kind]).inc();
+            }
+            AttemptResult::Unreachable(e) => {
+                m.destination_retries
+                    .with_label_values(&[d, "unreachable"])
+                    .inc();
+                tracing::warn!(destination = %d, error = %e, "receiver unreachable; retrying with backoff");
+            }
+        }
+    }
+}
+
+/// How a destination finished with one message.
+#[derive(Debug, Clone, Copy)]
+pub enum DoneOutcome {
+    /// Positively acknowledged.
+    Delivered,
+    /// Written to the dead-letter topic.
+    DeadLettered,
+    /// Skipped by the destination's `when`.
+    Filtered,
+}
+
+/// A destination finished with one message (the cursor has moved).
+pub struct DestinationDone<'a> {
+    /// Destination name.
+    pub destination: &'a str,
+    /// How.
+    pub outcome: DoneOutcome,
+    /// Source offset.
+    pub offset: u64,
+    /// Why it was dead-lettered.
+    pub reason: Option<&'a str>,
+}
+
+impl DestinationDone<'_> {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        let d = self.destination;
+        let label = match self.outcome {
+            DoneOutcome::Delivered => "delivered",
+            DoneOutcome::DeadLettered => "dead_lettered",
+            DoneOutcome::Filtered => "filtered",
+        };
+        m.destination_messages.with_label_values(&[d, label]).inc();
+        m.set_destination_blocked(d, false);
+        match self.outcome {
+            DoneOutcome::DeadLettered => {
+                m.dead_letters
+                    .with_label_values(&[&format!("destination/{d}")])
+                    .inc();
+                tracing::warn!(destination = %d, offset = self.offset, reason = self.reason.unwrap_or(""), "message dead-lettered");
+            }
+            _ => {
+                tracing::debug!(destination = %d, offset = self.offset, outcome = label, "message done")
+            }
+        }
+    }
+}
+
+/// A destination's connection opened or closed.
+pub struct DestinationLink<'a> {
+    /// Destination name.
+    pub destination: &'a str,
+    /// Now connected?
+    pub connected: bool,
+}
+
+impl DestinationLink<'_> {
+    /// Log and set the gauge.
+    pub fn emit(self, m: &Metrics) {
+        let g = m
+            .destination_connected
+            .with_label_values(&[self.destination]);
+        if self.connected && g.get() == 0 {
+            tracing::info!(destination = %self.destination, "connected to the receiver");
+        }
+        g.set(i64::from(self.connected));
+    }
+}
+
+/// A binary-protocol client connected (before Hello).
+pub struct ClientConnected {
+    /// Peer address.
+    pub peer: SocketAddr,
+}
+
+impl ClientConnected {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        m.client_connections.inc();
+        tracing::debug!(peer = %self.peer, "protocol connection opened");
+    }
+}
+
+/// A binary-protocol client said Hello with a valid token.
+pub struct ClientAuthenticated<'a> {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// The `[[clients]]` name (never the token).
+    pub client: &'a str,
+}
+
+impl ClientAuthenticated<'_> {
+    /// Log.
+    pub fn emit(self, _m: &Metrics) {
+        tracing::info!(peer = %self.peer, client = %self.client, "protocol client authenticated");
+    }
+}
+
+/// A binary-protocol connection ended.
+pub struct ClientDisconnected<'a> {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// The `[[clients]]` name, once authenticated.
+    pub client: Option<&'a str>,
+}
+
+impl ClientDisconnected<'_> {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        m.client_connections.dec();
+        tracing::info!(peer = %self.peer, client = self.client.unwrap_or("-"), "protocol connection closed");
+    }
+}
+
+/// A binary-protocol request or frame was answered with an error frame.
+pub struct ProtocolErrorSent<'a> {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// One of [`crate::metrics::PROTOCOL_ERROR_KINDS`].
+    pub kind: &'static str,
+    /// The request (0: the connection, which is then closed).
+    pub request_id: u64,
+    /// The text sent to the client (never record content).
+    pub message: &'a str,
+}
+
+impl ProtocolErrorSent<'_> {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        m.protocol_errors.with_label_values(&[self.kind]).inc();
+        if self.request_id == 0 {
+            tracing::warn!(peer = %self.peer, kind = self.kind, message = %self.message, "protocol error: closing the connection");
+        } else {
+            tracing::info!(peer = %self.peer, kind = self.kind, request_id = self.request_id, message = %self.message, "protocol request refused");
+        }
+    }
+}
+
+/// A consumer group's position changed (acks, new records).
+pub struct ConsumerLagChanged<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Group.
+    pub group: &'a str,
+    /// Records not yet acknowledged.
+    pub lag: u64,
+}
+
+impl ConsumerLagChanged<'_> {
+    /// Set the gauge.
+    pub fn emit(self, m: &Metrics) {
+        m.consumer_lag_records
+            .with_label_values(&[self.topic, self.group])
+            .set(i64::try_from(self.lag).unwrap_or(i64::MAX));
+        tracing::trace!(topic = %self.topic, group = %self.group, lag = self.lag, "consumer lag");
     }
 }

@@ -10,6 +10,8 @@ pub const CONTENT_TYPE_RAW: &str = "application/octet-stream";
 
 /// The listener a message arrived on.
 pub const LISTENER: &str = "medbus.listener";
+/// The `[[clients]]` name of the binary-protocol client that published a record.
+pub const CLIENT: &str = "medbus.client";
 /// The peer's `ip:port`.
 pub const PEER: &str = "medbus.peer";
 /// Why a record is in a dead-letter topic.

@@ -11,14 +11,20 @@
 //! - [`metrics`]: the Prometheus registry and every metric family.
 //! - [`events`]: one struct per internal event; `emit` logs and counts.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+//! - [`destination`]: one actor per MLLP destination: ordered, ACK-checked delivery.
 //! - [`route`]: one router actor per configured route.
+//! - [`client`]: the binary protocol: a listener and one session actor per
+//!   client connection, dispatchers for subscriptions and consumer groups.
 //! - [`server`]: starts every component of a config inside an actix system.
+//! - [`tls`]: rustls acceptors and connectors from the TLS settings.
 //! - [`cli`]: the subcommands other than `serve` (`send`, `dump`, `topics`, …).
 //! - [`bench`]: `medbus bench`, the load generator and the machine's limits.
 
 pub mod ack;
 pub mod bench;
 pub mod cli;
+pub mod client;
+pub mod destination;
 pub mod events;
 pub mod headers;
 pub mod http;
@@ -27,3 +33,4 @@ pub mod mllp;
 pub mod route;
 pub mod server;
 pub mod storage;
+pub mod tls;

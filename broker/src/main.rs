@@ -72,14 +72,54 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// List the topics of a stopped broker's data directory.
+    /// List the topics of a stopped broker's data directory, or of a running
+    /// broker over the binary protocol (--server).
     Topics {
-        /// Data directory.
+        /// Data directory (offline).
+        #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+        data_dir: Option<PathBuf>,
+        /// Protocol address of a running broker, host:port.
         #[arg(long)]
-        data_dir: PathBuf,
+        server: Option<String>,
+        /// Client token (--server; empty for a development broker).
+        #[arg(long, default_value = "")]
+        token: String,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Follow a topic over the binary protocol, printing JSON lines like dump.
+    Tail {
+        /// Topic name.
+        topic: String,
+        /// Where to start: earliest, latest, an offset, or @TIMESTAMP_MS.
+        #[arg(long, default_value = "latest", value_parser = cli::remote::parse_start)]
+        from: medbus_protocol::StartAt,
+        /// Consumer group: resume where the group left off; records are acked once printed.
+        #[arg(long)]
+        group: Option<String>,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Protocol address, host:port.
+        #[arg(long, default_value = "127.0.0.1:7575")]
+        server: String,
+        /// Client token (empty for a development broker).
+        #[arg(long, default_value = "")]
+        token: String,
+    },
+    /// Publish one file (or stdin) as one record; prints its offset once durable.
+    Publish {
+        /// Topic name.
+        topic: String,
+        /// File to publish; - or nothing: stdin.
+        file: Option<PathBuf>,
+        /// Protocol address, host:port.
+        #[arg(long, default_value = "127.0.0.1:7575")]
+        server: String,
+        /// Client token (empty for a development broker).
+        #[arg(long, default_value = "")]
+        token: String,
     },
     /// Print a stopped broker's topic as JSON lines.
     Dump {
@@ -190,13 +230,53 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Topics { data_dir, json } => {
-            let topics = cli::topics::run(&data_dir)?;
+        Command::Topics {
+            data_dir,
+            server,
+            token,
+            json,
+        } => {
+            let topics = match (server, data_dir) {
+                (Some(server), _) => cli::remote::topics(&cli::remote::Remote { server, token })?,
+                (None, Some(dir)) => cli::topics::run(&dir)?,
+                (None, None) => anyhow::bail!("give --data-dir or --server"),
+            };
             if json {
                 println!("{}", serde_json::to_string(&topics)?);
             } else {
                 print!("{}", cli::topics::render(&topics));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            topic,
+            from,
+            group,
+            count,
+            server,
+            token,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::LineWriter::new(stdout.lock());
+            let remote = cli::remote::Remote { server, token };
+            let options = cli::remote::TailOptions {
+                topic,
+                start: from,
+                group,
+                count,
+            };
+            cli::remote::tail(&remote, &options, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish {
+            topic,
+            file,
+            server,
+            token,
+        } => {
+            let remote = cli::remote::Remote { server, token };
+            let offset = cli::remote::publish(&remote, &topic, file.as_deref())?;
+            println!("{offset}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Dump {
@@ -259,8 +339,14 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
         for l in &server.listeners {
             println!("mllp listener {:?} on {} -> topic {}", l.name, l.addr, l.topic);
         }
+        if let Some(addr) = server.protocol {
+            println!("protocol listener on {addr}");
+        }
         for r in server.route_names() {
             println!("route {r:?} running");
+        }
+        for d in server.destination_names() {
+            println!("destination {d:?} running");
         }
         println!("ready");
         tracing::info!("ready");

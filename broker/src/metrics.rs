@@ -7,7 +7,7 @@
 //! here, so `/metrics` is described in one place.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -55,6 +55,29 @@ pub struct Metrics {
     pub fhir_convert_seconds: HistogramVec,
     /// Received by a listener → written to a route's targets.
     pub end_to_end_latency_seconds: Histogram,
+    /// Open binary-protocol connections.
+    pub client_connections: IntGauge,
+    /// Records a consumer group has not yet acknowledged, per topic and
+    /// group (groups are capped, so the label set is bounded).
+    pub consumer_lag_records: IntGaugeVec,
+    /// Binary-protocol errors, by kind (a fixed set: [`PROTOCOL_ERROR_KINDS`]).
+    pub protocol_errors: IntCounterVec,
+    /// Messages a destination finished, by outcome: `delivered`,
+    /// `dead_lettered`, `filtered`.
+    pub destination_messages: IntCounterVec,
+    /// ACKs a destination received, by MSA-1 code (`wrong`: naming another
+    /// message).
+    pub destination_acks: IntCounterVec,
+    /// Retries, by reason: `nak`, `timeout`, `connection`, `unreachable`.
+    pub destination_retries: IntCounterVec,
+    /// Source records not yet delivered.
+    pub destination_lag_records: IntGaugeVec,
+    /// 1 while connected to the receiver.
+    pub destination_connected: IntGaugeVec,
+    /// 1 while `on_failure = "block"` holds a message.
+    pub destination_blocked: IntGaugeVec,
+    /// When the message in flight was first sent (Unix seconds; 0: none).
+    pub destination_inflight_since: GaugeVec,
 }
 
 /// Message types that get their own `fhir_convert_seconds` label value; the
@@ -64,6 +87,26 @@ const CONVERT_LABELS: [&str; 27] = [
     "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01", "ORM^O01", "OML^O21", "SIU^S12", "SIU^S13",
     "SIU^S14", "SIU^S15", "SIU^S26", "MDM^T01", "MDM^T02", "MDM^T06", "MDM^T08", "MDM^T10",
     "VXU^V04", "RDE^O11", "DFT^P03",
+];
+
+/// Every `protocol_errors_total{kind}` value, so the series exist from
+/// start-up and a client cannot create new ones.
+pub const PROTOCOL_ERROR_KINDS: [&str; 15] = [
+    "frame_too_large",
+    "empty_frame",
+    "bad_version",
+    "undecodable",
+    "truncated",
+    "unsupported_version",
+    "not_authenticated",
+    "auth_failed",
+    "forbidden",
+    "invalid_request",
+    "unknown_subscription",
+    "limit_reached",
+    "storage_failed",
+    "max_connections",
+    "hello_timeout",
 ];
 
 /// Why the registry could not be built (a duplicate name: a build defect).
@@ -94,8 +137,8 @@ impl Metrics {
             mllp_connections: gauge("mllp_connections", "Open MLLP connections", &["listener"])?,
             mllp_connections_refused: counter(
                 "mllp_connections_refused_total",
-                "Connections refused at the listener's max_connections",
-                &["listener"],
+                "Connections refused, by reason: not_allowed, max_connections, tls",
+                &["listener", "reason"],
             )?,
             mllp_discarded_bytes: counter(
                 "mllp_discarded_bytes_total",
@@ -167,6 +210,57 @@ impl Metrics {
                 .buckets(exponential_buckets(0.000005, 2.0, 16)?),
                 &["message_type"],
             )?,
+            destination_messages: counter(
+                "destination_messages_total",
+                "Messages a destination finished, by outcome",
+                &["destination", "outcome"],
+            )?,
+            destination_acks: counter(
+                "destination_acks_total",
+                "ACKs received by a destination, by MSA-1 code",
+                &["destination", "code"],
+            )?,
+            destination_retries: counter(
+                "destination_retries_total",
+                "Delivery retries, by reason",
+                &["destination", "reason"],
+            )?,
+            destination_lag_records: gauge(
+                "destination_lag_records",
+                "Source records not yet delivered",
+                &["destination"],
+            )?,
+            destination_connected: gauge(
+                "destination_connected",
+                "1 while connected to the receiver",
+                &["destination"],
+            )?,
+            destination_blocked: gauge(
+                "destination_blocked",
+                "1 while a failing message blocks delivery",
+                &["destination"],
+            )?,
+            destination_inflight_since: GaugeVec::new(
+                Opts::new(
+                    "medbus_destination_inflight_since_timestamp_seconds",
+                    "When the message in flight was first sent (0: none in flight)",
+                ),
+                &["destination"],
+            )?,
+            client_connections: IntGauge::new(
+                "medbus_client_connections",
+                "Open binary-protocol connections",
+            )?,
+            consumer_lag_records: gauge(
+                "consumer_lag_records",
+                "Records a consumer group has not acknowledged yet",
+                &["topic", "group"],
+            )?,
+            protocol_errors: counter(
+                "protocol_errors_total",
+                "Binary-protocol errors answered with an error frame, by kind",
+                &["kind"],
+            )?,
             end_to_end_latency_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "medbus_end_to_end_latency_seconds",
@@ -201,6 +295,19 @@ impl Metrics {
         r.register(Box::new(self.route_lag_records.clone()))?;
         r.register(Box::new(self.fhir_convert_seconds.clone()))?;
         r.register(Box::new(self.end_to_end_latency_seconds.clone()))?;
+        r.register(Box::new(self.client_connections.clone()))?;
+        r.register(Box::new(self.consumer_lag_records.clone()))?;
+        r.register(Box::new(self.protocol_errors.clone()))?;
+        for kind in PROTOCOL_ERROR_KINDS {
+            self.protocol_errors.with_label_values(&[kind]);
+        }
+        r.register(Box::new(self.destination_messages.clone()))?;
+        r.register(Box::new(self.destination_acks.clone()))?;
+        r.register(Box::new(self.destination_retries.clone()))?;
+        r.register(Box::new(self.destination_lag_records.clone()))?;
+        r.register(Box::new(self.destination_connected.clone()))?;
+        r.register(Box::new(self.destination_blocked.clone()))?;
+        r.register(Box::new(self.destination_inflight_since.clone()))?;
         Ok(())
     }
 
@@ -214,7 +321,10 @@ impl Metrics {
             self.mllp_acks.with_label_values(&[listener, code]);
         }
         self.mllp_connections.with_label_values(&[listener]);
-        self.mllp_connections_refused.with_label_values(&[listener]);
+        for reason in ["not_allowed", "max_connections", "tls"] {
+            self.mllp_connections_refused
+                .with_label_values(&[listener, reason]);
+        }
         self.mllp_discarded_bytes.with_label_values(&[listener]);
         self.mllp_ack_latency.with_label_values(&[listener]);
         self.dead_letters
@@ -230,6 +340,44 @@ impl Metrics {
         self.route_lag_records.with_label_values(&[route]);
         self.dead_letters
             .with_label_values(&[&format!("route/{route}")]);
+    }
+
+    /// Make a destination's series exist before its first message.
+    pub fn init_destination(&self, d: &str) {
+        for outcome in ["delivered", "dead_lettered", "filtered"] {
+            self.destination_messages.with_label_values(&[d, outcome]);
+        }
+        for reason in ["nak", "timeout", "connection", "unreachable"] {
+            self.destination_retries.with_label_values(&[d, reason]);
+        }
+        self.destination_acks.with_label_values(&[d, "AA"]);
+        self.destination_lag_records.with_label_values(&[d]);
+        self.destination_connected.with_label_values(&[d]);
+        self.destination_blocked.with_label_values(&[d]);
+        self.destination_inflight_since.with_label_values(&[d]);
+        self.dead_letters
+            .with_label_values(&[&format!("destination/{d}")]);
+    }
+
+    /// Set a destination's lag.
+    pub fn set_destination_lag(&self, d: &str, lag: u64) {
+        self.destination_lag_records
+            .with_label_values(&[d])
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Mark a message in flight since `ms` (0: none).
+    pub fn set_destination_inflight(&self, d: &str, ms: u64) {
+        self.destination_inflight_since
+            .with_label_values(&[d])
+            .set(ms as f64 / 1000.0);
+    }
+
+    /// Mark a destination blocked or not.
+    pub fn set_destination_blocked(&self, d: &str, blocked: bool) {
+        self.destination_blocked
+            .with_label_values(&[d])
+            .set(i64::from(blocked));
     }
 
     /// Record one conversion's time under a bounded label.

@@ -4,6 +4,8 @@
 //! so that a port in use stops start-up with a clear error instead of a
 //! half-started broker.
 
+use crate::destination::delivery::Settings;
+use crate::destination::{Destination, DestinationHandle};
 use crate::events::CommitFinished;
 use crate::http::{BrokerView, Health, HttpState};
 use crate::metrics::Metrics;
@@ -40,6 +42,14 @@ pub enum ServerError {
         addr: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// TLS settings could not be turned into a configuration.
+    #[error("{what}: TLS: {error}")]
+    Tls {
+        /// Which component.
+        what: String,
+        /// Why.
+        error: String,
     },
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
@@ -94,8 +104,12 @@ pub struct Server {
     pub store: Store,
     /// Every MLLP listener, bound.
     pub listeners: Vec<BoundListener>,
+    /// The binary protocol listener's address, when `[protocol]` is set.
+    pub protocol: Option<SocketAddr>,
     /// The running routes.
     routes: Vec<RouterHandle>,
+    /// The running destinations.
+    destinations: Vec<DestinationHandle>,
     /// The thread routes run on (FHIR conversion stays off the MLLP thread).
     route_arbiter: actix::Arbiter,
     /// Shared with the routes.
@@ -147,14 +161,46 @@ impl Server {
         for r in self.routes.drain(..) {
             r.stop().await;
         }
+        for d in self.destinations.drain(..) {
+            d.stop().await;
+        }
         self.start_routes(config);
+        self.start_destinations(config);
         tracing::info!(routes = ?self.route_names(), "routes reloaded");
     }
 
-    /// Stop every route (before shutdown).
+    /// Start every destination of `config`; one whose TLS settings cannot
+    /// be used is logged and not started (validation catches bad files
+    /// first, so this is a file changed since).
+    fn start_destinations(&mut self, config: &Config) {
+        for d in &config.destinations {
+            match Settings::from_config(d) {
+                Ok(settings) => self.destinations.push(Destination::spawn(
+                    settings,
+                    self.store.clone(),
+                    self.metrics.clone(),
+                    &self.route_arbiter.handle(),
+                )),
+                Err(e) => {
+                    tracing::error!(destination = %d.name(), error = %e, "destination not started")
+                }
+            }
+        }
+    }
+
+    /// Names of the running destinations.
+    pub fn destination_names(&self) -> Vec<String> {
+        self.destinations.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// Stop every route and destination (before shutdown): each finishes
+    /// what it is writing first.
     pub async fn stop_routes(&mut self) {
         for r in self.routes.drain(..) {
             r.stop().await;
+        }
+        for d in self.destinations.drain(..) {
+            d.stop().await;
         }
         self.route_arbiter.stop();
     }
@@ -238,6 +284,13 @@ pub async fn start(
             topic: l.topic().to_string(),
         });
         metrics.init_listener(l.name());
+        let tls = match &l.tls {
+            Some(t) => Some(crate::tls::acceptor(t).map_err(|e| ServerError::Tls {
+                what: format!("listener {:?}", l.name()),
+                error: e,
+            })?),
+            None => None,
+        };
         let ctx = Arc::new(ListenerContext {
             name: l.name().to_string(),
             topic: l.topic().to_string(),
@@ -251,6 +304,8 @@ pub async fn start(
             connections: AtomicUsize::new(0),
             metrics: metrics.clone(),
             listen: local,
+            allow: l.allowlist(),
+            tls,
         });
         sockets.push((ctx, socket));
     }
@@ -258,6 +313,10 @@ pub async fn start(
     for (ctx, socket) in sockets {
         MllpListener::new(ctx, socket).start();
     }
+    let protocol = match &config.protocol {
+        Some(p) => Some(start_protocol(config, p, &store, metrics).await?),
+        None => None,
+    };
     let _ = endpoint.state.broker.set(BrokerView {
         store: store.clone(),
         listeners: contexts,
@@ -266,11 +325,53 @@ pub async fn start(
     let mut server = Server {
         store,
         listeners: bound,
+        protocol,
         routes: Vec::new(),
+        destinations: Vec::new(),
         route_arbiter: actix::Arbiter::new(),
         metrics: metrics.clone(),
     };
     server.start_routes(config);
+    server.start_destinations(config);
     endpoint.state.health.started.store(true, Ordering::Release);
     Ok(server)
+}
+
+/// Bind the binary protocol listener and start it.
+async fn start_protocol(
+    config: &Config,
+    p: &medbus_config::protocol::ProtocolConfig,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+) -> Result<SocketAddr, ServerError> {
+    let addr = p.listen.get_ref().clone();
+    let bind_error = |source| ServerError::Bind {
+        what: "the protocol listener".into(),
+        addr: addr.clone(),
+        source,
+    };
+    let tls =
+        match &p.tls {
+            Some(t) => Some(crate::tls::acceptor(t).map_err(|e| {
+                bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            })?),
+            None => None,
+        };
+    let socket = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(bind_error)?;
+    let local = socket.local_addr().map_err(bind_error)?;
+    let ctx = Arc::new(crate::client::ProtocolContext {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        auth: crate::client::Auth::from_config(&config.clients),
+        groups: crate::client::Groups::default(),
+        max_frame: p.max_frame_bytes(),
+        max_connections: *p.max_connections.get_ref(),
+        max_credits: *p.max_credits.get_ref(),
+        connections: AtomicUsize::new(0),
+        tls,
+    });
+    crate::client::ClientListener::new(ctx, socket).start();
+    Ok(local)
 }

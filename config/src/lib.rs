@@ -10,14 +10,23 @@
 //!   the user documentation) and `deny_unknown_fields` everywhere.
 //! - [`route`]: `[[routes]]` and their `when` conditions, compiled once
 //!   (globs, regexes, HL7 field paths) and evaluated per record.
+//! - [`tls`]: TLS settings and PEM loading for listeners and destinations.
 //! - [`units`]: human durations (`"30s"`, `"10m"`) and sizes (`"1MiB"`).
+//! - [`cidr`]: address blocks for listener allowlists.
+//! - [`destination`]: `[[destinations]]`, MLLP delivery settings.
+//! - [`protocol`]: `[protocol]` (the binary-protocol listener) and
+//!   `[[clients]]` (hashed tokens, topic patterns).
 //! - [`error`]: [`ConfigError`], printed as `file:line:col: key: message`.
 //! - [`validate`]: the checks serde cannot express; collects every problem,
 //!   not just the first.
 
+pub mod cidr;
+pub mod destination;
 pub mod error;
+pub mod protocol;
 pub mod route;
 pub mod schema;
+pub mod tls;
 pub mod units;
 pub mod validate;
 

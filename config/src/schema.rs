@@ -54,9 +54,19 @@ pub struct Config {
     /// Routes: content-based fan-out from topics to topics.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// MLLP destinations: deliver a topic to a legacy system.
+    #[serde(default)]
+    pub destinations: Vec<crate::destination::DestinationConfig>,
     /// How HL7 v2 is mapped to FHIR by `fhir` routes and `medbus convert`.
     #[serde(default)]
     pub mapping: MappingConfig,
+    /// The binary protocol listener for modern clients; absent: none.
+    #[serde(default)]
+    pub protocol: Option<crate::protocol::ProtocolConfig>,
+    /// Applications allowed on the binary protocol, with hashed tokens and
+    /// topic patterns. None: development mode (loopback, empty token).
+    #[serde(default)]
+    pub clients: Vec<crate::protocol::ClientConfig>,
 }
 
 /// `[mapping]`: site settings of the HL7 v2 → FHIR mapping.
@@ -192,6 +202,14 @@ pub struct ListenerConfig {
     /// (default `"10m"`; `"0s"` turns it off).
     #[serde(default = "default_dedup_window")]
     pub dedup_window: HumanDuration,
+    /// Source addresses allowed to connect (CIDR blocks or addresses);
+    /// empty (default): any. Others are refused, logged and counted.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// TLS (rustls): `{ cert, key }`, plus `client_ca` to require client
+    /// certificates (mutual TLS). Without it the listener speaks plain MLLP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 fn default_max_frame() -> Spanned<ByteSize> {
@@ -224,6 +242,14 @@ impl ListenerConfig {
     /// The frame cap in bytes.
     pub fn max_frame_bytes(&self) -> usize {
         usize::try_from(self.max_frame.get_ref().0).unwrap_or(usize::MAX)
+    }
+
+    /// The allowlist, parsed (validation guarantees every entry parses).
+    pub fn allowlist(&self) -> Vec<crate::cidr::Cidr> {
+        self.allow
+            .iter()
+            .filter_map(|a| a.get_ref().parse().ok())
+            .collect()
     }
 
     /// The dead-letter topic for this listener's rejected input.

@@ -102,6 +102,16 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
                 "must be at least 1".into(),
             );
         }
+        if let Some(t) = &l.tls {
+            for (span, k, msg) in crate::tls::check_server(t) {
+                err(span, key(&format!("tls.{k}")), msg);
+            }
+        }
+        for a in &l.allow {
+            if let Err(e) = a.get_ref().parse::<crate::cidr::Cidr>() {
+                err(a.span(), key("allow"), e);
+            }
+        }
         if l.idle_timeout.get_ref().0.is_zero() {
             err(
                 l.idle_timeout.span(),
@@ -131,6 +141,17 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
         ),
     }
     validate_routes(config, &mut err);
+    {
+        let mut used: HashMap<SocketAddr, String> = addrs
+            .iter()
+            .map(|(a, n)| (*a, format!("listener {n:?}")))
+            .collect();
+        if let Ok(a) = config.http.listen.get_ref().parse::<SocketAddr>() {
+            used.entry(a).or_insert_with(|| "the HTTP endpoint".into());
+        }
+        crate::protocol::validate(config.protocol.as_ref(), &config.clients, &used, &mut err);
+    }
+    validate_destinations(config, &mut err);
     if let Some(tz) = &config.mapping.time_zone {
         if !is_utc_offset(tz.get_ref()) {
             err(
@@ -361,4 +382,121 @@ fn is_utc_offset(s: &str) -> bool {
     let h: u32 = digits[..2].parse().unwrap_or(99);
     let m: u32 = digits[2..].parse().unwrap_or(99);
     h <= 14 && m < 60
+}
+
+fn validate_destinations(
+    config: &Config,
+    err: &mut impl FnMut(std::ops::Range<usize>, String, String),
+) {
+    use crate::route::{compile, parse_template, template_could_produce};
+    let mut names: HashMap<&str, ()> = HashMap::new();
+    for (i, d) in config.destinations.iter().enumerate() {
+        let key = |field: &str| format!("destinations[{i}].{field}");
+        let name = d.name();
+        if !is_valid_component_name(name) {
+            err(
+                d.name.span(),
+                key("name"),
+                format!("invalid name {name:?}: use 1 to {MAX_COMPONENT_NAME} letters, digits, '_' or '-'"),
+            );
+        } else if names.insert(name, ()).is_some() {
+            err(
+                d.name.span(),
+                key("name"),
+                format!("duplicate destination name {name:?}"),
+            );
+        }
+        let from = d.from.get_ref();
+        if !is_valid_topic(from) {
+            err(
+                d.from.span(),
+                key("from"),
+                format!("invalid topic name {from:?}"),
+            );
+        } else {
+            let fed = config.listeners.iter().any(|l| l.topic() == from)
+                || EXTERNALLY_FED.contains(&from.as_str())
+                || from.starts_with("dlq.")
+                || config
+                    .routes
+                    .iter()
+                    .flat_map(|r| r.targets())
+                    .filter_map(|t| parse_template(&t).ok())
+                    .any(|t| template_could_produce(&t, from));
+            if !fed {
+                err(
+                    d.from.span(),
+                    key("from"),
+                    format!("no listener or route writes to topic {from:?}: this destination would never send anything"),
+                );
+            }
+        }
+        if d.connect
+            .get_ref()
+            .rsplit_once(':')
+            .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p != 0)
+            .is_none()
+        {
+            err(
+                d.connect.span(),
+                key("connect"),
+                format!(
+                    "invalid address {:?}: write host:port, e.g. \"10.2.0.7:2575\"",
+                    d.connect.get_ref()
+                ),
+            );
+        }
+        if let Some(w) = &d.when {
+            let mut problems = Vec::new();
+            compile(w, &key("when"), &mut problems);
+            for (span, k, msg) in problems {
+                err(span, k, msg);
+            }
+        }
+        for path in d.set.keys() {
+            if let Err(e) = path.parse::<medbus_hl7::Path>() {
+                err(
+                    d.name.span(),
+                    key("set"),
+                    format!("bad field path {path:?}: {}", e.reason),
+                );
+            } else if path.starts_with("MSH-1") && (path.len() == 5 || path.starts_with("MSH-1."))
+                || path.starts_with("MSH-2")
+            {
+                err(
+                    d.name.span(),
+                    key("set"),
+                    format!("{path} holds the delimiters and cannot be rewritten"),
+                );
+            }
+        }
+        if let Some(t) = &d.tls {
+            for (span, k, msg) in crate::tls::check_client(t) {
+                err(span, key(&format!("tls.{k}")), msg);
+            }
+        }
+        if *d.retry.max_attempts.get_ref() == 0 {
+            err(
+                d.retry.max_attempts.span(),
+                key("retry.max_attempts"),
+                "must be at least 1".into(),
+            );
+        }
+        if d.retry.initial.0.is_zero() || d.retry.initial > d.retry.max {
+            err(
+                d.name.span(),
+                key("retry"),
+                "initial must be greater than zero and at most max".into(),
+            );
+        }
+        if d.ack_timeout.0.is_zero() || d.connect_timeout.0.is_zero() {
+            err(
+                d.name.span(),
+                key("ack_timeout"),
+                "timeouts must be greater than zero".into(),
+            );
+        }
+    }
 }

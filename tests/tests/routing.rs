@@ -167,8 +167,11 @@ fn a_record_that_cannot_be_transformed_is_dead_lettered_and_the_route_goes_on() 
         let counts = topic_counts(&broker);
         counts.get("fhir.bundles") == Some(&1) && counts.get("dlq.norm") == Some(&1)
     });
-    let (_, metrics) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
-    assert!(metrics.contains("medbus_dead_letters_total{source=\"route/norm\"} 1"));
+    // The counter moves once the route has seen its write complete.
+    wait_for("the dead-letter counter", || {
+        let (_, metrics) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
+        metrics.contains("medbus_dead_letters_total{source=\"route/norm\"} 1")
+    });
     assert_eq!(broker.stop(), Some(0));
     let dlq = dump(&data, "dlq.norm");
     assert_eq!(dlq[0]["headers"]["hl7.control_id"], "NOPID");

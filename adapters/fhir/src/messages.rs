@@ -12,12 +12,12 @@
 
 use std::collections::BTreeSet;
 
-use medbus_hl7::{Message, Segment};
+use medbus_hl7::Message;
 
 use crate::bundle;
 use crate::context::Ctx;
 use crate::datatypes::time::Offset;
-use crate::datatypes::SegmentExt;
+use crate::datatypes::{Seg, SegIndex, SegmentExt};
 use crate::ids;
 use crate::resources::{BundleHead, Identifier, Meta, Reference};
 use crate::segments::order::{finish, observation, ObsOutcome, ObsScope, ObxGroup, OrderGroup};
@@ -91,10 +91,10 @@ struct Walk<'a> {
     last: Last,
     /// Standalone OBX (outside orders and documents).
     loose_obx: Vec<ObxGroup<'a>>,
-    doc: Option<(Segment<'a>, Vec<Segment<'a>>)>,
+    doc: Option<(Seg<'a>, Vec<Seg<'a>>)>,
     schedule: Schedule<'a>,
-    orc: Option<Segment<'a>>,
-    pharmacy: Option<(Option<Segment<'a>>, Segment<'a>, Option<Segment<'a>>)>,
+    orc: Option<Seg<'a>>,
+    pharmacy: Option<(Option<Seg<'a>>, Seg<'a>, Option<Seg<'a>>)>,
     rx_count: usize,
     ignored: BTreeSet<String>,
 }
@@ -138,7 +138,7 @@ impl<'m, 'o> Run<'m, 'o> {
     fn segment(
         &mut self,
         w: &mut Walk<'m>,
-        seg: Segment<'m>,
+        seg: Seg<'m>,
         counts: &mut [usize; 6],
     ) -> Result<(), ConvertError> {
         let id = seg.id();
@@ -280,10 +280,6 @@ impl<'m, 'o> Run<'m, 'o> {
     }
 }
 
-fn first<'a>(msg: &Message<'a>, id: &str) -> Option<Segment<'a>> {
-    msg.segment(id, 1)
-}
-
 /// Convert (the body of [`crate::convert`], after the options were checked).
 pub fn convert(
     msg: &Message<'_>,
@@ -310,7 +306,9 @@ pub fn convert(
         ),
         None => format!("sha256|{}", ids::digest_hex(msg.input())),
     };
-    let msh_seg = msg.msh().ok_or(ConvertError::MissingField {
+    let index = SegIndex::new(msg.segments());
+    let first = |id: &str| index.first(id);
+    let msh_seg = index.segments().next().ok_or(ConvertError::MissingField {
         field: "MSH",
         what: "the MessageHeader",
     })?;
@@ -320,30 +318,30 @@ pub fn convert(
         trigger: trigger.clone(),
         _msg: std::marker::PhantomData,
     };
-    let pid_seg = first(msg, "PID");
+    let pid_seg = first("PID");
     let partial = fam == Family::Unmapped;
     if let Some(p) = pid_seg {
         if partial {
             pid::patient_only(&mut run.ctx, p)?;
         } else {
             let mrg = if code == "ADT" && trigger == "A40" {
-                Some(first(msg, "MRG").ok_or(ConvertError::MissingField {
+                Some(first("MRG").ok_or(ConvertError::MissingField {
                     field: "MRG",
                     what: "a merge (A40)",
                 })?)
             } else {
                 None
             };
-            pid::patient(&mut run.ctx, p, first(msg, "PD1"), mrg)?;
+            pid::patient(&mut run.ctx, p, first("PD1"), mrg)?;
         }
     }
     if !partial {
-        if let Some(pv1_seg) = first(msg, "PV1") {
+        if let Some(pv1_seg) = first("PV1") {
             if pv1::has_encounter(pv1_seg) {
                 pv1::encounter(
                     &mut run.ctx,
                     pv1_seg,
-                    first(msg, "PV2"),
+                    first("PV2"),
                     encounter_event(&code, &trigger),
                 )?;
             }
@@ -352,7 +350,7 @@ pub fn convert(
         let mut counts = [0usize; 6];
         let mut seen_pid = false;
         let mut seen_pv1 = false;
-        for seg in msg.segments() {
+        for seg in index.segments() {
             match seg.id() {
                 "PID" if !seen_pid => seen_pid = true,
                 "PV1" if !seen_pv1 => seen_pv1 = true,
@@ -387,13 +385,13 @@ pub fn convert(
             "message type {message_type} is not mapped: only MessageHeader, Provenance and Patient"
         ));
     }
-    finish_bundle(run.ctx, msg, msh_seg, partial, message_type)
+    finish_bundle(run.ctx, &index, msh_seg, partial, message_type)
 }
 
 fn finish_bundle(
     mut ctx: Ctx<'_>,
-    msg: &Message<'_>,
-    msh_seg: Segment<'_>,
+    index: &SegIndex<'_>,
+    msh_seg: Seg<'_>,
     partial: bool,
     message_type: String,
 ) -> Result<Conversion, ConvertError> {
@@ -414,10 +412,10 @@ fn finish_bundle(
         .take(1)
         .map(|e| Reference::to(e.resource_type, &e.id))
         .collect();
-    let header = msh::message_header(&mut ctx, msh_seg, first(msg, "SFT"), partial, focus)?;
+    let header = msh::message_header(&mut ctx, msh_seg, index.first("SFT"), partial, focus)?;
     let mut targets = targets;
     targets.insert(0, Reference::to("MessageHeader", &header.id));
-    let provenance = msh::provenance(&mut ctx, msh_seg, first(msg, "EVN"), targets)?;
+    let provenance = msh::provenance(&mut ctx, msh_seg, index.first("EVN"), targets)?;
     // MessageHeader first: serialise it and move it to the front.
     let before = ctx.out.len();
     ctx.add(&header)?;

@@ -472,9 +472,30 @@ impl<'a> Segment<'a> {
         }
     }
 
-    /// Fields 1..=[`Segment::field_count`].
+    /// Fields 1..=[`Segment::field_count`], split in one pass (the same values as
+    /// [`Segment::field`] for each `n`, without rescanning from the segment start).
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + '_ {
-        (1..=self.field_count()).filter_map(move |n| self.field(n))
+        let seg = *self;
+        let value = move |raw: &'a [u8], atomic: bool| {
+            Field(Value {
+                raw,
+                delims: seg.delims,
+                charset: seg.charset,
+                atomic,
+            })
+        };
+        // MSH-1 is the separator itself and MSH-2 (piece 1) is never split; any other segment's
+        // field n is piece n.
+        let msh = self.is_msh();
+        let msh1 = if msh { self.raw.get(3..4) } else { None };
+        let sep = self.delims.field;
+        msh1.map(move |raw| value(raw, true)).into_iter().chain(
+            self.raw
+                .split(move |&b| b == sep)
+                .skip(1)
+                .enumerate()
+                .map(move |(i, raw)| value(raw, msh && i == 0)),
+        )
     }
 
     /// The value addressed by `path`'s field/repetition/component/subcomponent (its segment

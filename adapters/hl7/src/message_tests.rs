@@ -124,6 +124,30 @@ fn typed_navigation() {
 }
 
 #[test]
+fn fields_match_field() {
+    let m = parse(ADT);
+    let extra = [
+        Segment::new(b"MSH", m.delimiters(), m.charset()),
+        Segment::new(b"MSH|", m.delimiters(), m.charset()),
+        Segment::new(b"ZZZ", m.delimiters(), m.charset()),
+        Segment::new(b"ZZZ|", m.delimiters(), m.charset()),
+    ];
+    for seg in m.segments().chain(extra) {
+        let all: Vec<Field<'_>> = seg.fields().collect();
+        let one_by_one: Vec<Field<'_>> = (1..=seg.field_count())
+            .filter_map(|n| seg.field(n))
+            .collect();
+        assert_eq!(all.len(), one_by_one.len(), "{}", seg.id());
+        for (f, g) in all.iter().zip(&one_by_one) {
+            assert_eq!(f.raw(), g.raw());
+            assert_eq!(f.decoded(), g.decoded());
+            assert_eq!(f.repetitions().count(), g.repetitions().count());
+        }
+        assert!(seg.field(all.len() + 1).is_none());
+    }
+}
+
+#[test]
 fn separators() {
     for sep in ["\r", "\n", "\r\n"] {
         let text = ADT.replace('\r', sep);

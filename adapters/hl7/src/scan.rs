@@ -34,10 +34,59 @@ pub fn find_line_break(hay: &[u8]) -> Option<usize> {
         .map(|p| p + offset)
 }
 
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// High bit set in exactly the bytes of `word` equal to `byte` (no false positives, unlike
+/// [`has_byte`], so the bits can be counted).
+#[inline]
+fn byte_mask(word: u64, byte: u8) -> u64 {
+    let x = word ^ (LO * u64::from(byte));
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// Position of the `k`th (1-based) `sep` in `s`, eight bytes at a time.
+#[inline]
+fn find_nth(s: &[u8], sep: u8, mut k: usize) -> Option<usize> {
+    if k == 0 {
+        return None;
+    }
+    let mut offset = 0;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        if let Ok(arr) = <[u8; 8]>::try_from(chunk) {
+            let mut m = byte_mask(u64::from_le_bytes(arr), sep);
+            let count = m.count_ones() as usize;
+            if count >= k {
+                // Drop the first k-1 matches; the lowest remaining bit is the kth.
+                for _ in 1..k {
+                    m &= m - 1;
+                }
+                return Some(offset + (m.trailing_zeros() / 8) as usize);
+            }
+            k -= count;
+        }
+        offset += 8;
+    }
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == sep {
+            k -= 1;
+            if k == 0 {
+                return Some(offset + i);
+            }
+        }
+    }
+    None
+}
+
 /// The `n`th (0-based) piece of `s` split on `sep`.
 #[inline]
 pub fn nth_piece(s: &[u8], sep: u8, n: usize) -> Option<&[u8]> {
-    s.split(move |&b| b == sep).nth(n)
+    let start = if n == 0 { 0 } else { find_nth(s, sep, n)? + 1 };
+    let rest = s.get(start..)?;
+    match find_nth(rest, sep, 1) {
+        Some(len) => rest.get(..len),
+        None => Some(rest),
+    }
 }
 
 #[cfg(test)]
@@ -68,5 +117,23 @@ mod tests {
         assert_eq!(nth_piece(b"a|b||c", b'|', 2), Some(&b""[..]));
         assert_eq!(nth_piece(b"a|b||c", b'|', 3), Some(&b"c"[..]));
         assert_eq!(nth_piece(b"a|b||c", b'|', 4), None);
+        assert_eq!(nth_piece(b"", b'|', 0), Some(&b""[..]));
+        assert_eq!(nth_piece(b"", b'|', 1), None);
+        assert_eq!(nth_piece(b"|", b'|', 1), Some(&b""[..]));
+        // agree with `split` across word boundaries, repeated separators and high bytes
+        let samples: [&[u8]; 5] = [
+            b"MSH|^~\\&|app|fac|||20240101||ADT^A01|1|P|2.5|||||",
+            b"||||||||||||||||||||||||",
+            b"\x80|\xff\x7c|\x01|\x00||\x7d|\x7b\x7c\x7c\xfc|end",
+            b"abcdefghijklmnopqrstuvwxyz",
+            b"x",
+        ];
+        for s in samples {
+            for sep in [b'|', b'^', 0x7c, 0x00, 0xff] {
+                for n in 0..40 {
+                    assert_eq!(nth_piece(s, sep, n), s.split(|&b| b == sep).nth(n), "{n}");
+                }
+            }
+        }
     }
 }

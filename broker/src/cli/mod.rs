@@ -5,10 +5,12 @@
 //! - [`send`]: send HL7 files over MLLP and summarise the ACKs.
 //! - [`dump`]: print a stopped broker's topic as JSON lines.
 //! - [`topics`]: list a stopped broker's topics.
+//! - [`remote`]: `tail`, `publish` and `topics --server` over the binary protocol.
 //! - [`split`]: cut files into HL7 messages (framed or not, any separator).
 
 pub mod convert;
 pub mod dump;
+pub mod remote;
 pub mod send;
 pub mod split;
 pub mod topics;

@@ -153,36 +153,16 @@ impl Conn {
 /// Judge an ACK against the control id of the message it should answer;
 /// returns the outcome and a short reason for anything but AA/CA.
 pub fn judge_ack(ack: &[u8], control_id: &str) -> (Outcome, String) {
-    let Ok(m) = Message::parse(ack) else {
-        return (Outcome::NoAck, "unparseable ACK".into());
+    let Some(reply) = crate::ack::read_ack(ack) else {
+        return (Outcome::NoAck, "unparseable ACK, or no MSA-1".into());
     };
-    let code = m
-        .get("MSA-1")
-        .ok()
-        .flatten()
-        .map(|c| c.to_string())
-        .unwrap_or_default();
-    let answered = m
-        .get("MSA-2")
-        .ok()
-        .flatten()
-        .map(|c| c.to_string())
-        .unwrap_or_default();
-    if code.is_empty() {
-        return (Outcome::NoAck, "ACK without MSA-1".into());
-    }
-    if answered != control_id {
+    if reply.answers != control_id {
         return (
             Outcome::Mismatch,
-            format!("ACK answers {answered:?}, not {control_id:?}"),
+            format!("ACK answers {:?}, not {control_id:?}", reply.answers),
         );
     }
-    let reason = ["ERR-8", "ERR-3.2", "MSA-3", "ERR-1.4.2"]
-        .iter()
-        .find_map(|p| m.get(p).ok().flatten())
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    (Outcome::Ack(code), reason)
+    (Outcome::Ack(reply.code), reply.text)
 }
 
 /// Send every message of `opts.files`; `on_progress` is called after each.

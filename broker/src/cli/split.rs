@@ -43,7 +43,7 @@ fn strip_bom(b: &[u8]) -> &[u8] {
 }
 
 /// LF and CRLF to CR, BOM dropped.
-fn normalise(bytes: &[u8]) -> Vec<u8> {
+pub fn normalise(bytes: &[u8]) -> Vec<u8> {
     let bytes = strip_bom(bytes);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

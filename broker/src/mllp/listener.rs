@@ -4,7 +4,7 @@
 //! connection cap, and starts an [`MllpSession`] per accepted connection.
 
 use super::session::MllpSession;
-use crate::events::{ConnectionOpened, ConnectionRefused};
+use crate::events::{ConnectionOpened, ConnectionRefused, RefusalReason};
 use crate::metrics::Metrics;
 use crate::storage::Store;
 use actix::prelude::*;
@@ -40,6 +40,10 @@ pub struct ListenerContext {
     pub metrics: Arc<Metrics>,
     /// The configured address (for the status API).
     pub listen: SocketAddr,
+    /// Allowed source addresses; empty: any.
+    pub allow: Vec<medbus_config::cidr::Cidr>,
+    /// TLS, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Accepts connections for one listener.
@@ -61,6 +65,18 @@ impl MllpListener {
     }
 }
 
+impl MllpListener {
+    fn tls_failed(&mut self, peer: SocketAddr, error: &str) {
+        self.ctx.connections.fetch_sub(1, Ordering::Relaxed);
+        ConnectionRefused {
+            listener: &self.ctx.name,
+            peer,
+            reason: RefusalReason::Tls(error.to_string()),
+        }
+        .emit(&self.ctx.metrics);
+    }
+}
+
 impl Actor for MllpListener {
     type Context = Context<Self>;
 
@@ -76,7 +92,7 @@ impl Actor for MllpListener {
 }
 
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
-    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
         let (stream, peer) = match item {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -85,12 +101,22 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
                 return;
             }
         };
+        if !self.ctx.allow.is_empty() && !self.ctx.allow.iter().any(|c| c.contains(peer.ip())) {
+            ConnectionRefused {
+                listener: &self.ctx.name,
+                peer,
+                reason: RefusalReason::NotAllowed,
+            }
+            .emit(&self.ctx.metrics);
+            drop(stream);
+            return;
+        }
         let open = self.ctx.connections.load(Ordering::Relaxed);
         if open >= self.ctx.max_connections {
             ConnectionRefused {
                 listener: &self.ctx.name,
                 peer,
-                limit: self.ctx.max_connections,
+                reason: RefusalReason::MaxConnections(self.ctx.max_connections),
             }
             .emit(&self.ctx.metrics);
             drop(stream);
@@ -100,12 +126,40 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         self.ctx.connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionOpened {
-            listener: &self.ctx.name,
-            peer,
+        match &self.ctx.tls {
+            None => {
+                ConnectionOpened {
+                    listener: &self.ctx.name,
+                    peer,
+                }
+                .emit(&self.ctx.metrics);
+                MllpSession::start_for(self.ctx.clone(), Box::new(stream), peer);
+            }
+            Some(acceptor) => {
+                // The handshake runs beside the accept loop, bounded in time.
+                let acceptor = acceptor.clone();
+                let handshake = async move {
+                    tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                };
+                ctx.spawn(
+                    handshake
+                        .into_actor(self)
+                        .map(move |result, act, _ctx| match result {
+                            Ok(Ok(tls)) => {
+                                ConnectionOpened {
+                                    listener: &act.ctx.name,
+                                    peer,
+                                }
+                                .emit(&act.ctx.metrics);
+                                MllpSession::start_for(act.ctx.clone(), Box::new(tls), peer);
+                            }
+                            Ok(Err(e)) => act.tls_failed(peer, &e.to_string()),
+                            Err(_) => act.tls_failed(peer, "handshake timed out"),
+                        }),
+                );
+            }
         }
-        .emit(&self.ctx.metrics);
-        MllpSession::start_for(self.ctx.clone(), stream, peer);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {

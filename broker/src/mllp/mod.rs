@@ -4,9 +4,11 @@
 //! # Layout
 //! - [`listener`]: [`MllpListener`] accepts connections within the
 //!   listener's connection cap and starts a session for each.
+//! - [`ack_mode`]: original vs enhanced (MSH-15) acknowledgment.
 //! - [`session`]: [`MllpSession`] turns frames into durable records and
 //!   answers each with an ACK — AA only after the durable commit.
 
+pub mod ack_mode;
 pub mod listener;
 pub mod session;
 

@@ -9,12 +9,14 @@
 //! stays bounded by the frame cap. Throughput comes from the group commit
 //! across connections, not from pipelining within one.
 
+use super::ack_mode::AckMode;
 use super::listener::ListenerContext;
 use crate::events::{BytesDiscarded, ConnectionClosed, DeadLettered, MessageAnswered, Outcome};
 use crate::headers;
 use crate::storage::{
     fingerprint, now_ms, AppendOutcome, AppendRequest, DedupKey, Record, StorageError,
 };
+use crate::tls::Io;
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -25,8 +27,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::WriteHalf;
 use tokio_util::codec::FramedRead;
 
 /// One connection from a sending system.
@@ -36,7 +37,7 @@ pub struct MllpSession {
     /// Who is connected: logged and stored with every record.
     peer: SocketAddr,
     /// Buffered, backpressured writer for ACK frames.
-    writer: FramedWrite<Bytes, OwnedWriteHalf, MllpCodec>,
+    writer: FramedWrite<Bytes, WriteHalf<Box<dyn Io>>, MllpCodec>,
     /// Last time a byte arrived, for the idle timeout.
     last_activity: Instant,
     /// Bytes the reader's codec discarded outside frames, not yet counted.
@@ -45,8 +46,8 @@ pub struct MllpSession {
 
 impl MllpSession {
     /// Start a session actor for an accepted connection.
-    pub fn start_for(ctx: Arc<ListenerContext>, stream: TcpStream, peer: SocketAddr) {
-        let (read, write) = stream.into_split();
+    pub fn start_for(ctx: Arc<ListenerContext>, stream: Box<dyn Io>, peer: SocketAddr) {
+        let (read, write) = tokio::io::split(stream);
         let max_frame = ctx.max_frame;
         let discarded = Arc::new(AtomicU64::new(0));
         let codec = MllpCodec::with_discard_counter(max_frame, discarded.clone());
@@ -62,21 +63,26 @@ impl MllpSession {
         });
     }
 
-    /// Queue an ACK and record how the message ended.
+    /// Queue the ACK (unless the sender's MSH-15 asks for none) and record
+    /// how the message ended.
     fn answer(
         &mut self,
-        ack: Vec<u8>,
-        code: AckCode,
+        mode: AckMode,
+        ack: impl FnOnce(AckCode) -> Vec<u8>,
         outcome: Outcome,
         received: Instant,
         stored_at: Option<(&str, u64)>,
         reason: Option<&str>,
     ) {
-        self.writer.write(Bytes::from(ack));
+        let code = mode.code(outcome);
+        let sent = mode.sends(outcome);
+        if sent {
+            self.writer.write(Bytes::from(ack(code)));
+        }
         MessageAnswered {
             listener: &self.ctx.name,
             outcome,
-            ack_code: code.as_str(),
+            ack_code: sent.then_some(code.as_str()),
             latency: received.elapsed(),
             stored_at,
             reason,
@@ -142,9 +148,10 @@ impl MllpSession {
                 fingerprint: fingerprint(&payload),
             }
         });
+        let mode = AckMode::of(Some(&msg));
         let accepted = build_ack(
             &msg,
-            AckCode::AA,
+            mode.code(Outcome::Stored),
             None,
             &crate::ack::next_control_id(),
             &crate::ack::hl7_now(),
@@ -172,8 +179,8 @@ impl MllpSession {
             match result {
                 Ok(AppendOutcome::Stored { topic, offset }) => {
                     act.answer(
-                        accepted,
-                        AckCode::AA,
+                        mode,
+                        |_| accepted,
                         Outcome::Stored,
                         received,
                         Some((&topic, offset)),
@@ -182,8 +189,8 @@ impl MllpSession {
                 }
                 Ok(AppendOutcome::Duplicate { topic, offset }) => {
                     act.answer(
-                        accepted,
-                        AckCode::AA,
+                        mode,
+                        |_| accepted,
                         Outcome::Duplicate,
                         received,
                         Some((&topic, offset)),
@@ -193,8 +200,8 @@ impl MllpSession {
                 Err(e) => {
                     let reason = e.to_string();
                     act.answer(
-                        storage_nak(&payload, &e),
-                        AckCode::AE,
+                        mode,
+                        |code| storage_nak(&payload, code, &e),
                         Outcome::Failed,
                         received,
                         None,
@@ -243,10 +250,11 @@ impl MllpSession {
                 stored: result.is_ok(),
             }
             .emit(&act.ctx.metrics);
-            let nak = nak_for(&payload, AckCode::AR, &err);
+            let header = Message::parse_header_only(&payload).ok();
+            let mode = AckMode::of(header.as_ref());
             act.answer(
-                nak,
-                AckCode::AR,
+                mode,
+                |code| nak_for(&payload, code, &err),
                 Outcome::Rejected,
                 received,
                 None,
@@ -268,13 +276,13 @@ fn nak_for(payload: &[u8], code: AckCode, err: &AckError) -> Vec<u8> {
     build_ack_for_unparsed(code, err, &id, &now)
 }
 
-fn storage_nak(payload: &[u8], e: &StorageError) -> Vec<u8> {
+fn storage_nak(payload: &[u8], code: AckCode, e: &StorageError) -> Vec<u8> {
     let err = AckError {
         code: ErrorCode::ApplicationInternalError,
         location: None,
         text: format!("message not stored, send it again later: {e}"),
     };
-    nak_for(payload, AckCode::AE, &err)
+    nak_for(payload, code, &err)
 }
 
 impl Actor for MllpSession {

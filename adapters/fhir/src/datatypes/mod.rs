@@ -110,27 +110,80 @@ impl<'a> Node<'a> {
     }
 }
 
-/// Field access on a segment with the conventions above.
-pub trait SegmentExt<'a> {
-    /// First repetition of field `n` (HL7 numbering).
-    fn node(&self, n: usize) -> Node<'a>;
-    /// Non-empty repetitions of field `n`.
-    fn reps(&self, n: usize) -> Vec<Node<'a>>;
-    /// First leaf text of field `n`.
-    fn text(&self, n: usize) -> Option<Cow<'a, str>>;
-    /// Owned first leaf text of field `n`.
-    fn s(&self, n: usize) -> Option<String>;
+/// A segment whose fields were split once (by [`SegIndex`]), so that reading field `n` is an
+/// index instead of a scan from the start of the segment; mappings read a segment's fields
+/// many times.
+#[derive(Debug, Clone, Copy)]
+pub struct Seg<'a> {
+    segment: Segment<'a>,
+    /// Fields 1.. (`fields[0]` is field 1).
+    fields: &'a [Field<'a>],
 }
 
-impl<'a> SegmentExt<'a> for Segment<'a> {
+impl<'a> Seg<'a> {
+    /// The segment id, e.g. `PID`.
+    pub fn id(&self) -> &'a str {
+        self.segment.id()
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> Segment<'a> {
+        self.segment
+    }
+}
+
+/// The fields of every segment of a message, split in one pass.
+#[derive(Debug, Default)]
+pub struct SegIndex<'a> {
+    fields: Vec<Field<'a>>,
+    /// Per segment: the segment and the range of its fields in `fields`.
+    segments: Vec<(Segment<'a>, usize, usize)>,
+}
+
+impl<'a> SegIndex<'a> {
+    /// Split the fields of `segments`.
+    pub fn new(segments: impl Iterator<Item = Segment<'a>>) -> SegIndex<'a> {
+        let mut index = SegIndex {
+            fields: Vec::with_capacity(256),
+            segments: Vec::with_capacity(32),
+        };
+        for seg in segments {
+            let start = index.fields.len();
+            index.fields.extend(seg.fields());
+            index.segments.push((seg, start, index.fields.len()));
+        }
+        index
+    }
+
+    /// The indexed segments, in order.
+    pub fn segments(&self) -> impl Iterator<Item = Seg<'_>> + '_ {
+        self.segments.iter().map(|&(segment, start, end)| Seg {
+            segment,
+            fields: self.fields.get(start..end).unwrap_or_default(),
+        })
+    }
+
+    /// The first segment with id `id`.
+    pub fn first(&self, id: &str) -> Option<Seg<'_>> {
+        self.segments().find(|s| s.id() == id)
+    }
+}
+
+/// Field access on a segment with the conventions above.
+pub trait SegmentExt<'a> {
+    /// Field `n` (HL7 numbering).
+    fn field_at(&self, n: usize) -> Option<Field<'a>>;
+
+    /// First repetition of field `n` (HL7 numbering).
     fn node(&self, n: usize) -> Node<'a> {
-        self.field(n)
+        self.field_at(n)
             .and_then(|f: Field<'a>| f.repetition(1))
             .map_or(Node::Empty, Node::Rep)
     }
 
+    /// Non-empty repetitions of field `n`.
     fn reps(&self, n: usize) -> Vec<Node<'a>> {
-        match self.field(n) {
+        match self.field_at(n) {
             Some(f) if !f.is_empty() => f
                 .repetitions()
                 .map(Node::Rep)
@@ -140,11 +193,25 @@ impl<'a> SegmentExt<'a> for Segment<'a> {
         }
     }
 
+    /// First leaf text of field `n`.
     fn text(&self, n: usize) -> Option<Cow<'a, str>> {
         self.node(n).first()
     }
 
+    /// Owned first leaf text of field `n`.
     fn s(&self, n: usize) -> Option<String> {
         self.text(n).map(Cow::into_owned)
+    }
+}
+
+impl<'a> SegmentExt<'a> for Segment<'a> {
+    fn field_at(&self, n: usize) -> Option<Field<'a>> {
+        self.field(n)
+    }
+}
+
+impl<'a> SegmentExt<'a> for Seg<'a> {
+    fn field_at(&self, n: usize) -> Option<Field<'a>> {
+        self.fields.get(n.checked_sub(1)?).copied()
     }
 }

@@ -4,7 +4,7 @@
 //! (each repetition a manifestation, as text), onset AL1-6. Clinical status is `active`: v2
 //! lists the allergies a patient has.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -14,7 +14,7 @@ use crate::resources::{AllergyIntolerance, AllergyReaction, CodeableConcept, Res
 use crate::ConvertError;
 
 /// Map one AL1.
-pub fn allergy(ctx: &mut Ctx<'_>, al1: Segment<'_>, index: usize) -> Result<(), ConvertError> {
+pub fn allergy(ctx: &mut Ctx<'_>, al1: Seg<'_>, index: usize) -> Result<(), ConvertError> {
     let Some(patient) = ctx.subject() else {
         ctx.note("AL1 skipped: no Patient in the message");
         return Ok(());

@@ -4,7 +4,7 @@
 //! verification from DG1-6 diagnosis type (A admitting / W working → provisional, F final →
 //! confirmed), asserter DG1-16, recorded DG1-19, identifier DG1-20.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::context::Ctx;
 use crate::datatypes::coded::concept;
@@ -14,7 +14,7 @@ use crate::resources::{CodeableConcept, Condition, Resource};
 use crate::ConvertError;
 
 /// Map one DG1.
-pub fn condition(ctx: &mut Ctx<'_>, dg1: Segment<'_>, index: usize) -> Result<(), ConvertError> {
+pub fn condition(ctx: &mut Ctx<'_>, dg1: Seg<'_>, index: usize) -> Result<(), ConvertError> {
     let Some(subject) = ctx.subject() else {
         ctx.note("DG1 skipped: no Patient in the message");
         return Ok(());

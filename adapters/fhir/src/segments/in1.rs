@@ -5,7 +5,7 @@
 //! policy number IN1-36 (identifier), insured's id IN1-49 (subscriberId), order IN1-22 / IN1-1.
 //! IN2 adds nothing Coverage has an element for; it is noted, not mapped.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::context::Ctx;
 use crate::datatypes::coded::table_concept;
@@ -32,7 +32,7 @@ fn class(
 }
 
 /// Map one IN1.
-pub fn coverage(ctx: &mut Ctx<'_>, in1: Segment<'_>) -> Result<(), ConvertError> {
+pub fn coverage(ctx: &mut Ctx<'_>, in1: Seg<'_>) -> Result<(), ConvertError> {
     let Some(beneficiary) = ctx.subject() else {
         ctx.note("IN1 skipped: no Patient in the message");
         return Ok(());

@@ -17,7 +17,7 @@ pub mod rxe;
 pub mod sch;
 pub mod txa;
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::context::Ctx;
 use crate::datatypes::encapsulated::plain_text;
@@ -25,7 +25,7 @@ use crate::datatypes::{Node, SegmentExt};
 use crate::resources::Annotation;
 
 /// NTE → Annotation (NTE-3 comment lines joined; NTE-5 author, NTE-6 time when present).
-pub fn annotation(ctx: &mut Ctx<'_>, nte: Segment<'_>) -> Option<Annotation> {
+pub fn annotation(ctx: &mut Ctx<'_>, nte: Seg<'_>) -> Option<Annotation> {
     let lines: Vec<String> = nte
         .reps(3)
         .iter()

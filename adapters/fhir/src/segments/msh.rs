@@ -7,7 +7,7 @@
 //! so it needs an offset — without one, and no site offset, no Provenance is written),
 //! `occurredDateTime` EVN-6, `reason` EVN-4, agents the sending facility and EVN-5 operator.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::bundle::is_absolute_url;
 use crate::context::Ctx;
@@ -39,8 +39,8 @@ fn endpoint_of(hd: Node<'_>) -> Option<String> {
 /// Build the MessageHeader (the caller puts it first in the Bundle).
 pub fn message_header(
     ctx: &mut Ctx<'_>,
-    msh: Segment<'_>,
-    sft: Option<Segment<'_>>,
+    msh: Seg<'_>,
+    sft: Option<Seg<'_>>,
     partial: bool,
     focus: Vec<Reference>,
 ) -> Result<MessageHeader, ConvertError> {
@@ -107,8 +107,8 @@ pub fn message_header(
 /// Build the Provenance of the message, or `None` when MSH-7 gives no instant.
 pub fn provenance(
     ctx: &mut Ctx<'_>,
-    msh: Segment<'_>,
-    evn: Option<Segment<'_>>,
+    msh: Seg<'_>,
+    evn: Option<Seg<'_>>,
     targets: Vec<Reference>,
 ) -> Result<Option<Provenance>, ConvertError> {
     let Some(recorded) = ctx

@@ -4,7 +4,7 @@
 //! NK1-4, phones NK1-5 (home) / NK1-6 (work), period NK1-8/9, gender NK1-15, birth date NK1-16.
 //! An NK1 that names an organisation only (NK1-13) has no person to map and is skipped.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -18,11 +18,7 @@ use crate::resources::{Period, RelatedPerson, Resource};
 use crate::ConvertError;
 
 /// Map one NK1.
-pub fn related_person(
-    ctx: &mut Ctx<'_>,
-    nk1: Segment<'_>,
-    index: usize,
-) -> Result<(), ConvertError> {
+pub fn related_person(ctx: &mut Ctx<'_>, nk1: Seg<'_>, index: usize) -> Result<(), ConvertError> {
     let Some(patient) = ctx.subject() else {
         ctx.note("NK1 skipped: no Patient in the message");
         return Ok(());

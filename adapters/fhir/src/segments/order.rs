@@ -14,7 +14,7 @@
 //! - Specimen: id SPM-2, type SPM-4, method SPM-7, body site SPM-8, collected SPM-17, received
 //!   SPM-18.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -35,9 +35,9 @@ use crate::ConvertError;
 #[derive(Debug, Clone)]
 pub struct ObxGroup<'a> {
     /// The OBX.
-    pub obx: Segment<'a>,
+    pub obx: Seg<'a>,
     /// Its notes.
-    pub notes: Vec<Segment<'a>>,
+    pub notes: Vec<Seg<'a>>,
 }
 
 /// One order: ORC and/or OBR, and what follows them.
@@ -46,15 +46,15 @@ pub struct OrderGroup<'a> {
     /// 1-based position among the message's orders (for message-scoped keys).
     pub index: usize,
     /// ORC, when present.
-    pub orc: Option<Segment<'a>>,
+    pub orc: Option<Seg<'a>>,
     /// OBR, when present.
-    pub obr: Option<Segment<'a>>,
+    pub obr: Option<Seg<'a>>,
     /// NTEs after the ORC/OBR.
-    pub notes: Vec<Segment<'a>>,
+    pub notes: Vec<Seg<'a>>,
     /// OBX groups.
     pub observations: Vec<ObxGroup<'a>>,
     /// SPMs.
-    pub specimens: Vec<Segment<'a>>,
+    pub specimens: Vec<Seg<'a>>,
 }
 
 impl<'a> OrderGroup<'a> {
@@ -109,7 +109,7 @@ pub enum ObsOutcome {
     Skipped,
 }
 
-fn text_value(obx: Segment<'_>) -> Option<String> {
+fn text_value(obx: Seg<'_>) -> Option<String> {
     let parts: Vec<String> = obx
         .reps(5)
         .iter()
@@ -125,7 +125,7 @@ fn text_value(obx: Segment<'_>) -> Option<String> {
 }
 
 /// Fill the `value[x]` of `o` from OBX-2/OBX-5 (and OBX-6 units).
-fn set_value(ctx: &mut Ctx<'_>, o: &mut Observation, obx: Segment<'_>) {
+fn set_value(ctx: &mut Ctx<'_>, o: &mut Observation, obx: Seg<'_>) {
     let kind = obx.text(2).map(|k| k.to_ascii_uppercase());
     let v = obx.node(5);
     let units = obx.node(6);
@@ -287,7 +287,7 @@ pub fn observation(
 
 fn document_from_ed(
     ctx: &mut Ctx<'_>,
-    obx: Segment<'_>,
+    obx: Seg<'_>,
     key: &str,
 ) -> Result<ObsOutcome, ConvertError> {
     let attachment = ed(obx.node(5)).unwrap_or_else(|| Attachment {
@@ -315,7 +315,7 @@ fn document_from_ed(
 }
 
 /// Plain-text content (TX/ST/FT OBX values, in order) as an attachment.
-pub fn text_attachment(obxs: &[Segment<'_>]) -> Option<Attachment> {
+pub fn text_attachment(obxs: &[Seg<'_>]) -> Option<Attachment> {
     let mut text = String::new();
     for obx in obxs {
         if let Some(t) = text_value(*obx) {
@@ -347,7 +347,7 @@ fn priority(code: Option<&str>) -> Option<&'static str> {
 
 fn specimen(
     ctx: &mut Ctx<'_>,
-    spm: Segment<'_>,
+    spm: Seg<'_>,
     order_key: &str,
     request: Option<&Reference>,
     n: usize,

@@ -10,7 +10,7 @@
 //! Patient is written with `active = false` and `link.type = replaced-by` → survivor; the
 //! survivor links back with `replaces`.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -28,7 +28,7 @@ use crate::ConvertError;
 
 /// The business key of the Patient of `pid` per the id recipe, or `None` when PID carries no
 /// identifier at all.
-pub fn patient_key(ctx: &Ctx<'_>, pid: Segment<'_>) -> Option<String> {
+pub fn patient_key(ctx: &Ctx<'_>, pid: Seg<'_>) -> Option<String> {
     let reps = pid.reps(3);
     let chosen = match ctx.opts.patient_identifier_type.as_deref() {
         Some(t) => reps
@@ -55,9 +55,9 @@ fn simple_identifier(value: Option<String>, system: &str, type_code: &str) -> Op
 /// Map PID (+ PD1) to the message's Patient and remember it in the context.
 pub fn patient(
     ctx: &mut Ctx<'_>,
-    pid: Segment<'_>,
-    pd1: Option<Segment<'_>>,
-    merged_from: Option<Segment<'_>>,
+    pid: Seg<'_>,
+    pd1: Option<Seg<'_>>,
+    merged_from: Option<Seg<'_>>,
 ) -> Result<Reference, ConvertError> {
     let key = patient_key(ctx, pid).ok_or(ConvertError::MissingField {
         field: "PID-3",
@@ -188,6 +188,6 @@ pub fn patient(
 }
 
 /// A Patient from PID for unmapped message types: same recipe, no PD1 fan-out.
-pub fn patient_only(ctx: &mut Ctx<'_>, pid: Segment<'_>) -> Result<Reference, ConvertError> {
+pub fn patient_only(ctx: &mut Ctx<'_>, pid: Seg<'_>) -> Result<Reference, ConvertError> {
     patient(ctx, pid, None, None)
 }

@@ -3,7 +3,7 @@
 //! Code PR1-3 (PR1-4 description as text when PR1-3 is empty), performed PR1-5, performers
 //! PR1-8 (anesthesiologist) and PR1-11/12 (surgeon, practitioner), identifier PR1-19.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::context::Ctx;
 use crate::datatypes::coded::concept;
@@ -13,7 +13,7 @@ use crate::resources::{CodeableConcept, Procedure, ProcedurePerformer, Resource}
 use crate::ConvertError;
 
 /// Map one PR1.
-pub fn procedure(ctx: &mut Ctx<'_>, pr1: Segment<'_>, index: usize) -> Result<(), ConvertError> {
+pub fn procedure(ctx: &mut Ctx<'_>, pr1: Seg<'_>, index: usize) -> Result<(), ConvertError> {
     let Some(subject) = ctx.subject() else {
         ctx.note("PR1 skipped: no Patient in the message");
         return Ok(());

@@ -9,7 +9,7 @@
 //! cancels, A13 reinstates (in progress, no end), A05 plans; other events read the data: an end
 //! → `finished`, a start → `in-progress`, neither → `unknown`.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -40,7 +40,7 @@ pub enum EncounterEvent {
 }
 
 /// Whether PV1 carries an encounter at all (A28/A31 often send `PV1|1|N`).
-pub fn has_encounter(pv1: Segment<'_>) -> bool {
+pub fn has_encounter(pv1: Seg<'_>) -> bool {
     let class = pv1.text(2);
     let informative = [3usize, 7, 10, 19, 44, 45]
         .iter()
@@ -49,7 +49,7 @@ pub fn has_encounter(pv1: Segment<'_>) -> bool {
 }
 
 /// The Encounter's business key (see [`crate::ids`]).
-pub fn encounter_key(ctx: &Ctx<'_>, pv1: Segment<'_>) -> String {
+pub fn encounter_key(ctx: &Ctx<'_>, pv1: Seg<'_>) -> String {
     if let Some(k) = cx_key(pv1.node(19)) {
         return format!("visit|{k}");
     }
@@ -62,8 +62,8 @@ pub fn encounter_key(ctx: &Ctx<'_>, pv1: Segment<'_>) -> String {
 /// Map PV1/PV2 to the message's Encounter.
 pub fn encounter(
     ctx: &mut Ctx<'_>,
-    pv1: Segment<'_>,
-    pv2: Option<Segment<'_>>,
+    pv1: Seg<'_>,
+    pv2: Option<Seg<'_>>,
     event: EncounterEvent,
 ) -> Result<Reference, ConvertError> {
     let key = encounter_key(ctx, pv1);

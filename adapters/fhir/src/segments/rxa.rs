@@ -6,7 +6,7 @@
 //! manufacturer RXA-17, status RXA-20/21, reason not given RXA-18, route RXR-1, site RXR-2,
 //! primary source from RXA-9 (`00` new record).
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -20,9 +20,9 @@ use crate::ConvertError;
 /// Map one RXA with its RXR and ORC.
 pub fn immunization(
     ctx: &mut Ctx<'_>,
-    orc: Option<Segment<'_>>,
-    rxa: Segment<'_>,
-    rxr: Option<Segment<'_>>,
+    orc: Option<Seg<'_>>,
+    rxa: Seg<'_>,
+    rxr: Option<Seg<'_>>,
     index: usize,
 ) -> Result<(), ConvertError> {
     let Some(patient) = ctx.subject() else {

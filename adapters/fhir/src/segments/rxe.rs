@@ -4,7 +4,7 @@
 //! requester ORC-12 (else RXE-13), dose RXE-3 with units RXE-5, dispense quantity RXE-10/11,
 //! refills RXE-12, instructions RXE-7 (as text), route RXR-1, site RXR-2.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -18,9 +18,9 @@ use crate::ConvertError;
 /// Map one RXE with its ORC and RXR.
 pub fn medication_request(
     ctx: &mut Ctx<'_>,
-    orc: Option<Segment<'_>>,
-    rxe: Segment<'_>,
-    rxr: Option<Segment<'_>>,
+    orc: Option<Seg<'_>>,
+    rxe: Seg<'_>,
+    rxr: Option<Seg<'_>>,
     index: usize,
 ) -> Result<(), ConvertError> {
     let Some(subject) = ctx.subject() else {

@@ -7,7 +7,7 @@
 //! from NTEs. `start`/`end` are instants: without an offset (written or configured) they are
 //! left out.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -22,13 +22,13 @@ use crate::ConvertError;
 #[derive(Debug, Clone, Default)]
 pub struct Schedule<'a> {
     /// SCH.
-    pub sch: Option<Segment<'a>>,
+    pub sch: Option<Seg<'a>>,
     /// TQ1 (timing, v2.5+).
-    pub tq1: Option<Segment<'a>>,
+    pub tq1: Option<Seg<'a>>,
     /// NTEs.
-    pub notes: Vec<Segment<'a>>,
+    pub notes: Vec<Seg<'a>>,
     /// AIS/AIG/AIL/AIP in order.
-    pub resources: Vec<Segment<'a>>,
+    pub resources: Vec<Seg<'a>>,
 }
 
 fn minutes(amount: Option<&str>, unit: Option<&str>) -> Option<u32> {
@@ -59,7 +59,7 @@ pub fn appointment(ctx: &mut Ctx<'_>, s: &Schedule<'_>, trigger: &str) -> Result
             .and_then(|c| codes::appointment_status(&c))
             .unwrap_or("booked"),
     };
-    let ais: Vec<Segment<'_>> = s
+    let ais: Vec<Seg<'_>> = s
         .resources
         .iter()
         .copied()

@@ -7,7 +7,7 @@
 //! `text/plain` attachment, an ED value as its own attachment. Notification-only events (no
 //! content) keep a titled attachment, because `content` is required.
 
-use medbus_hl7::Segment;
+use crate::datatypes::Seg;
 
 use crate::codes;
 use crate::context::Ctx;
@@ -22,7 +22,7 @@ use crate::resources::{
 use crate::segments::order::text_attachment;
 use crate::ConvertError;
 
-fn doc_key(ctx: &Ctx<'_>, txa: Segment<'_>, node: usize) -> Option<String> {
+fn doc_key(ctx: &Ctx<'_>, txa: Seg<'_>, node: usize) -> Option<String> {
     let n = txa.node(node);
     ei_key(n).map(|k| format!("doc|{k}")).or_else(|| {
         (node == 12)
@@ -35,13 +35,13 @@ fn doc_key(ctx: &Ctx<'_>, txa: Segment<'_>, node: usize) -> Option<String> {
 /// Map one TXA with its content OBXs. `trigger` is MSH-9.2.
 pub fn document(
     ctx: &mut Ctx<'_>,
-    txa: Segment<'_>,
-    obxs: &[Segment<'_>],
+    txa: Seg<'_>,
+    obxs: &[Seg<'_>],
     trigger: &str,
 ) -> Result<(), ConvertError> {
     let key = doc_key(ctx, txa, 12).unwrap_or_else(|| ctx.scoped("TXA", 1));
     let mut content = Vec::new();
-    let (eds, texts): (Vec<Segment<'_>>, Vec<Segment<'_>>) = obxs
+    let (eds, texts): (Vec<Seg<'_>>, Vec<Seg<'_>>) = obxs
         .iter()
         .partition(|o| o.text(2).is_some_and(|k| k.eq_ignore_ascii_case("ED")));
     if let Some(a) = text_attachment(&texts) {

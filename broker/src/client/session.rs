@@ -1,0 +1,668 @@
+//! `ClientSession`: one binary-protocol connection.
+//!
+//! The first frame must be Hello with a known token (else an error frame and
+//! close). Then requests are handled as they arrive and answered by request
+//! id: a publish once its records are durable, an ack once the group's
+//! offset is durable. Deliveries are pushed by the dispatchers of the
+//! connection's subscriptions. A frame that cannot be read (over the cap,
+//! unknown version, undecodable) is answered with an error frame and the
+//! connection is closed: the stream cannot be trusted past it. A bad request
+//! in a well-formed frame (forbidden topic, bad name) fails that request
+//! only. At most [`MAX_PENDING_REQUESTS`] requests wait for storage at once;
+//! beyond that the session stops reading until one finishes, so a client
+//! cannot queue unbounded work.
+
+use super::dispatcher::{self, Deliver, Dispatcher, Join, Leave, Nack, Start};
+use super::listener::ProtocolContext;
+use super::Principal;
+use crate::events::{ClientAuthenticated, ClientDisconnected, ProtocolErrorSent};
+use crate::headers;
+use crate::storage::{is_valid_topic, now_ms, AppendOutcome, AppendRequest, AtomicWrite, Record};
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use medbus_protocol::client::Io;
+use medbus_protocol::connection::{ConnectionError, FrameCodec};
+use medbus_protocol::frame::{FrameError, MAX_FRAME};
+use medbus_protocol::message::{
+    CONNECTION, MAX_ACK_OFFSETS, MAX_BATCH_RECORDS, MAX_NAME_BYTES, MAX_SUBSCRIPTIONS,
+    MAX_TOKEN_BYTES, PROTOCOL_VERSION,
+};
+use medbus_protocol::{ClientFrame, ErrorCode, PublishRecord, ServerFrame, StartAt, TopicSummary};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::WriteHalf;
+use tokio_util::codec::FramedRead;
+
+/// A connection must say Hello this soon: unauthenticated connections
+/// cannot sit on the connection cap.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After an error frame, how long the peer gets to read it before the
+/// connection is dropped regardless.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Most requests of one connection waiting for storage or a dispatcher:
+/// pipelining without letting one client queue unbounded work.
+pub const MAX_PENDING_REQUESTS: usize = 64;
+
+type BoxIo = Box<dyn Io>;
+type Codec = FrameCodec<ClientFrame, ServerFrame>;
+
+/// One open subscription of this connection.
+struct Sub {
+    /// Its dispatcher (private, or the group's).
+    dispatcher: Addr<Dispatcher>,
+    /// This connection's member id there.
+    member: u64,
+}
+
+/// One binary-protocol connection.
+pub struct ClientSession {
+    /// Listener settings, the store, auth.
+    ctx: Arc<ProtocolContext>,
+    /// Who is connected: logged with every event.
+    peer: SocketAddr,
+    /// Buffered writer of frames.
+    writer: FramedWrite<ServerFrame, WriteHalf<BoxIo>, Codec>,
+    /// Set by Hello.
+    principal: Option<Arc<Principal>>,
+    /// Open subscriptions by id.
+    subs: HashMap<u64, Sub>,
+    /// Next subscription id.
+    next_sub: u64,
+    /// Requests waiting for storage or a dispatcher.
+    pending: usize,
+    /// An error frame was sent; nothing more is read.
+    closing: bool,
+}
+
+impl ClientSession {
+    /// Start a session actor for an accepted connection.
+    pub fn start_for(ctx: Arc<ProtocolContext>, io: BoxIo, peer: SocketAddr) {
+        let (read, write) = tokio::io::split(io);
+        let max_frame = ctx.max_frame;
+        ClientSession::create(move |actor_ctx| {
+            actor_ctx.add_stream(FramedRead::new(read, Codec::new(max_frame, MAX_FRAME)));
+            ClientSession {
+                writer: FramedWrite::new(write, Codec::new(max_frame, MAX_FRAME), actor_ctx),
+                ctx,
+                peer,
+                principal: None,
+                subs: HashMap::new(),
+                next_sub: 1,
+                pending: 0,
+                closing: false,
+            }
+        });
+    }
+
+    /// Answer a request with an error; the connection stays.
+    fn refuse(&mut self, request_id: u64, kind: &'static str, code: ErrorCode, message: String) {
+        ProtocolErrorSent {
+            peer: self.peer,
+            kind,
+            request_id,
+            message: &message,
+        }
+        .emit(&self.ctx.metrics);
+        self.writer.write(ServerFrame::Error {
+            request_id,
+            code: code.as_u16(),
+            message,
+        });
+    }
+
+    /// Send an error about the connection, then close it.
+    fn fail(
+        &mut self,
+        kind: &'static str,
+        code: ErrorCode,
+        message: String,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.closing {
+            return;
+        }
+        self.refuse(CONNECTION, kind, code, message);
+        self.closing = true;
+        self.writer.close();
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+
+    fn hello(&mut self, version: u16, client_name: String, token: String, ctx: &mut Context<Self>) {
+        if version != PROTOCOL_VERSION {
+            return self.fail(
+                "unsupported_version",
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {version} is not supported (this broker speaks {PROTOCOL_VERSION})"),
+                ctx,
+            );
+        }
+        if client_name.len() > MAX_NAME_BYTES || token.len() > MAX_TOKEN_BYTES {
+            return self.fail(
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!("client name (at most {MAX_NAME_BYTES} bytes) or token (at most {MAX_TOKEN_BYTES}) too long"),
+                ctx,
+            );
+        }
+        match self.ctx.auth.authenticate(&token, self.peer) {
+            Ok(p) => {
+                ClientAuthenticated {
+                    peer: self.peer,
+                    client: &p.name,
+                }
+                .emit(&self.ctx.metrics);
+                self.writer.write(ServerFrame::Welcome {
+                    version: PROTOCOL_VERSION,
+                    server: format!("medbus {}", env!("CARGO_PKG_VERSION")),
+                    client: p.name.clone(),
+                    max_frame: u32::try_from(self.ctx.max_frame).unwrap_or(u32::MAX),
+                    max_batch: MAX_BATCH_RECORDS as u32,
+                    max_credits: self.ctx.max_credits,
+                });
+                self.principal = Some(p);
+            }
+            Err(reason) => self.fail("auth_failed", ErrorCode::AuthenticationFailed, reason, ctx),
+        }
+    }
+
+    /// Run a future answering a request: pipelined up to the cap, then the
+    /// session waits (and stops reading) until it resolves.
+    fn track<F>(&mut self, fut: F, ctx: &mut Context<Self>)
+    where
+        F: ActorFuture<Self, Output = ()> + 'static,
+    {
+        self.pending += 1;
+        let fut = fut.map(|_, act: &mut Self, _| act.pending -= 1);
+        if self.pending > MAX_PENDING_REQUESTS {
+            ctx.wait(fut);
+        } else {
+            ctx.spawn(fut);
+        }
+    }
+
+    fn publish(
+        &mut self,
+        principal: &Principal,
+        request_id: u64,
+        topic: String,
+        records: Vec<PublishRecord>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !is_valid_topic(&topic) {
+            return self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!("invalid topic name {topic:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
+            );
+        }
+        if !principal.may_publish(&topic) {
+            return self.refuse(
+                request_id,
+                "forbidden",
+                ErrorCode::Forbidden,
+                format!("client {:?} may not publish to {topic:?}", principal.name),
+            );
+        }
+        if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
+            return self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a publish carries 1 to {MAX_BATCH_RECORDS} records, not {}",
+                    records.len()
+                ),
+            );
+        }
+        let now = now_ms();
+        let client = principal.name.clone();
+        let mut stored: Vec<(String, Record)> = records
+            .into_iter()
+            .map(|r| {
+                let mut headers = r.headers;
+                headers.push((headers::CLIENT.to_string(), client.clone()));
+                (
+                    topic.clone(),
+                    Record {
+                        timestamp_ms: now,
+                        headers,
+                        content_type: r.content_type,
+                        payload: r.payload,
+                    },
+                )
+            })
+            .collect();
+        let write: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = if stored.len() == 1 {
+            let (topic, record) = stored.remove(0);
+            let append = self.ctx.store.append(AppendRequest {
+                topic,
+                record,
+                dedup: None,
+            });
+            Box::pin(async move {
+                append.await.map(|outcome| match outcome {
+                    AppendOutcome::Stored { offset, .. }
+                    | AppendOutcome::Duplicate { offset, .. } => {
+                        vec![offset]
+                    }
+                })
+            })
+        } else {
+            let atomic = self.ctx.store.write_atomic(AtomicWrite {
+                records: stored,
+                cursors: Vec::new(),
+            });
+            Box::pin(async move {
+                atomic
+                    .await
+                    .map(|v| v.into_iter().map(|(_, o)| o).collect())
+            })
+        };
+        let fut = write
+            .into_actor(self)
+            .map(move |result, act, _| match result {
+                Ok(offsets) => act.writer.write(ServerFrame::Published {
+                    request_id,
+                    offsets,
+                }),
+                Err(e) => act.refuse(
+                    request_id,
+                    "storage_failed",
+                    ErrorCode::StorageFailed,
+                    format!("not stored, publish again later: {e}"),
+                ),
+            });
+        self.track(fut, ctx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        principal: &Principal,
+        request_id: u64,
+        topic: String,
+        group: Option<String>,
+        start: StartAt,
+        credits: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        if !is_valid_topic(&topic) {
+            return self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!("invalid topic name {topic:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
+            );
+        }
+        if !principal.may_subscribe(&topic) {
+            return self.refuse(
+                request_id,
+                "forbidden",
+                ErrorCode::Forbidden,
+                format!("client {:?} may not subscribe to {topic:?}", principal.name),
+            );
+        }
+        if let Some(g) = &group {
+            let valid = !g.is_empty()
+                && g.len() <= MAX_NAME_BYTES
+                && g.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid {
+                return self.refuse(
+                    request_id,
+                    "invalid_request",
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "invalid group name {g:?}: use 1 to {MAX_NAME_BYTES} of A-Z a-z 0-9 . _ -"
+                    ),
+                );
+            }
+        }
+        if credits == 0 || credits > self.ctx.max_credits {
+            return self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!(
+                    "credits must be 1 to {}, not {credits}",
+                    self.ctx.max_credits
+                ),
+            );
+        }
+        if self.subs.len() >= MAX_SUBSCRIPTIONS {
+            return self.refuse(
+                request_id,
+                "limit_reached",
+                ErrorCode::LimitReached,
+                format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+            );
+        }
+        let dispatcher = match &group {
+            Some(g) => match self
+                .ctx
+                .groups
+                .get(g, &topic, &self.ctx.store, &self.ctx.metrics)
+            {
+                Some(d) => d,
+                None => {
+                    return self.refuse(
+                        request_id,
+                        "limit_reached",
+                        ErrorCode::LimitReached,
+                        format!(
+                            "the broker tracks at most {} consumer groups",
+                            dispatcher::MAX_GROUPS
+                        ),
+                    );
+                }
+            },
+            None => Dispatcher::new(
+                &topic,
+                None,
+                self.ctx.store.clone(),
+                self.ctx.metrics.clone(),
+            )
+            .start(),
+        };
+        let subscription = self.next_sub;
+        self.next_sub += 1;
+        let member = dispatcher::next_member_id();
+        let join = dispatcher.send(Join {
+            member,
+            subscription,
+            credits,
+            recipient: ctx.address().recipient(),
+            start,
+        });
+        // Wait: the Subscribed reply must be written before any delivery.
+        ctx.wait(
+            join.into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(Ok(start_offset)) => {
+                        act.writer.write(ServerFrame::Subscribed {
+                            request_id,
+                            subscription,
+                            start_offset,
+                        });
+                        dispatcher.do_send(Start { member });
+                        act.subs.insert(subscription, Sub { dispatcher, member });
+                    }
+                    Ok(Err(e)) => {
+                        dispatcher.do_send(Leave { member });
+                        act.refuse(
+                            request_id,
+                            "storage_failed",
+                            ErrorCode::StorageFailed,
+                            format!("cannot read topic: {e}"),
+                        );
+                    }
+                    Err(_) => act.refuse(
+                        request_id,
+                        "limit_reached",
+                        ErrorCode::Unavailable,
+                        "the broker is shutting down".into(),
+                    ),
+                }),
+        );
+    }
+
+    fn ack_or_nack(
+        &mut self,
+        ack: bool,
+        request_id: u64,
+        subscription: u64,
+        offsets: Vec<u64>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(sub) = self.subs.get(&subscription) else {
+            return self.refuse(
+                request_id,
+                "unknown_subscription",
+                ErrorCode::UnknownSubscription,
+                format!("no subscription {subscription} on this connection"),
+            );
+        };
+        if offsets.len() > MAX_ACK_OFFSETS {
+            return self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!("at most {MAX_ACK_OFFSETS} offsets per ack or nack"),
+            );
+        }
+        let member = sub.member;
+        if !ack {
+            sub.dispatcher.do_send(Nack { member, offsets });
+            self.writer.write(ServerFrame::Done { request_id });
+            return;
+        }
+        let fut = sub
+            .dispatcher
+            .send(dispatcher::Ack { member, offsets })
+            .into_actor(self)
+            .map(move |result, act, _| match result {
+                Ok(Ok(())) => act.writer.write(ServerFrame::Done { request_id }),
+                Ok(Err(e)) => act.refuse(
+                    request_id,
+                    "storage_failed",
+                    ErrorCode::StorageFailed,
+                    format!("group offset not stored, ack again: {e}"),
+                ),
+                Err(_) => act.refuse(
+                    request_id,
+                    "limit_reached",
+                    ErrorCode::Unavailable,
+                    "the broker is shutting down".into(),
+                ),
+            });
+        self.track(fut, ctx);
+    }
+
+    fn list_topics(&mut self, principal: &Principal, request_id: u64) {
+        match self.ctx.store.topics() {
+            Ok(all) => {
+                let topics = all
+                    .into_iter()
+                    .filter(|t| principal.may_subscribe(&t.name) || principal.may_publish(&t.name))
+                    .map(|t| TopicSummary {
+                        name: t.name,
+                        first: t.first,
+                        last: t.last,
+                        count: t.count,
+                        bytes: t.bytes,
+                    })
+                    .collect();
+                self.writer
+                    .write(ServerFrame::Topics { request_id, topics });
+            }
+            Err(e) => self.refuse(
+                request_id,
+                "storage_failed",
+                ErrorCode::StorageFailed,
+                format!("cannot list topics: {e}"),
+            ),
+        }
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let principal = match (&self.principal, frame) {
+            (
+                None,
+                ClientFrame::Hello {
+                    version,
+                    client_name,
+                    token,
+                },
+            ) => return self.hello(version, client_name, token, ctx),
+            (None, _) => {
+                return self.fail(
+                    "not_authenticated",
+                    ErrorCode::NotAuthenticated,
+                    "the first frame must be Hello".into(),
+                    ctx,
+                )
+            }
+            (Some(_), ClientFrame::Hello { .. }) => {
+                return self.fail(
+                    "not_authenticated",
+                    ErrorCode::NotAuthenticated,
+                    "Hello was already said on this connection".into(),
+                    ctx,
+                )
+            }
+            (Some(p), frame) => (p.clone(), frame),
+        };
+        let (principal, frame) = principal;
+        let request_id = frame.request_id();
+        if request_id == CONNECTION {
+            return self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                "request id 0 is reserved".into(),
+            );
+        }
+        match frame {
+            ClientFrame::Hello { .. } => {}
+            ClientFrame::Publish {
+                request_id,
+                topic,
+                records,
+            } => self.publish(&principal, request_id, topic, records, ctx),
+            ClientFrame::Subscribe {
+                request_id,
+                topic,
+                group,
+                start,
+                credits,
+            } => self.subscribe(&principal, request_id, topic, group, start, credits, ctx),
+            ClientFrame::Unsubscribe {
+                request_id,
+                subscription,
+            } => match self.subs.remove(&subscription) {
+                Some(sub) => {
+                    sub.dispatcher.do_send(Leave { member: sub.member });
+                    self.writer.write(ServerFrame::Done { request_id });
+                }
+                None => self.refuse(
+                    request_id,
+                    "unknown_subscription",
+                    ErrorCode::UnknownSubscription,
+                    format!("no subscription {subscription} on this connection"),
+                ),
+            },
+            ClientFrame::Ack {
+                request_id,
+                subscription,
+                offsets,
+            } => self.ack_or_nack(true, request_id, subscription, offsets, ctx),
+            ClientFrame::Nack {
+                request_id,
+                subscription,
+                offsets,
+            } => self.ack_or_nack(false, request_id, subscription, offsets, ctx),
+            ClientFrame::ListTopics { request_id } => self.list_topics(&principal, request_id),
+            ClientFrame::Ping { request_id } => self.writer.write(ServerFrame::Pong { request_id }),
+        }
+    }
+}
+
+impl Actor for ClientSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(HELLO_TIMEOUT, |act, ctx| {
+            if act.principal.is_none() {
+                act.fail(
+                    "hello_timeout",
+                    ErrorCode::NotAuthenticated,
+                    format!("no Hello within {}s", HELLO_TIMEOUT.as_secs()),
+                    ctx,
+                );
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for (_, sub) in self.subs.drain() {
+            sub.dispatcher.do_send(Leave { member: sub.member });
+        }
+        self.ctx.connections.fetch_sub(1, Ordering::Relaxed);
+        ClientDisconnected {
+            peer: self.peer,
+            client: self.principal.as_ref().map(|p| p.name.as_str()),
+        }
+        .emit(&self.ctx.metrics);
+    }
+}
+
+impl StreamHandler<Result<ClientFrame, ConnectionError>> for ClientSession {
+    fn handle(&mut self, item: Result<ClientFrame, ConnectionError>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        match item {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(ConnectionError::Frame(e)) => {
+                let code = match e {
+                    FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                    FrameError::Version(_) => ErrorCode::UnsupportedVersion,
+                    _ => ErrorCode::BadFrame,
+                };
+                self.fail(e.kind(), code, e.to_string(), ctx);
+            }
+            Err(ConnectionError::Truncated) => {
+                self.fail(
+                    "truncated",
+                    ErrorCode::BadFrame,
+                    "connection closed in the middle of a frame".into(),
+                    ctx,
+                );
+            }
+            Err(ConnectionError::Io(e)) => {
+                tracing::info!(peer = %self.peer, error = %e, "protocol read failed");
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // The peer closed its side (or a read error ended the stream): flush
+        // what is queued, then stop once the writer is closed.
+        self.writer.close();
+    }
+}
+
+impl WriteHandler<ConnectionError> for ClientSession {
+    fn error(&mut self, err: ConnectionError, _ctx: &mut Context<Self>) -> Running {
+        tracing::info!(peer = %self.peer, error = %err, "protocol write failed");
+        Running::Stop
+    }
+}
+
+impl Handler<Deliver> for ClientSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+        if self.closing || !self.subs.contains_key(&msg.subscription) {
+            return;
+        }
+        let r = msg.record;
+        self.writer.write(ServerFrame::Deliver {
+            subscription: msg.subscription,
+            offset: msg.offset,
+            record: medbus_protocol::Record {
+                timestamp_ms: r.timestamp_ms,
+                headers: r.headers,
+                content_type: r.content_type,
+                payload: r.payload,
+            },
+        });
+    }
+}

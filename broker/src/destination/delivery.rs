@@ -1,0 +1,497 @@
+//! `Destination`: one legacy receiver, fed in order.
+//!
+//! The loop reads the source topic at the durable cursor, sends one message,
+//! and waits for the ACK that names it:
+//! - AA/CA: the cursor advances (durably) and the next message goes.
+//! - AE/CE, an ACK timeout, or the connection lost after sending: the same
+//!   message is retried after an exponential, jittered, bounded delay; each
+//!   counts against `retry.max_attempts`.
+//! - AR/CR, or the budget spent: `on_failure = "dead-letter"` writes it to
+//!   `dlq.<name>` with the reason and advances (atomically), so the rest keep
+//!   flowing; `"block"` keeps retrying it at the longest delay, in order.
+//! - The receiver unreachable: reconnect with the same backoff, forever, and
+//!   without spending the message's budget — a downstream outage is not the
+//!   message's fault.
+//!
+//! After a crash the loop resumes at the durable cursor: the message that was
+//! in flight may be sent again (at-least-once), none is skipped.
+
+use super::link::{Link, LinkError};
+use super::prepare::prepare;
+use crate::events::{DestinationAttempt, DestinationDone, DestinationLink, DoneOutcome};
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Store};
+use actix::prelude::*;
+use medbus_config::destination::{DestinationConfig, OnFailure};
+use medbus_config::route::{compile, Condition};
+use medbus_config::Subject;
+use medbus_hl7::{Message, Path};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Cursor kind of destinations in the cursor tree.
+pub const CURSOR_KIND: &str = "destination";
+
+/// Records read per storage call.
+const READ_BATCH: usize = 64;
+
+/// A destination's settings, resolved from the config.
+pub struct Settings {
+    /// Name.
+    pub name: String,
+    /// Source topic.
+    pub from: String,
+    /// `host:port`.
+    pub connect: String,
+    /// Filter.
+    pub when: Condition,
+    /// Field rewrites.
+    pub set: Vec<(Path, String)>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// ACK timeout.
+    pub ack_timeout: Duration,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Attempts before `on_failure`.
+    pub max_attempts: u32,
+    /// Dead-letter or block.
+    pub on_failure: OnFailure,
+    /// Largest ACK accepted.
+    pub max_ack: usize,
+    /// `dlq.<name>`.
+    pub dead_letter_topic: String,
+    /// TLS to the receiver.
+    pub tls: Option<super::link::LinkTls>,
+}
+
+impl Settings {
+    /// From a validated config entry.
+    pub fn from_config(d: &DestinationConfig) -> Result<Settings, String> {
+        let mut problems = Vec::new();
+        let when = d
+            .when
+            .as_ref()
+            .map(|w| compile(w, "when", &mut problems))
+            .unwrap_or(Condition::Always);
+        Ok(Settings {
+            name: d.name().to_string(),
+            from: d.from.get_ref().clone(),
+            connect: d.connect.get_ref().clone(),
+            when,
+            set: d
+                .set
+                .iter()
+                .filter_map(|(k, v)| k.parse().ok().map(|p| (p, v.clone())))
+                .collect(),
+            connect_timeout: d.connect_timeout.0,
+            ack_timeout: d.ack_timeout.0,
+            retry_initial: d.retry.initial.0,
+            retry_max: d.retry.max.0,
+            max_attempts: *d.retry.max_attempts.get_ref(),
+            on_failure: d.on_failure,
+            max_ack: usize::try_from(d.max_ack.0).unwrap_or(usize::MAX),
+            dead_letter_topic: d.dead_letter_topic(),
+            tls: match &d.tls {
+                Some(t) => Some(crate::tls::connector(t, d.connect.get_ref())?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// The actor; its work runs as one spawned loop.
+pub struct Destination {
+    settings: Arc<Settings>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Stops a running destination.
+pub struct DestinationHandle {
+    /// The destination's name.
+    pub name: String,
+    stop: watch::Sender<bool>,
+    done: oneshot::Receiver<()>,
+}
+
+impl DestinationHandle {
+    /// Ask it to stop and wait until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+impl Destination {
+    /// Start a destination on `arbiter`.
+    pub fn spawn(
+        settings: Settings,
+        store: Store,
+        metrics: Arc<Metrics>,
+        arbiter: &actix::ArbiterHandle,
+    ) -> DestinationHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = oneshot::channel();
+        let name = settings.name.clone();
+        let actor = Destination {
+            settings: Arc::new(settings),
+            store,
+            metrics,
+            stop: stop_rx,
+            done: Some(done_tx),
+        };
+        Destination::start_in_arbiter(arbiter, move |_| actor);
+        DestinationHandle {
+            name,
+            stop: stop_tx,
+            done: done_rx,
+        }
+    }
+}
+
+impl Actor for Destination {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.init_destination(&self.settings.name);
+        let task = Worker {
+            s: self.settings.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            stop: self.stop.clone(),
+            link: None,
+            seed: now_ms() | 1,
+        }
+        .run();
+        let done = self.done.take();
+        ctx.spawn(actix::fut::wrap_future(task).map(
+            move |_, _act: &mut Self, ctx: &mut Context<Self>| {
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
+                ctx.stop();
+            },
+        ));
+    }
+}
+
+/// What became of one message.
+enum Delivery {
+    /// Positively acknowledged.
+    Delivered,
+    /// To be dead-lettered with this reason.
+    Failed(String),
+    /// Asked to stop first.
+    Stopped,
+}
+
+struct Worker {
+    s: Arc<Settings>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+    link: Option<Link>,
+    /// xorshift state for jitter.
+    seed: u64,
+}
+
+impl Worker {
+    fn cursor_key(&self) -> Vec<u8> {
+        cursor_key(CURSOR_KIND, &self.s.name, &self.s.from)
+    }
+
+    /// Sleep `d` unless asked to stop; `false` when stopping.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !*self.stop.borrow(),
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    /// `d` with full jitter in [d/2, d].
+    fn jitter(&mut self, d: Duration) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let half = d / 2;
+        let extra = half.as_millis() as u64;
+        half + Duration::from_millis(if extra == 0 {
+            0
+        } else {
+            self.seed % (extra + 1)
+        })
+    }
+
+    async fn run(mut self) {
+        let mut commits = self.store.commits();
+        let mut next = loop {
+            match self.store.cursor(&self.cursor_key()) {
+                Ok(n) => break n,
+                Err(e) => {
+                    tracing::error!(destination = %self.s.name, error = %e, "cannot read the cursor");
+                    if !self.pause(self.s.retry_initial).await {
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::info!(destination = %self.s.name, from = %self.s.from, connect = %self.s.connect, next, "destination started");
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            commits.borrow_and_update();
+            let batch = match self.store.read(&self.s.from, next, READ_BATCH) {
+                Ok(b) => b,
+                Err(StorageError::Closed) => break,
+                Err(e) => {
+                    tracing::error!(destination = %self.s.name, error = %e, "cannot read the source topic");
+                    if !self.pause(self.s.retry_initial).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            self.report_lag(next);
+            if batch.is_empty() {
+                tokio::select! {
+                    changed = commits.changed() => if changed.is_err() { break },
+                    _ = self.stop.changed() => {}
+                }
+                continue;
+            }
+            for (offset, record) in batch {
+                match self.handle(offset, &record).await {
+                    Some(n) => next = n,
+                    None => {
+                        self.finish();
+                        return;
+                    }
+                }
+                self.report_lag(next);
+            }
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.link = None;
+        DestinationLink {
+            destination: &self.s.name,
+            connected: false,
+        }
+        .emit(&self.metrics);
+        tracing::info!(destination = %self.s.name, "destination stopped");
+    }
+
+    fn report_lag(&self, next: u64) {
+        let lag = self
+            .store
+            .last_offset(&self.s.from)
+            .ok()
+            .flatten()
+            .map(|last| (last + 1).saturating_sub(next))
+            .unwrap_or(0);
+        self.metrics.set_destination_lag(&self.s.name, lag);
+    }
+
+    /// Deliver (or skip, or dead-letter) one record and advance the cursor;
+    /// returns the next offset, or `None` when stopping.
+    async fn handle(&mut self, offset: u64, record: &Record) -> Option<u64> {
+        let hl7 = Message::parse(&record.payload).ok();
+        let wanted = self.s.when.matches(&Subject {
+            message: hl7.as_ref(),
+            resource_type: record.header(headers::FHIR_RESOURCE_TYPE),
+        });
+        drop(hl7);
+        let (outcome, dead_letter) = if !wanted {
+            (DoneOutcome::Filtered, None)
+        } else {
+            match prepare(record, &self.s.set) {
+                Err(reason) => (DoneOutcome::DeadLettered, Some(reason)),
+                Ok(p) => {
+                    self.metrics
+                        .set_destination_inflight(&self.s.name, now_ms());
+                    let d = self.deliver(offset, &p.payload, &p.control_id).await;
+                    self.metrics.set_destination_inflight(&self.s.name, 0);
+                    match d {
+                        Delivery::Delivered => (DoneOutcome::Delivered, None),
+                        Delivery::Failed(reason) => (DoneOutcome::DeadLettered, Some(reason)),
+                        Delivery::Stopped => return None,
+                    }
+                }
+            }
+        };
+        let mut write = AtomicWrite::default();
+        if let Some(reason) = &dead_letter {
+            let mut h = record.headers.clone();
+            h.push((headers::ERROR.to_string(), reason.clone()));
+            h.push((
+                headers::SOURCE.to_string(),
+                format!("destination/{}", self.s.name),
+            ));
+            h.push((headers::SOURCE_TOPIC.to_string(), self.s.from.clone()));
+            h.push((headers::SOURCE_OFFSET.to_string(), offset.to_string()));
+            write.records.push((
+                self.s.dead_letter_topic.clone(),
+                Record {
+                    timestamp_ms: record.timestamp_ms,
+                    headers: h,
+                    content_type: record.content_type.clone(),
+                    payload: record.payload.clone(),
+                },
+            ));
+        }
+        write.cursors.push((self.cursor_key(), offset + 1));
+        // The cursor must move, or the message would be sent again: retry
+        // the write until it lands (or we are asked to stop).
+        loop {
+            match self.store.write_atomic(write.clone()).await {
+                Ok(_) => break,
+                Err(StorageError::Closed) => return None,
+                Err(e) => {
+                    tracing::error!(destination = %self.s.name, error = %e, "cannot advance the cursor; retrying");
+                    if !self.pause(self.s.retry_initial).await {
+                        return None;
+                    }
+                }
+            }
+        }
+        DestinationDone {
+            destination: &self.s.name,
+            outcome,
+            offset,
+            reason: dead_letter.as_deref(),
+        }
+        .emit(&self.metrics);
+        Some(offset + 1)
+    }
+
+    /// Send one message until it is positively acknowledged, rejected, out
+    /// of attempts, or we are asked to stop.
+    async fn deliver(&mut self, offset: u64, payload: &[u8], control_id: &str) -> Delivery {
+        let mut attempts = 0u32;
+        let mut delay = self.s.retry_initial;
+        loop {
+            if *self.stop.borrow() {
+                return Delivery::Stopped;
+            }
+            // Keep the lag current while a message is stuck.
+            self.report_lag(offset);
+            if self.link.is_none() {
+                match Link::connect(
+                    &self.s.connect,
+                    self.s.connect_timeout,
+                    self.s.max_ack,
+                    self.s.tls.as_ref(),
+                )
+                .await
+                {
+                    Ok(l) => {
+                        self.link = Some(l);
+                        DestinationLink {
+                            destination: &self.s.name,
+                            connected: true,
+                        }
+                        .emit(&self.metrics);
+                        delay = self.s.retry_initial;
+                    }
+                    Err(e) => {
+                        DestinationAttempt::unreachable(&self.s.name, &e).emit(&self.metrics);
+                        let wait = self.jitter(delay);
+                        delay = (delay * 2).min(self.s.retry_max);
+                        if !self.pause(wait).await {
+                            return Delivery::Stopped;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(link) = self.link.as_mut() else {
+                continue;
+            };
+            let metrics = self.metrics.clone();
+            let name = self.s.name.clone();
+            let result = link
+                .exchange(payload, control_id, self.s.ack_timeout, || {
+                    metrics
+                        .destination_acks
+                        .with_label_values(&[&name, "wrong"])
+                        .inc();
+                })
+                .await;
+            attempts += 1;
+            let failure = match result {
+                Ok(ack) if ack.code == "AA" || ack.code == "CA" => {
+                    DestinationAttempt::acked(&self.s.name, &ack.code).emit(&self.metrics);
+                    return Delivery::Delivered;
+                }
+                Ok(ack) if ack.code == "AR" || ack.code == "CR" => {
+                    DestinationAttempt::acked(&self.s.name, &ack.code).emit(&self.metrics);
+                    let reason = format!("rejected by the receiver ({}): {}", ack.code, ack.text);
+                    match self.s.on_failure {
+                        OnFailure::DeadLetter => return Delivery::Failed(reason),
+                        OnFailure::Block => reason,
+                    }
+                }
+                Ok(ack) => {
+                    DestinationAttempt::acked(&self.s.name, &ack.code).emit(&self.metrics);
+                    format!("negative ACK {}: {}", ack.code, ack.text)
+                }
+                Err(e) => {
+                    // Drop the link: a late ACK must never be read as the
+                    // answer to what is sent next.
+                    self.link = None;
+                    DestinationLink {
+                        destination: &self.s.name,
+                        connected: false,
+                    }
+                    .emit(&self.metrics);
+                    let kind = match e {
+                        LinkError::Timeout { .. } => "timeout",
+                        _ => "connection",
+                    };
+                    DestinationAttempt::failed(&self.s.name, kind).emit(&self.metrics);
+                    e.to_string()
+                }
+            };
+            let blocked = attempts >= self.s.max_attempts || failure.starts_with("rejected");
+            if blocked {
+                match self.s.on_failure {
+                    OnFailure::DeadLetter => {
+                        return Delivery::Failed(format!(
+                            "no positive ACK after {attempts} attempts; last: {failure}"
+                        ))
+                    }
+                    OnFailure::Block => {
+                        self.metrics.set_destination_blocked(&self.s.name, true);
+                        tracing::error!(
+                            destination = %self.s.name, control_id, attempts, reason = %failure,
+                            "delivery blocked: retrying this message at the longest delay; later messages wait"
+                        );
+                        let wait = self.s.retry_max;
+                        if !self.pause(wait).await {
+                            self.metrics.set_destination_blocked(&self.s.name, false);
+                            return Delivery::Stopped;
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.metrics.set_destination_blocked(&self.s.name, false);
+            tracing::warn!(destination = %self.s.name, control_id, attempts, reason = %failure, "delivery failed; retrying");
+            let wait = self.jitter(delay);
+            delay = (delay * 2).min(self.s.retry_max);
+            if !self.pause(wait).await {
+                return Delivery::Stopped;
+            }
+        }
+    }
+}
