@@ -521,3 +521,30 @@ impl ConsumerLagChanged<'_> {
         tracing::trace!(topic = %self.topic, group = %self.group, lag = self.lag, "consumer lag");
     }
 }
+
+/// Retention went over one topic.
+pub struct RetentionPass<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Records removed.
+    pub removed: u64,
+    /// Payload bytes removed.
+    pub bytes: u64,
+    /// The cursor (`kind/name`) that held retention back, if any.
+    pub held_by: Option<&'a str>,
+}
+
+impl RetentionPass<'_> {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        if self.removed > 0 {
+            m.retention_deleted_records
+                .with_label_values(&[self.topic])
+                .inc_by(self.removed);
+            tracing::info!(topic = %self.topic, removed = self.removed, bytes = self.bytes, "retention removed old records");
+        }
+        if let Some(owner) = self.held_by {
+            tracing::info!(topic = %self.topic, %owner, "retention held back by a reader that has not caught up");
+        }
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`events`]: one struct per internal event; `emit` logs and counts.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 //! - [`destination`]: one actor per MLLP destination: ordered, ACK-checked delivery.
+//! - [`retention`]: removes old records per topic limits, in bounded batches.
 //! - [`route`]: one router actor per configured route.
 //! - [`client`]: the binary protocol: a listener and one session actor per
 //!   client connection, dispatchers for subscriptions and consumer groups.
@@ -30,6 +31,7 @@ pub mod headers;
 pub mod http;
 pub mod metrics;
 pub mod mllp;
+pub mod retention;
 pub mod route;
 pub mod server;
 pub mod storage;

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub consumer_lag_records: IntGaugeVec,
     /// Binary-protocol errors, by kind (a fixed set: [`PROTOCOL_ERROR_KINDS`]).
     pub protocol_errors: IntCounterVec,
+    /// Oldest offset still stored, per topic.
+    pub topic_first_offset: IntGaugeVec,
+    /// Records removed by retention, per topic.
+    pub retention_deleted_records: IntCounterVec,
     /// Messages a destination finished, by outcome: `delivered`,
     /// `dead_lettered`, `filtered`.
     pub destination_messages: IntCounterVec,
@@ -210,6 +214,16 @@ impl Metrics {
                 .buckets(exponential_buckets(0.000005, 2.0, 16)?),
                 &["message_type"],
             )?,
+            topic_first_offset: gauge(
+                "topic_first_offset",
+                "Oldest offset still stored",
+                &["topic"],
+            )?,
+            retention_deleted_records: counter(
+                "retention_deleted_records_total",
+                "Records removed by retention",
+                &["topic"],
+            )?,
             destination_messages: counter(
                 "destination_messages_total",
                 "Messages a destination finished, by outcome",
@@ -301,6 +315,8 @@ impl Metrics {
         for kind in PROTOCOL_ERROR_KINDS {
             self.protocol_errors.with_label_values(&[kind]);
         }
+        r.register(Box::new(self.topic_first_offset.clone()))?;
+        r.register(Box::new(self.retention_deleted_records.clone()))?;
         r.register(Box::new(self.destination_messages.clone()))?;
         r.register(Box::new(self.destination_acks.clone()))?;
         r.register(Box::new(self.destination_retries.clone()))?;
@@ -340,6 +356,20 @@ impl Metrics {
         self.route_lag_records.with_label_values(&[route]);
         self.dead_letters
             .with_label_values(&[&format!("route/{route}")]);
+    }
+
+    /// Set a topic's oldest offset.
+    pub fn set_topic_first_offset(&self, topic: &str, first: u64) {
+        self.topic_first_offset
+            .with_label_values(&[topic])
+            .set(i64::try_from(first).unwrap_or(i64::MAX));
+    }
+
+    /// Set a topic's stored payload bytes.
+    pub fn set_topic_bytes(&self, topic: &str, bytes: u64) {
+        self.topic_bytes
+            .with_label_values(&[topic])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Make a destination's series exist before its first message.

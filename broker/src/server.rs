@@ -333,6 +333,33 @@ pub async fn start(
     };
     server.start_routes(config);
     server.start_destinations(config);
+    let key = |kind: &str, name: &str, topic: &str| {
+        String::from_utf8_lossy(&crate::storage::cursor_key(kind, name, topic)).into_owned()
+    };
+    let live = config
+        .routes
+        .iter()
+        .flat_map(|r| {
+            r.sources()
+                .into_iter()
+                .map(|t| key(crate::route::router::CURSOR_KIND, r.name(), &t))
+                .collect::<Vec<_>>()
+        })
+        .chain(config.destinations.iter().map(|d| {
+            key(
+                crate::destination::delivery::CURSOR_KIND,
+                d.name(),
+                d.from.get_ref(),
+            )
+        }))
+        .collect();
+    let retention = crate::retention::Retention::new(
+        config.retention.clone(),
+        server.store.clone(),
+        metrics.clone(),
+        live,
+    );
+    actix::Actor::start_in_arbiter(&server.route_arbiter.handle(), move |_| retention);
     endpoint.state.health.started.store(true, Ordering::Release);
     Ok(server)
 }

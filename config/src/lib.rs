@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`schema`]: the structs users write, one `///` doc per field (that doc is
 //!   the user documentation) and `deny_unknown_fields` everywhere.
+//! - [`retention`]: how long topics keep records.
 //! - [`route`]: `[[routes]]` and their `when` conditions, compiled once
 //!   (globs, regexes, HL7 field paths) and evaluated per record.
 //! - [`tls`]: TLS settings and PEM loading for listeners and destinations.
@@ -24,6 +25,7 @@ pub mod cidr;
 pub mod destination;
 pub mod error;
 pub mod protocol;
+pub mod retention;
 pub mod route;
 pub mod schema;
 pub mod tls;

@@ -57,6 +57,9 @@ pub struct Config {
     /// MLLP destinations: deliver a topic to a legacy system.
     #[serde(default)]
     pub destinations: Vec<crate::destination::DestinationConfig>,
+    /// How long topics keep records.
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
     /// How HL7 v2 is mapped to FHIR by `fhir` routes and `medbus convert`.
     #[serde(default)]
     pub mapping: MappingConfig,

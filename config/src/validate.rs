@@ -152,6 +152,22 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
         crate::protocol::validate(config.protocol.as_ref(), &config.clients, &used, &mut err);
     }
     validate_destinations(config, &mut err);
+    for (i, t) in config.retention.topics.iter().enumerate() {
+        if let Err(e) = crate::route::Glob::new(t.topic.get_ref()) {
+            err(
+                t.topic.span(),
+                format!("retention.topics[{i}].topic"),
+                format!("bad pattern: {e}"),
+            );
+        }
+    }
+    if config.retention.interval.0.is_zero() {
+        err(
+            0..0,
+            "retention.interval".into(),
+            "must be greater than zero".into(),
+        );
+    }
     if let Some(tz) = &config.mapping.time_zone {
         if !is_utc_offset(tz.get_ref()) {
             err(

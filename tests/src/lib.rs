@@ -113,6 +113,8 @@ pub struct Broker {
     pub listeners: Vec<(String, SocketAddr)>,
     /// The HTTP endpoint's address, as the broker printed it.
     pub http: Option<SocketAddr>,
+    /// The binary protocol listener's address, as the broker printed it.
+    pub protocol: Option<SocketAddr>,
     /// Where its stderr (the logs) goes.
     pub log_path: PathBuf,
 }
@@ -123,6 +125,12 @@ pub fn listener_config(name: &str, extra: &str) -> String {
     format!(
         "[http]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"0s\"\n\n[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n{extra}\n"
     )
+}
+
+/// A `[protocol]` section on an ephemeral loopback port, to append to a
+/// config (after its `[[listeners]]` entries, `extra` first: e.g. `tls`).
+pub fn protocol_config(extra: &str) -> String {
+    format!("\n[protocol]\nlisten = \"127.0.0.1:0\"\n{extra}\n")
 }
 
 /// A plain HTTP/1.0 GET; returns (status, body), or `None` when nothing
@@ -187,6 +195,7 @@ impl Broker {
         });
         let mut listeners = Vec::new();
         let mut http = None;
+        let mut protocol = None;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -204,6 +213,9 @@ impl Broker {
             if let Some(addr) = line.strip_prefix("http endpoint on ") {
                 http = addr.trim().parse().ok();
             }
+            if let Some(addr) = line.strip_prefix("protocol listener on ") {
+                protocol = addr.trim().parse().ok();
+            }
             // mllp listener "name" on 127.0.0.1:1234 -> topic hl7.inbound
             if let Some(rest) = line.strip_prefix("mllp listener ") {
                 let mut parts = rest.split_whitespace();
@@ -220,6 +232,7 @@ impl Broker {
             data_dir: data_dir.to_path_buf(),
             listeners,
             http,
+            protocol,
             log_path,
         }
     }
@@ -231,6 +244,13 @@ impl Broker {
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
             .unwrap_or_else(|| panic!("no listener {name}"))
+    }
+
+    /// The binary protocol address (the config needs a `[protocol]`).
+    pub fn protocol(&self) -> String {
+        self.protocol
+            .expect("no protocol listener: add protocol_config() to the config")
+            .to_string()
     }
 
     /// SIGKILL the broker, as a crash would.

@@ -41,7 +41,7 @@ pub fn is_absolute_url(s: &str) -> bool {
 pub fn write(head: &BundleHead, entries: &[Emitted]) -> Result<Vec<u8>, ConvertError> {
     let total: usize = entries.iter().map(|e| e.json.len() + 140).sum();
     let mut out = Vec::with_capacity(total + 256);
-    serde_json::to_writer(&mut out, head).map_err(|e| ConvertError::Serialize(e.to_string()))?;
+    crate::json::write(&mut out, head).map_err(|e| ConvertError::Serialize(e.to_string()))?;
     if out.pop() != Some(b'}') {
         return Err(ConvertError::Serialize(
             "bundle head is not an object".into(),

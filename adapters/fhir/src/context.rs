@@ -15,7 +15,7 @@ use crate::ids;
 use crate::resources::{
     CodeableConcept, Identifier, Location, Organization, Practitioner, Reference, Resource,
 };
-use crate::{ConvertError, ConvertOptions};
+use crate::{concat, ConvertError, ConvertOptions};
 
 /// One emitted resource.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ impl<'o> Ctx<'o> {
         if !self.seen.insert((R::TYPE, r.id().to_string())) {
             return Ok(reference);
         }
-        let json = serde_json::to_vec(r).map_err(|e| ConvertError::Serialize(e.to_string()))?;
+        let json = crate::json::to_vec(r).map_err(|e| ConvertError::Serialize(e.to_string()))?;
         self.out.push(Emitted {
             resource_type: R::TYPE,
             id: r.id().to_string(),
@@ -120,11 +120,12 @@ impl<'o> Ctx<'o> {
         let id_value = xcn.s(1);
         let auth = xcn.part(9);
         let key = match (&id_value, &name) {
-            (Some(v), _) => format!(
-                "{v}|{}",
-                auth.get(1).or_else(|| auth.get(2)).unwrap_or_default()
-            ),
-            (None, Some(n)) => format!("name|{}", display(n)),
+            (Some(v), _) => concat(&[
+                v,
+                "|",
+                &auth.get(1).or_else(|| auth.get(2)).unwrap_or_default(),
+            ]),
+            (None, Some(n)) => concat(&["name|", &display(n)]),
             (None, None) => return Ok(None),
         };
         let identifier = id_value.map(|v| Identifier {
@@ -161,8 +162,8 @@ impl<'o> Ctx<'o> {
         system: Option<String>,
     ) -> Result<Option<Reference>, ConvertError> {
         let key = match (&value, &name) {
-            (Some(v), _) => format!("{v}|{}", system.as_deref().unwrap_or_default()),
-            (None, Some(n)) => format!("name|{n}"),
+            (Some(v), _) => concat(&[v, "|", system.as_deref().unwrap_or_default()]),
+            (None, Some(n)) => concat(&["name|", n]),
             (None, None) => return Ok(None),
         };
         let identifier = value.map(|v| Identifier {

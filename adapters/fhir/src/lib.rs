@@ -21,6 +21,7 @@
 //! - [`ids`]: the deterministic id recipe (documented there).
 //! - [`context`]: per-conversion state (emitted resources, Patient/Encounter, notes).
 //! - [`bundle`]: the transaction Bundle assembled from serialised resources.
+//! - [`json`]: the compact JSON writer (`serde_json`'s bytes, faster on strings).
 //!
 //! Nothing here panics on input: every accessor returns `Option`, every failure a
 //! [`ConvertError`] whose text names the problem but carries no patient data.
@@ -32,6 +33,7 @@ pub mod codes;
 pub mod context;
 pub mod datatypes;
 pub mod ids;
+pub mod json;
 pub mod messages;
 pub mod resources;
 pub mod segments;
@@ -97,6 +99,16 @@ pub enum ConvertError {
     /// Serialisation failed (not expected to happen).
     #[error("serialising FHIR JSON failed: {0}")]
     Serialize(String),
+}
+
+/// `parts` joined, in one allocation of the exact size (the hot paths build many small keys,
+/// references and URIs; `format!` costs several times more for them).
+pub(crate) fn concat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
 }
 
 /// Convert a parsed message into a FHIR R4 transaction Bundle.

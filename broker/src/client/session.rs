@@ -18,7 +18,7 @@ use super::Principal;
 use crate::events::{ClientAuthenticated, ClientDisconnected, ProtocolErrorSent};
 use crate::headers;
 use crate::storage::{is_valid_topic, now_ms, AppendOutcome, AppendRequest, AtomicWrite, Record};
-use actix::io::{FramedWrite, WriteHandler};
+use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use medbus_protocol::client::Io;
 use medbus_protocol::connection::{ConnectionError, FrameCodec};
@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::WriteHalf;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// A connection must say Hello this soon: unauthenticated connections
 /// cannot sit on the connection cap.
@@ -51,6 +51,22 @@ pub const MAX_PENDING_REQUESTS: usize = 64;
 type BoxIo = Box<dyn Io>;
 type Codec = FrameCodec<ClientFrame, ServerFrame>;
 
+/// Queues frames for the socket. `actix::io::SinkWrite` rather than
+/// `actix::io::FramedWrite`: its `close` wakes the writer, so a close with
+/// nothing left to write still completes.
+struct Writer(SinkWrite<ServerFrame, FramedWrite<WriteHalf<BoxIo>, Codec>>);
+
+impl Writer {
+    fn write(&mut self, frame: ServerFrame) {
+        // Refused only once closing: nothing more is owed to the peer then.
+        let _ = self.0.write(frame);
+    }
+
+    fn close(&mut self) {
+        self.0.close();
+    }
+}
+
 /// One open subscription of this connection.
 struct Sub {
     /// Its dispatcher (private, or the group's).
@@ -65,8 +81,9 @@ pub struct ClientSession {
     ctx: Arc<ProtocolContext>,
     /// Who is connected: logged with every event.
     peer: SocketAddr,
-    /// Buffered writer of frames.
-    writer: FramedWrite<ServerFrame, WriteHalf<BoxIo>, Codec>,
+    /// Buffered writer of frames (its queue is bounded by the credit
+    /// windows and [`MAX_PENDING_REQUESTS`]).
+    writer: Writer,
     /// Set by Hello.
     principal: Option<Arc<Principal>>,
     /// Open subscriptions by id.
@@ -87,7 +104,10 @@ impl ClientSession {
         ClientSession::create(move |actor_ctx| {
             actor_ctx.add_stream(FramedRead::new(read, Codec::new(max_frame, MAX_FRAME)));
             ClientSession {
-                writer: FramedWrite::new(write, Codec::new(max_frame, MAX_FRAME), actor_ctx),
+                writer: Writer(SinkWrite::new(
+                    FramedWrite::new(write, Codec::new(max_frame, MAX_FRAME)),
+                    actor_ctx,
+                )),
                 ctx,
                 peer,
                 principal: None,
@@ -632,10 +652,11 @@ impl StreamHandler<Result<ClientFrame, ConnectionError>> for ClientSession {
         }
     }
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
+    fn finished(&mut self, ctx: &mut Context<Self>) {
         // The peer closed its side (or a read error ended the stream): flush
         // what is queued, then stop once the writer is closed.
         self.writer.close();
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 }
 

@@ -37,11 +37,40 @@ pub(crate) enum Op {
         request: AppendRequest,
         reply: oneshot::Sender<Result<AppendOutcome, StorageError>>,
     },
+    /// Remove a topic's records below an offset (retention), at most
+    /// [`TRIM_BATCH`] of them.
+    Trim {
+        topic: String,
+        below: u64,
+        reply: oneshot::Sender<Result<Trimmed, StorageError>>,
+    },
     /// Records plus cursor positions, applied in one atomic sled step.
     Atomic {
         write: AtomicWrite,
         reply: oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
     },
+}
+
+/// Most records one trim removes, so retention never stalls ingest for long.
+pub const TRIM_BATCH: usize = 5_000;
+
+/// What one trim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Trimmed {
+    /// Records removed.
+    pub records: u64,
+    /// Payload bytes removed.
+    pub bytes: u64,
+    /// Payload bytes left in the topic.
+    pub remaining_bytes: u64,
+    /// Whether records below the requested offset remain (call again).
+    pub more: bool,
+}
+
+/// Key of a topic's next offset in [`META_TREE`], kept so that an emptied
+/// topic never reuses offsets after a restart.
+pub(crate) fn next_key(topic: &str) -> Vec<u8> {
+    format!("next/{topic}").into_bytes()
 }
 
 /// The tree of durable cursors: key `kind/name/topic` → next offset (u64 BE).
@@ -120,6 +149,10 @@ enum Reply {
         oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
         Result<Vec<(String, u64)>, StorageError>,
     ),
+    Trim(
+        oneshot::Sender<Result<Trimmed, StorageError>>,
+        Result<Trimmed, StorageError>,
+    ),
 }
 
 struct Pending {
@@ -177,6 +210,17 @@ impl Committer {
                         dedup_inserted,
                     });
                 }
+                Op::Trim {
+                    topic,
+                    below,
+                    reply,
+                } => {
+                    let result = self.apply_trim(&topic, below);
+                    pending.push(Pending {
+                        reply: Reply::Trim(reply, result),
+                        dedup_inserted: None,
+                    });
+                }
                 Op::Atomic { write, reply } => {
                     let result = self.apply_atomic(write);
                     pending.push(Pending {
@@ -209,6 +253,12 @@ impl Committer {
         for p in pending {
             match p.reply {
                 Reply::Append(tx, result) => {
+                    let _ = tx.send(match &failure {
+                        None => result,
+                        Some(f) => Err(f.clone()),
+                    });
+                }
+                Reply::Trim(tx, result) => {
                     let _ = tx.send(match &failure {
                         None => result,
                         Some(f) => Err(f.clone()),
@@ -289,6 +339,47 @@ impl Committer {
             }),
             inserted,
         )
+    }
+
+    /// Remove records of `topic` below `below` (oldest first, bounded).
+    fn apply_trim(&mut self, topic: &str, below: u64) -> Result<Trimmed, StorageError> {
+        let (tree, next) = self.topic(topic)?;
+        let tree = tree.clone();
+        let next = *next;
+        let mut out = Trimmed::default();
+        let mut keys = Vec::new();
+        for item in tree.range(..below.to_be_bytes()).take(TRIM_BATCH + 1) {
+            let (k, v) = item?;
+            if keys.len() == TRIM_BATCH {
+                out.more = true;
+                break;
+            }
+            let size = super::Record::decode(&v)
+                .map(|r| r.payload.len() as u64)
+                .unwrap_or(0);
+            out.bytes += size;
+            keys.push(k);
+        }
+        let meta = self.db.open_tree(META_TREE)?;
+        // Remember the next offset first: an emptied topic must not restart at 0.
+        meta.insert(next_key(topic), &next.to_be_bytes())?;
+        for k in &keys {
+            tree.remove(k)?;
+        }
+        out.records = keys.len() as u64;
+        let remaining = meta
+            .update_and_fetch(bytes_key(topic), |old| {
+                let old = old
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some(old.saturating_sub(out.bytes).to_be_bytes().to_vec())
+            })?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        out.remaining_bytes = remaining;
+        Ok(out)
     }
 
     /// Apply records and cursor positions in one sled transaction: all of
@@ -389,7 +480,17 @@ impl Committer {
     fn topic(&mut self, name: &str) -> Result<(&sled::Tree, &mut u64), StorageError> {
         if !self.next.contains_key(name) {
             let tree = super::open_topic_tree(&self.db, name)?;
-            let next = super::last_offset(&tree)?.map(|o| o + 1).unwrap_or(0);
+            let remembered = self
+                .db
+                .open_tree(META_TREE)?
+                .get(next_key(name))?
+                .and_then(|v| v.as_ref().try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let next = super::last_offset(&tree)?
+                .map(|o| o + 1)
+                .unwrap_or(0)
+                .max(remembered);
             self.next.insert(name.to_string(), (tree, next));
         }
         match self.next.get_mut(name) {

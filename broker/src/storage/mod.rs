@@ -12,7 +12,7 @@
 pub mod committer;
 pub mod record;
 
-pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend};
+pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend, Trimmed, TRIM_BATCH};
 pub use record::{Record, RecordError};
 
 use medbus_config::Durability;
@@ -248,13 +248,7 @@ impl Store {
         request: AppendRequest,
     ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = match self.inner.ops.lock() {
-            Ok(guard) => match guard.as_ref() {
-                Some(tx) => tx.send(committer::Op::Append { request, reply }).is_ok(),
-                None => false,
-            },
-            Err(_) => false,
-        };
+        let sent = self.submit(committer::Op::Append { request, reply });
         async move {
             if !sent {
                 return Err(StorageError::Closed);
@@ -270,19 +264,58 @@ impl Store {
         write: AtomicWrite,
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = match self.inner.ops.lock() {
-            Ok(guard) => match guard.as_ref() {
-                Some(tx) => tx.send(committer::Op::Atomic { write, reply }).is_ok(),
-                None => false,
-            },
-            Err(_) => false,
-        };
+        let sent = self.submit(committer::Op::Atomic { write, reply });
         async move {
             if !sent {
                 return Err(StorageError::Closed);
             }
             rx.await.unwrap_or(Err(StorageError::Closed))
         }
+    }
+
+    /// Remove records of `topic` below `below`, at most [`TRIM_BATCH`] per
+    /// call (check [`Trimmed::more`]); durable like an append.
+    pub fn trim(
+        &self,
+        topic: &str,
+        below: u64,
+    ) -> impl std::future::Future<Output = Result<Trimmed, StorageError>> + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.submit(committer::Op::Trim {
+            topic: topic.to_string(),
+            below,
+            reply,
+        });
+        async move {
+            if !sent {
+                return Err(StorageError::Closed);
+            }
+            rx.await.unwrap_or(Err(StorageError::Closed))
+        }
+    }
+
+    /// Hand an op to the committer; `false` when the store is closed.
+    fn submit(&self, op: committer::Op) -> bool {
+        match self.inner.ops.lock() {
+            Ok(guard) => guard.as_ref().is_some_and(|tx| tx.send(op).is_ok()),
+            Err(_) => false,
+        }
+    }
+
+    /// Every durable cursor: (key `kind/name/topic`, next offset).
+    pub fn cursors(&self) -> Result<Vec<(String, u64)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.inner.db.open_tree(committer::CURSOR_TREE)?.iter() {
+            let (k, v) = item?;
+            let offset = v
+                .as_ref()
+                .try_into()
+                .ok()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            out.push((String::from_utf8_lossy(&k).into_owned(), offset));
+        }
+        Ok(out)
     }
 
     /// A durable cursor's next offset (0 when never set).
@@ -295,6 +328,13 @@ impl Store {
             .and_then(|v| v.as_ref().try_into().ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0))
+    }
+
+    /// The oldest offset of `topic`, if it has records.
+    pub fn first_offset(&self, topic: &str) -> Result<Option<u64>, StorageError> {
+        Ok(open_topic_tree(&self.inner.db, topic)?
+            .first()?
+            .and_then(|(k, _)| key_offset(&k)))
     }
 
     /// The newest offset of `topic`, if it has records.

@@ -7,6 +7,7 @@
 //! so their internal whitespace is collapsed.
 
 use super::Node;
+use crate::concat;
 use crate::resources::{CodeableConcept, Coding};
 
 /// Base of the URIs given to coding systems FHIR has no canonical URI for.
@@ -15,7 +16,17 @@ pub const LOCAL_SYSTEM_BASE: &str = "urn:medbus:coding-system:";
 /// The FHIR URI for a v2 coding-system name, or `None` when the name cannot form a URI.
 pub fn system_uri(name: &str) -> Option<String> {
     let n = name.trim();
-    let known = match n.to_ascii_uppercase().as_str() {
+    // Upper-cased on the stack: every known name is short.
+    let mut buf = [0u8; 16];
+    let upper = match buf.get_mut(..n.len()) {
+        Some(b) => {
+            b.copy_from_slice(n.as_bytes());
+            b.make_ascii_uppercase();
+            std::str::from_utf8(b).unwrap_or_default()
+        }
+        None => "",
+    };
+    let known = match upper {
         "LN" | "LOINC" => "http://loinc.org",
         "SCT" | "SNM" | "SNM3" | "SNOMED" | "SNOMEDCT" | "SNOMED-CT" => "http://snomed.info/sct",
         "I10" | "ICD10" | "ICD-10" => "http://hl7.org/fhir/sid/icd-10",
@@ -42,7 +53,10 @@ pub fn system_uri(name: &str) -> Option<String> {
         .or_else(|| n.strip_prefix("hl7"))
         .filter(|t| t.len() == 4 && t.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Some(format!("http://terminology.hl7.org/CodeSystem/v2-{table}"));
+        return Some(concat(&[
+            "http://terminology.hl7.org/CodeSystem/v2-",
+            table,
+        ]));
     }
     if n.contains('.')
         && n.bytes().all(|b| b.is_ascii_digit() || b == b'.')
@@ -50,13 +64,13 @@ pub fn system_uri(name: &str) -> Option<String> {
         && !n.ends_with('.')
         && !n.contains("..")
     {
-        return Some(format!("urn:oid:{n}"));
+        return Some(concat(&["urn:oid:", n]));
     }
     if !n.is_empty()
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Some(format!("{LOCAL_SYSTEM_BASE}{n}"));
+        return Some(concat(&[LOCAL_SYSTEM_BASE, n]));
     }
     None
 }
@@ -114,7 +128,7 @@ pub fn table_concept(node: Node<'_>, table: &str) -> Option<CodeableConcept> {
     let system = node
         .get(3)
         .and_then(|s| system_uri(&s))
-        .unwrap_or_else(|| format!("http://terminology.hl7.org/CodeSystem/v2-{table}"));
+        .unwrap_or_else(|| concat(&["http://terminology.hl7.org/CodeSystem/v2-", table]));
     Some(CodeableConcept {
         coding: vec![Coding {
             system: Some(system),

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use super::coded::code;
 use super::time;
 use super::Node;
+use crate::concat;
 use crate::resources::{CodeableConcept, Coding, Identifier, Period};
 
 /// Base of the URIs given to assigning authorities known only by a local namespace id.
@@ -37,7 +38,7 @@ pub fn hd_system(
     if let Some(u) = universal.as_deref() {
         let k = kind.as_deref().unwrap_or("").to_ascii_uppercase();
         if is_oid(u) {
-            return Some(format!("urn:oid:{u}"));
+            return Some(concat(&["urn:oid:", u]));
         }
         if k == "UUID" && token(u) {
             return Some(format!("urn:uuid:{}", u.to_ascii_lowercase()));
@@ -46,13 +47,13 @@ pub fn hd_system(
             return Some(u.to_string());
         }
         if token(u) {
-            return Some(format!("{LOCAL_IDENTIFIER_BASE}{u}"));
+            return Some(concat(&[LOCAL_IDENTIFIER_BASE, u]));
         }
     }
     namespace
         .as_deref()
         .filter(|n| token(n))
-        .map(|n| format!("{LOCAL_IDENTIFIER_BASE}{n}"))
+        .map(|n| concat(&[LOCAL_IDENTIFIER_BASE, n]))
 }
 
 /// The identifier type CodeableConcept for a v2 table 0203 code.
@@ -89,7 +90,7 @@ pub fn cx_key(node: Node<'_>) -> Option<String> {
     let value = node.get(1)?;
     let auth = node.part(4);
     let a = auth.get(1).or_else(|| auth.get(2)).unwrap_or_default();
-    Some(format!("{value}|{a}"))
+    Some(concat(&[&value, "|", &a]))
 }
 
 /// EI → Identifier (entity id EI-1, system from EI-2..4).
@@ -112,7 +113,7 @@ pub fn ei_typed(node: Node<'_>, type_code: &str) -> Option<Identifier> {
 pub fn ei_key(node: Node<'_>) -> Option<String> {
     let value = node.get(1)?;
     let ns = node.get(2).or_else(|| node.get(3)).unwrap_or_default();
-    Some(format!("{value}|{ns}"))
+    Some(concat(&[&value, "|", &ns]))
 }
 
 #[cfg(test)]

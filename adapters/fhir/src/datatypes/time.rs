@@ -36,11 +36,34 @@ impl Offset {
         Some(Offset(sign * (h * 60 + m)))
     }
 
-    fn render(self) -> String {
-        let sign = if self.0 < 0 { '-' } else { '+' };
-        let a = self.0.abs();
-        format!("{sign}{:02}:{:02}", a / 60, a % 60)
+    fn render_into(self, s: &mut String) {
+        s.push(if self.0 < 0 { '-' } else { '+' });
+        let a = self.0.unsigned_abs();
+        push_padded(s, a / 60, 2);
+        s.push(':');
+        push_padded(s, a % 60, 2);
     }
+}
+
+/// Append `n` zero-padded to `width` digits, like `format!("{n:0width$}")` (without its cost:
+/// dates are rendered many times per message).
+fn push_padded(s: &mut String, n: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut len = 0;
+    let mut v = n;
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + u8::try_from(v % 10).unwrap_or(0);
+        v /= 10;
+        len += 1;
+        if v == 0 {
+            break;
+        }
+    }
+    for _ in len..width {
+        s.push('0');
+    }
+    let digits = buf.get(buf.len() - len..).unwrap_or_default();
+    s.push_str(std::str::from_utf8(digits).unwrap_or_default());
 }
 
 /// A parsed v2 timestamp with the precision it was written with.
@@ -159,10 +182,20 @@ impl Ts {
 
     /// The date part at its written precision: `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
     pub fn date(&self) -> String {
-        match (self.month, self.day) {
-            (Some(m), Some(d)) => format!("{:04}-{m:02}-{d:02}", self.year),
-            (Some(m), None) => format!("{:04}-{m:02}", self.year),
-            _ => format!("{:04}", self.year),
+        let mut s = String::with_capacity(10);
+        self.date_into(&mut s);
+        s
+    }
+
+    fn date_into(&self, s: &mut String) {
+        push_padded(s, self.year, 4);
+        if let Some(m) = self.month {
+            s.push('-');
+            push_padded(s, m, 2);
+            if let Some(d) = self.day {
+                s.push('-');
+                push_padded(s, d, 2);
+            }
         }
     }
 
@@ -170,17 +203,23 @@ impl Ts {
         let day = self.day?;
         let month = self.month?;
         let hour = self.hour?;
-        let mut s = format!(
-            "{:04}-{month:02}-{day:02}T{hour:02}:{:02}:{:02}",
-            self.year,
-            self.minute.unwrap_or(0),
-            self.second.unwrap_or(0)
-        );
+        let mut s = String::with_capacity(32);
+        push_padded(&mut s, self.year, 4);
+        s.push('-');
+        push_padded(&mut s, month, 2);
+        s.push('-');
+        push_padded(&mut s, day, 2);
+        s.push('T');
+        push_padded(&mut s, hour, 2);
+        s.push(':');
+        push_padded(&mut s, self.minute.unwrap_or(0), 2);
+        s.push(':');
+        push_padded(&mut s, self.second.unwrap_or(0), 2);
         if let Some(f) = &self.fraction {
             s.push('.');
             s.push_str(f);
         }
-        s.push_str(&offset.render());
+        offset.render_into(&mut s);
         Some(s)
     }
 
@@ -226,6 +265,23 @@ mod tests {
 
     fn dt(s: &str, site: Option<&str>) -> Option<String> {
         date_time(Some(s), site.and_then(Offset::parse))
+    }
+
+    #[test]
+    fn padding_matches_format() {
+        for (n, w) in [
+            (0, 2),
+            (7, 2),
+            (59, 2),
+            (123, 2),
+            (2014, 4),
+            (99, 4),
+            (u32::MAX, 4),
+        ] {
+            let mut s = String::new();
+            push_padded(&mut s, n, w);
+            assert_eq!(s, format!("{n:0w$}"));
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Reference {
     /// `Type/id`.
     pub fn to(resource_type: &str, id: &str) -> Reference {
         Reference {
-            reference: Some(format!("{resource_type}/{id}")),
+            reference: Some(crate::concat(&[resource_type, "/", id])),
             display: None,
         }
     }

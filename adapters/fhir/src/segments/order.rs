@@ -17,6 +17,7 @@
 use crate::datatypes::Seg;
 
 use crate::codes;
+use crate::concat;
 use crate::context::Ctx;
 use crate::datatypes::coded::{concept, table_concept};
 use crate::datatypes::encapsulated::{base64, ed, plain_text};
@@ -79,8 +80,8 @@ impl<'a> OrderGroup<'a> {
     /// The key observations of this order are scoped by (see [`crate::ids`]).
     pub fn key(&self, ctx: &Ctx<'_>) -> String {
         ei_key(self.filler())
-            .map(|k| format!("filler|{k}"))
-            .or_else(|| ei_key(self.placer()).map(|k| format!("placer|{k}")))
+            .map(|k| concat(&["filler|", &k]))
+            .or_else(|| ei_key(self.placer()).map(|k| concat(&["placer|", &k])))
             .unwrap_or_else(|| ctx.scoped("order", self.index))
     }
 }
@@ -210,18 +211,28 @@ pub fn observation(
 ) -> Result<ObsOutcome, ConvertError> {
     let obx = g.obx;
     let code_node = obx.node(3);
-    let key = format!(
-        "{}|{}|{}|{}|{}",
-        scope.key,
-        code_node
+    let set_id = obx.text(1);
+    let index_text;
+    let key = concat(&[
+        &scope.key,
+        "|",
+        &code_node
             .get(1)
             .or_else(|| code_node.get(2))
             .unwrap_or_default(),
-        code_node.get(3).unwrap_or_default(),
-        obx.text(4).unwrap_or_default(),
-        obx.text(1)
-            .map_or_else(|| index.to_string(), |s| s.into_owned()),
-    );
+        "|",
+        &code_node.get(3).unwrap_or_default(),
+        "|",
+        &obx.text(4).unwrap_or_default(),
+        "|",
+        match &set_id {
+            Some(s) => s,
+            None => {
+                index_text = index.to_string();
+                &index_text
+            }
+        },
+    ]);
     if obx.text(2).is_some_and(|k| k.eq_ignore_ascii_case("ED")) {
         return document_from_ed(ctx, obx, &key);
     }
@@ -355,8 +366,8 @@ fn specimen(
     let placer = spm.node(2).part(1);
     let filler = spm.node(2).part(2);
     let key = ei_key(filler)
-        .map(|k| format!("filler|{k}"))
-        .or_else(|| ei_key(placer).map(|k| format!("placer|{k}")))
+        .map(|k| concat(&["filler|", &k]))
+        .or_else(|| ei_key(placer).map(|k| concat(&["placer|", &k])))
         .unwrap_or_else(|| format!("{order_key}|{}|{n}", spm.text(1).unwrap_or_default()));
     let mut identifier: Vec<Identifier> = Vec::new();
     identifier.extend(ei_typed(placer, "PLAC"));
@@ -396,7 +407,7 @@ pub fn finish(ctx: &mut Ctx<'_>, g: &OrderGroup<'_>, results: bool) -> Result<()
     let sr_ref = match ctx.subject() {
         Some(subject) => {
             let sr_key = ei_key(g.placer())
-                .map(|k| format!("placer|{k}"))
+                .map(|k| concat(&["placer|", &k]))
                 .unwrap_or_else(|| order_key.clone());
             let mut identifier = Vec::new();
             identifier.extend(ei_typed(g.placer(), "PLAC"));

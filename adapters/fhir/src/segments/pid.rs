@@ -13,6 +13,7 @@
 use crate::datatypes::Seg;
 
 use crate::codes;
+use crate::concat;
 use crate::context::Ctx;
 use crate::datatypes::address::xad;
 use crate::datatypes::coded::{concept, table_concept};
@@ -39,8 +40,8 @@ pub fn patient_key(ctx: &Ctx<'_>, pid: Seg<'_>) -> Option<String> {
     };
     chosen
         .and_then(|r| cx_key(*r))
-        .or_else(|| cx_key(pid.node(2)).map(|k| format!("pid2|{k}")))
-        .or_else(|| cx_key(pid.node(4)).map(|k| format!("pid4|{k}")))
+        .or_else(|| cx_key(pid.node(2)).map(|k| concat(&["pid2|", &k])))
+        .or_else(|| cx_key(pid.node(4)).map(|k| concat(&["pid4|", &k])))
 }
 
 fn simple_identifier(value: Option<String>, system: &str, type_code: &str) -> Option<Identifier> {

@@ -12,6 +12,7 @@
 use crate::datatypes::Seg;
 
 use crate::codes;
+use crate::concat;
 use crate::context::Ctx;
 use crate::datatypes::coded::{concept, table_concept};
 use crate::datatypes::identifier::{cx, cx_key};
@@ -51,10 +52,10 @@ pub fn has_encounter(pv1: Seg<'_>) -> bool {
 /// The Encounter's business key (see [`crate::ids`]).
 pub fn encounter_key(ctx: &Ctx<'_>, pv1: Seg<'_>) -> String {
     if let Some(k) = cx_key(pv1.node(19)) {
-        return format!("visit|{k}");
+        return concat(&["visit|", &k]);
     }
     match pv1.text(44) {
-        Some(start) => format!("patient|{}|{start}", ctx.patient_key),
+        Some(start) => concat(&["patient|", &ctx.patient_key, "|", &start]),
         None => ctx.scoped("PV1", 1),
     }
 }

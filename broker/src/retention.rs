@@ -1,0 +1,211 @@
+//! `Retention`: removes the oldest records of every topic past its limits
+//! (age, bytes, record count), in bounded batches through the committer, so
+//! the store never grows without end and ingest is never stalled for long.
+//!
+//! A record a route, destination or consumer group has not yet read is kept
+//! (its durable cursor is the floor) unless the topic's retention says
+//! `force = true`. Cursors of routes and destinations that are no longer
+//! configured do not hold retention back; consumer groups always do.
+
+use crate::events::RetentionPass;
+use crate::metrics::Metrics;
+use crate::storage::{now_ms, StorageError, Store};
+use actix::prelude::*;
+use medbus_config::retention::{Limits, RetentionConfig};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Most records examined per topic and pass to find the age and byte cut.
+const SCAN_LIMIT: usize = 100_000;
+/// Records read per storage call while scanning.
+const SCAN_PAGE: usize = 1_000;
+
+/// The retention actor.
+pub struct Retention {
+    /// Limits.
+    config: RetentionConfig,
+    /// The store.
+    store: Store,
+    /// Counters.
+    metrics: Arc<Metrics>,
+    /// Cursor keys (`kind/name/topic`) of configured routes and destinations.
+    live: HashSet<String>,
+}
+
+impl Retention {
+    /// A retention actor; `live` are the cursor keys (`kind/name/topic`) of
+    /// the routes and destinations currently configured.
+    pub fn new(
+        config: RetentionConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+        live: HashSet<String>,
+    ) -> Self {
+        Retention {
+            config,
+            store,
+            metrics,
+            live,
+        }
+    }
+}
+
+impl Actor for Retention {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let interval = self.config.interval.0;
+        let task = run(
+            self.config.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.live.clone(),
+            interval,
+        );
+        ctx.spawn(actix::fut::wrap_future(task));
+    }
+}
+
+async fn run(
+    config: RetentionConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    live: HashSet<String>,
+    interval: std::time::Duration,
+) {
+    loop {
+        match pass(&config, &store, &metrics, &live).await {
+            Ok(()) => {}
+            Err(StorageError::Closed) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "retention pass failed; trying again next interval")
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One pass over every topic.
+pub async fn pass(
+    config: &RetentionConfig,
+    store: &Store,
+    metrics: &Metrics,
+    live: &HashSet<String>,
+) -> Result<(), StorageError> {
+    let cursors = store.cursors()?;
+    for t in store.topics()? {
+        if let Some(first) = t.first {
+            metrics.set_topic_first_offset(&t.name, first);
+        }
+        let (Some(first), Some(last)) = (t.first, t.last) else {
+            continue;
+        };
+        let limits = config.limits(&t.name);
+        let mut below = cut(store, &t.name, first, last, t.bytes, &limits)?;
+        if below <= first {
+            continue;
+        }
+        let mut held_by = None;
+        if !limits.force {
+            // Consumer groups' cursors, and every configured route and
+            // destination reading this topic (one that never wrote a cursor
+            // still needs everything).
+            let readers = cursors
+                .iter()
+                .filter(|(k, _)| k.starts_with("group/"))
+                .map(|(k, n)| (k.clone(), *n))
+                .chain(live.iter().map(|k| {
+                    let next = cursors
+                        .iter()
+                        .find(|(c, _)| c == k)
+                        .map(|(_, n)| *n)
+                        .unwrap_or(0);
+                    (k.clone(), next)
+                }));
+            for (key, next) in readers {
+                let Some((owner, topic)) = key.rsplit_once('/') else {
+                    continue;
+                };
+                if topic == t.name && next < below {
+                    below = next;
+                    held_by = Some(owner.to_string());
+                }
+            }
+        }
+        let mut removed = 0u64;
+        let mut bytes = 0u64;
+        loop {
+            let r = store.trim(&t.name, below).await?;
+            removed += r.records;
+            bytes += r.bytes;
+            metrics.set_topic_bytes(&t.name, r.remaining_bytes);
+            if !r.more {
+                break;
+            }
+        }
+        RetentionPass {
+            topic: &t.name,
+            removed,
+            bytes,
+            held_by: held_by.as_deref(),
+        }
+        .emit(metrics);
+        if let Ok(Some(f)) = store.first_offset(&t.name) {
+            metrics.set_topic_first_offset(&t.name, f);
+        }
+    }
+    if let Ok(b) = store.size_on_disk() {
+        metrics
+            .storage_disk_bytes
+            .set(i64::try_from(b).unwrap_or(i64::MAX));
+    }
+    Ok(())
+}
+
+/// The first offset to keep in `topic` under `limits` (ignoring cursors).
+fn cut(
+    store: &Store,
+    topic: &str,
+    first: u64,
+    last: u64,
+    total_bytes: u64,
+    limits: &Limits,
+) -> Result<u64, StorageError> {
+    let mut below = first;
+    if let Some(max) = limits.max_records {
+        let count = last + 1 - first;
+        if count > max {
+            below = below.max(last + 1 - max);
+        }
+    }
+    let age_cutoff = limits
+        .max_age
+        .map(|a| now_ms().saturating_sub(a.as_millis() as u64));
+    let mut excess = limits
+        .max_bytes
+        .map(|m| total_bytes.saturating_sub(m))
+        .unwrap_or(0);
+    if age_cutoff.is_none() && excess == 0 {
+        return Ok(below);
+    }
+    // Walk from the oldest record while it is too old or bytes are in excess.
+    let mut next = first;
+    let mut scanned = 0;
+    'scan: while scanned < SCAN_LIMIT {
+        let page = store.read(topic, next, SCAN_PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for (offset, r) in &page {
+            scanned += 1;
+            let too_old = age_cutoff.is_some_and(|c| r.timestamp_ms < c);
+            if !too_old && excess == 0 {
+                break 'scan;
+            }
+            excess = excess.saturating_sub(r.payload.len() as u64);
+            below = below.max(offset + 1);
+            next = offset + 1;
+        }
+    }
+    Ok(below)
+}
