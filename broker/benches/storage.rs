@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
             StoreOptions {
                 durability,
                 max_batch: 4096,
+                cache_bytes: 16 << 20,
                 observer: None,
             },
         )

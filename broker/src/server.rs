@@ -221,6 +221,7 @@ async fn open_store(
         let options = StoreOptions {
             durability: config.storage.durability,
             max_batch: *config.storage.max_batch_records.get_ref(),
+            cache_bytes: config.storage.cache.0,
             observer: Some(Box::new(move |stats| {
                 health.storage_ok.store(stats.ok, Ordering::Release);
                 CommitFinished(stats).emit(&metrics);
@@ -306,6 +307,7 @@ pub async fn start(
             listen: local,
             allow: l.allowlist(),
             tls,
+            acknowledgments: l.acknowledgments,
         });
         sockets.push((ctx, socket));
     }

@@ -34,7 +34,9 @@ pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use route::{Condition, RouteConfig, Subject, Transform};
-pub use schema::{Config, Durability, HttpConfig, ListenerConfig, MappingConfig, StorageConfig};
+pub use schema::{
+    AckPolicy, Config, Durability, HttpConfig, ListenerConfig, MappingConfig, StorageConfig,
+};
 pub use units::{ByteSize, HumanDuration};
 
 /// The embedded default configuration, as TOML text.

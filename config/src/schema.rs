@@ -28,6 +28,8 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9575";
 /// Default time between "not ready" and closing the listeners on shutdown,
 /// so that load balancers stop sending first.
 pub const DEFAULT_SHUTDOWN_GRACE: HumanDuration = HumanDuration(Duration::from_secs(2));
+/// Default page cache of the message store (sled's own default is 1 GiB).
+pub const DEFAULT_STORAGE_CACHE: ByteSize = ByteSize(64 << 20);
 /// Default cap on records per group commit.
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 4096;
 
@@ -105,9 +107,17 @@ pub struct StorageConfig {
     /// writes it out within about half a second.
     #[serde(default)]
     pub durability: Durability,
+    /// Memory sled may use to cache pages (default `"64MiB"`); the
+    /// broker's resident memory grows up to about this much plus buffers.
+    #[serde(default = "default_cache")]
+    pub cache: ByteSize,
     /// Most records one group commit takes; more wait for the next one.
     #[serde(default = "default_max_batch_records")]
     pub max_batch_records: Spanned<usize>,
+}
+
+fn default_cache() -> ByteSize {
+    DEFAULT_STORAGE_CACHE
 }
 
 fn default_max_batch_records() -> Spanned<usize> {
@@ -118,6 +128,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             durability: Durability::default(),
+            cache: DEFAULT_STORAGE_CACHE,
             max_batch_records: default_max_batch_records(),
         }
     }
@@ -209,6 +220,12 @@ pub struct ListenerConfig {
     /// empty (default): any. Others are refused, logged and counted.
     #[serde(default)]
     pub allow: Vec<Spanned<String>>,
+    /// `"auto"` (default): original-mode ACKs (AA/AE/AR), or enhanced-mode
+    /// commit ACKs (CA/CE/CR, sent per MSH-15) when a message carries MSH-15.
+    /// `"original"`: always original mode, whatever MSH-15 says — for
+    /// senders that set MSH-15 but still wait for an ACK.
+    #[serde(default)]
+    pub acknowledgments: AckPolicy,
     /// TLS (rustls): `{ cert, key }`, plus `client_ca` to require client
     /// certificates (mutual TLS). Without it the listener speaks plain MLLP.
     #[serde(default)]
@@ -259,4 +276,15 @@ impl ListenerConfig {
     pub fn dead_letter_topic(&self) -> String {
         format!("dlq.{}", self.name.get_ref())
     }
+}
+
+/// How a listener acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckPolicy {
+    /// Follow MSH-15 when present.
+    #[default]
+    Auto,
+    /// Always original mode.
+    Original,
 }

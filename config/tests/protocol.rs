@@ -48,7 +48,7 @@ fn protocol_error_table() {
             "p.toml:4:10: protocol.listen: address 127.0.0.1:9000 is already used by the HTTP endpoint",
         ),
         (
-            format!("[protocol]\n[[clients]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n"),
+            "[protocol]\n[[clients]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n".to_string(),
             "p.toml:4:16: clients[0].token_sha256: must be the 64 hex digits",
         ),
         (

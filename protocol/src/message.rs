@@ -97,7 +97,7 @@ pub struct TopicSummary {
 /// Client → broker.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum ClientFrame {
-    /// 0. The first frame of every connection.
+    /// (0) The first frame of every connection.
     Hello {
         /// [`PROTOCOL_VERSION`].
         version: u16,
@@ -107,7 +107,7 @@ pub enum ClientFrame {
         /// on a development broker without `[[clients]]`.
         token: String,
     },
-    /// 1. Append records to a topic, all or none; answered by
+    /// (1) Append records to a topic, all or none; answered by
     /// [`ServerFrame::Published`] once they are durable.
     Publish {
         /// Chosen by the client, echoed in the reply; not 0.
@@ -117,7 +117,7 @@ pub enum ClientFrame {
         /// 1 to [`MAX_BATCH_RECORDS`] records.
         records: Vec<PublishRecord>,
     },
-    /// 2. Start receiving a topic's records as [`ServerFrame::Deliver`].
+    /// (2) Start receiving a topic's records as [`ServerFrame::Deliver`].
     Subscribe {
         /// Echoed in [`ServerFrame::Subscribed`].
         request_id: u64,
@@ -131,14 +131,14 @@ pub enum ClientFrame {
         /// Most deliveries in flight (delivered, not yet acked or nacked).
         credits: u32,
     },
-    /// 3. Stop a subscription; its unacked records go back to the group.
+    /// (3) Stop a subscription; its unacked records go back to the group.
     Unsubscribe {
         /// Echoed in [`ServerFrame::Done`].
         request_id: u64,
         /// From [`ServerFrame::Subscribed`].
         subscription: u64,
     },
-    /// 4. Records processed: frees credits; in a group, commits the group's
+    /// (4) Records processed: frees credits; in a group, commits the group's
     /// offset durably before [`ServerFrame::Done`].
     Ack {
         /// Echoed in [`ServerFrame::Done`].
@@ -148,7 +148,7 @@ pub enum ClientFrame {
         /// Offsets of delivered records (at most [`MAX_ACK_OFFSETS`]).
         offsets: Vec<u64>,
     },
-    /// 5. Records not processed: delivered again (in a group, possibly to
+    /// (5) Records not processed: delivered again (in a group, possibly to
     /// another member).
     Nack {
         /// Echoed in [`ServerFrame::Done`].
@@ -158,12 +158,12 @@ pub enum ClientFrame {
         /// Offsets of delivered records (at most [`MAX_ACK_OFFSETS`]).
         offsets: Vec<u64>,
     },
-    /// 6. Which topics exist (those the client may use).
+    /// (6) Which topics exist (those the client may use).
     ListTopics {
         /// Echoed in [`ServerFrame::Topics`].
         request_id: u64,
     },
-    /// 7. Liveness check.
+    /// (7) Liveness check.
     Ping {
         /// Echoed in [`ServerFrame::Pong`].
         request_id: u64,
@@ -189,7 +189,7 @@ impl ClientFrame {
 /// Broker → client.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum ServerFrame {
-    /// 0. Hello accepted.
+    /// (0) Hello accepted.
     Welcome {
         /// [`PROTOCOL_VERSION`].
         version: u16,
@@ -204,14 +204,14 @@ pub enum ServerFrame {
         /// Largest credit window the broker grants.
         max_credits: u32,
     },
-    /// 1. Records of a publish are durable at these offsets, in order.
+    /// (1) Records of a publish are durable at these offsets, in order.
     Published {
         /// The publish's id.
         request_id: u64,
         /// One offset per record.
         offsets: Vec<u64>,
     },
-    /// 2. A subscription is open; deliveries for it follow.
+    /// (2) A subscription is open; deliveries for it follow.
     Subscribed {
         /// The subscribe's id.
         request_id: u64,
@@ -220,7 +220,7 @@ pub enum ServerFrame {
         /// The first offset it will deliver (a group's committed offset).
         start_offset: u64,
     },
-    /// 3. A record, pushed.
+    /// (3) A record, pushed.
     Deliver {
         /// Which subscription.
         subscription: u64,
@@ -229,25 +229,25 @@ pub enum ServerFrame {
         /// The record.
         record: Record,
     },
-    /// 4. An unsubscribe, ack or nack is done (an ack in a group: the
+    /// (4) An unsubscribe, ack or nack is done (an ack in a group: the
     /// group's offset is durable).
     Done {
         /// The request's id.
         request_id: u64,
     },
-    /// 5. The topics the client may use.
+    /// (5) The topics the client may use.
     Topics {
         /// The list's id.
         request_id: u64,
         /// One entry per topic, by name.
         topics: Vec<TopicSummary>,
     },
-    /// 6. Answer to a ping.
+    /// (6) Answer to a ping.
     Pong {
         /// The ping's id.
         request_id: u64,
     },
-    /// 7. A request failed ([`CONNECTION`]: the connection did, and the
+    /// (7) A request failed ([`CONNECTION`]: the connection did, and the
     /// broker closes it after this frame).
     Error {
         /// The failed request's id, or [`CONNECTION`].

@@ -600,3 +600,76 @@ fn cli_publish_topics_and_tail_over_the_protocol() {
     let v: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
     assert_eq!(v["content_type"], "application/hl7-v2+er7");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_certificate_made_by_the_test() {
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert = tmp.path().join("server.pem");
+    let key = tmp.path().join("server.key");
+    std::fs::write(&cert, certified.cert.pem()).expect("write");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write");
+
+    // A missing key file is a config error with its position, at check time.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("[protocol]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = {:?}, key = \"/nonexistent/k.pem\" }}\n", cert.display().to_string()),
+    )
+    .expect("write");
+    let (code, _, err) = medbus(&["check-config", &bad.to_string_lossy()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":3:") && err.contains("protocol.tls.key"),
+        "{err}"
+    );
+
+    let tls = format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let config = format!("{}{}", listener_config("in", ""), protocol_config(&tls));
+    let b = Broker::start(&config, &tmp.path().join("data"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
+    let tcp = tokio::net::TcpStream::connect(b.protocol())
+        .await
+        .expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    let client = Client::handshake(stream, ClientOptions::default())
+        .await
+        .expect("hello over TLS");
+    let offset = client
+        .publish("tls.t", rec("secret"))
+        .await
+        .expect("publish");
+    let mut sub = client
+        .subscribe(SubscribeOptions::new("tls.t").start(StartAt::Offset(offset)))
+        .await
+        .expect("subscribe");
+    assert_eq!(text(&next(&mut sub).await), "secret");
+
+    // Plain TCP to a TLS listener gets no protocol answer.
+    let plain = Client::connect(
+        &b.protocol(),
+        ClientOptions {
+            connect_timeout: Duration::from_secs(15),
+            ..ClientOptions::default()
+        },
+    )
+    .await;
+    assert!(plain.is_err());
+}

@@ -94,11 +94,13 @@ fn one_message_fans_out_once_to_every_matching_route() {
         .iter()
         .all(|t| c.get(*t) == Some(&1))
     });
+    // Counters move once each route has seen its write complete.
+    wait_for("route counters", || {
+        let (_, m) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
+        m.contains("medbus_route_records_total{outcome=\"matched\",route=\"adt\"} 1")
+            && m.contains("medbus_route_records_total{outcome=\"filtered\",route=\"lab\"} 1")
+    });
     let (_, metrics) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
-    assert!(
-        metrics.contains("medbus_route_records_total{outcome=\"matched\",route=\"adt\"} 1"),
-        "{metrics}"
-    );
     assert!(metrics.contains("medbus_route_records_total{outcome=\"filtered\",route=\"lab\"} 1"));
     assert!(metrics.contains("medbus_route_lag_records{route=\"adt\"} 0"));
     assert_eq!(broker.stop(), Some(0));

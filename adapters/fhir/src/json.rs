@@ -562,12 +562,7 @@ impl ser::Serializer for RawText<'_, '_> {
         self.w.out.extend_from_slice(v.as_bytes());
         Ok(())
     }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<(), Error> {
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Error> {
         Err(Error("unsupported here: unit variant".into()))
     }
 
@@ -640,6 +635,9 @@ mod tests {
         };
         same(&q);
         same(&vec![q.clone(), q]);
-        assert_eq!(to_vec(&1.5f64).map_err(|e| e.to_string()).unwrap_err(), "floats are not written (use Decimal)");
+        assert_eq!(
+            to_vec(&1.5f64).map_err(|e| e.to_string()).unwrap_err(),
+            "floats are not written (use Decimal)"
+        );
     }
 }

@@ -29,21 +29,21 @@ pub enum Decoded {
     /// (capped at the frame limit) so that the caller can answer and
     /// dead-letter it.
     Truncated(Bytes),
-}
-
-/// Errors that end a stream: after one of these the caller answers (if it
-/// can) and closes the connection.
-#[derive(Debug, thiserror::Error)]
-pub enum MllpError {
-    /// The frame's payload exceeded the configured cap.
-    #[error("MLLP frame exceeds the {limit}-byte limit")]
-    FrameTooLarge {
+    /// A frame whose payload grew past the cap. Its first bytes (at most
+    /// 64 KiB) are kept so the caller can still address its answer to the
+    /// sender's MSH; the rest of the frame is read and discarded, so the
+    /// stream stays in step (the caller decides whether to close).
+    Oversized {
         /// The cap in force.
         limit: usize,
-        /// The first bytes of the oversized payload (at most 64 KiB), so the
-        /// caller can still address its answer to the sender's MSH.
+        /// The first bytes of the payload.
         head: Bytes,
     },
+}
+
+/// Errors that end a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum MllpError {
     /// The underlying socket failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -62,6 +62,8 @@ pub struct MllpCodec {
     /// How far the current frame has been scanned for an end block, so that
     /// a slowly arriving frame is not rescanned from the start each time.
     scanned: usize,
+    /// Discarding the rest of an oversized frame.
+    skipping: bool,
     /// Bytes dropped outside frames; shared so that the owner of a framed
     /// stream can read it while the codec is inside the stream.
     discarded: Arc<AtomicU64>,
@@ -85,6 +87,7 @@ impl MllpCodec {
             max_frame,
             in_frame: false,
             scanned: 0,
+            skipping: false,
             discarded: counter,
         }
     }
@@ -134,6 +137,30 @@ impl Decoder for MllpCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, MllpError> {
         loop {
+            if self.skipping {
+                match src.iter().position(|&b| b == END_BLOCK || b == START_BLOCK) {
+                    Some(pos) if src[pos] == START_BLOCK => {
+                        self.discard(pos);
+                        src.advance(pos);
+                        self.skipping = false;
+                    }
+                    Some(pos) => {
+                        let mut end = pos + 1;
+                        if src.get(end) == Some(&TRAILER) {
+                            end += 1;
+                        }
+                        self.discard(end);
+                        src.advance(end);
+                        self.skipping = false;
+                        continue;
+                    }
+                    None => {
+                        self.discard(src.len());
+                        src.clear();
+                        return Ok(None);
+                    }
+                }
+            }
             if !self.in_frame {
                 match src.iter().position(|&b| b == START_BLOCK) {
                     Some(start) => {
@@ -176,7 +203,7 @@ impl Decoder for MllpCodec {
                 }
                 Some(pos) => {
                     if pos > self.max_frame {
-                        return Err(self.too_large(src));
+                        return Ok(Some(self.too_large(src)));
                     }
                     // Need the byte after END_BLOCK to know whether it is the
                     // standard trailer.
@@ -196,7 +223,7 @@ impl Decoder for MllpCodec {
                 }
                 None => {
                     if src.len() > self.max_frame {
-                        return Err(self.too_large(src));
+                        return Ok(Some(self.too_large(src)));
                     }
                     self.scanned = src.len();
                     Ok(None)
@@ -224,12 +251,13 @@ impl Decoder for MllpCodec {
 }
 
 impl MllpCodec {
-    fn too_large(&mut self, src: &mut BytesMut) -> MllpError {
+    /// Report an oversized frame and switch to discarding its rest (what is
+    /// in `src` stays there for the skipping state to consume).
+    fn too_large(&mut self, src: &mut BytesMut) -> Decoded {
         let head = Bytes::copy_from_slice(&src[..src.len().min(OVERSIZE_HEAD)]);
-        self.discard(src.len());
-        src.clear();
         self.reset();
-        MllpError::FrameTooLarge {
+        self.skipping = true;
+        Decoded::Oversized {
             limit: self.max_frame,
             head,
         }
@@ -326,12 +354,15 @@ mod tests {
         let mut c = MllpCodec::new(4);
         let mut buf = BytesMut::from(&b"\x0b123456"[..]);
         match c.decode(&mut buf) {
-            Err(MllpError::FrameTooLarge { limit, head }) => {
+            Ok(Some(Decoded::Oversized { limit, head })) => {
                 assert_eq!(limit, 4);
                 assert_eq!(&head[..], b"123456");
             }
-            other => panic!("expected FrameTooLarge, got {other:?}"),
+            other => panic!("expected Oversized, got {other:?}"),
         }
+        // The rest of the oversized frame is skipped; the next one decodes.
+        buf.extend_from_slice(b"789\x1c\x0d\x0bOK\x1c\x0d");
+        assert_eq!(c.decode(&mut buf).expect("decode"), Some(frame(b"OK")));
         // A frame exactly at the cap is fine.
         let mut c = MllpCodec::new(4);
         assert_eq!(

@@ -12,9 +12,9 @@
 //! # Behaviour in one place
 //! - Bytes before a start block are discarded and counted
 //!   ([`MllpCodec::discarded_bytes`]); a newline between frames is harmless.
-//! - A frame whose payload grows past the cap yields
-//!   [`MllpError::FrameTooLarge`]; the caller answers and closes, since the
-//!   rest of the stream can no longer be trusted.
+//! - A frame whose payload grows past the cap yields [`Decoded::Oversized`]
+//!   with its first bytes; the rest of it is read and discarded, so the
+//!   stream stays in step and no unread data is left when the caller closes.
 //! - A start block inside an unfinished frame means the previous frame was cut
 //!   short: it is reported as [`Decoded::Truncated`] (so the caller can answer
 //!   it) and decoding restarts at the new start block.

@@ -57,7 +57,8 @@ impl Template {
             .position(|&b| b == sep)
             .map_or(seg_end, |p| start + p);
         let head = msg.get(..start)?.to_vec();
-        let mut tail = msg.get(end..)?.to_vec();
+        let mut tail = original_mode(msg.get(end..seg_end)?, sep);
+        tail.extend_from_slice(msg.get(seg_end..)?);
         if tail.last() != Some(&b'\r') {
             tail.push(b'\r');
         }
@@ -92,6 +93,23 @@ impl Template {
         self.tail.extend(FILLER.iter().cycle().take(room).copied());
         self.tail.push(b'\r');
     }
+}
+
+/// The rest of an MSH segment after MSH-10 with MSH-15 and MSH-16 emptied:
+/// the bench waits for one ACK per message, and a message asking for
+/// enhanced mode with MSH-15 `NE` or `ER` would get none.
+fn original_mode(after_msh10: &[u8], sep: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(after_msh10.len());
+    // Piece 0 is empty (the separator after MSH-10), piece k is MSH-(10+k).
+    for (k, piece) in after_msh10.split(|&b| b == sep).enumerate() {
+        if k > 0 {
+            out.push(sep);
+        }
+        if k != 5 && k != 6 {
+            out.extend_from_slice(piece);
+        }
+    }
+    out
 }
 
 /// The messages of one run, sent round-robin.
@@ -212,7 +230,8 @@ pub enum AckProblem {
     OtherCode,
 }
 
-/// Check that `ack` accepts (MSA-1 `AA`) the message `control_id`.
+/// Check that `ack` accepts the message `control_id`: MSA-1 `AA` (or `CA`,
+/// should a broker answer in enhanced mode anyway) and MSA-2 naming it.
 pub fn check_ack(ack: &[u8], control_id: &[u8]) -> Result<(), AckProblem> {
     if !ack.starts_with(b"MSH") {
         return Err(AckProblem::Unparseable);
@@ -229,7 +248,7 @@ pub fn check_ack(ack: &[u8], control_id: &[u8]) -> Result<(), AckProblem> {
         return Err(AckProblem::WrongMessage);
     }
     match code {
-        b"AA" => Ok(()),
+        b"AA" | b"CA" => Ok(()),
         b"AE" | b"CE" => Err(AckProblem::Error),
         b"AR" | b"CR" => Err(AckProblem::Reject),
         _ => Err(AckProblem::OtherCode),
@@ -239,7 +258,7 @@ pub fn check_ack(ack: &[u8], control_id: &[u8]) -> Result<(), AckProblem> {
 /// The built-in templates; `{TS}` is the run's start time, MSH-10 is
 /// replaced per message, newlines become CR.
 const BUILTIN: [&str; 3] = [
-    "MSH|^~\\&|BENCH-ADT|MEDBUS-BENCH|MEDBUS|HOSP|{TS}||ADT^A01^ADT_A01|X|P|2.5|||AL|NE|USA|UNICODE UTF-8
+    "MSH|^~\\&|BENCH-ADT|MEDBUS-BENCH|MEDBUS|HOSP|{TS}||ADT^A01^ADT_A01|X|P|2.5|||||USA|UNICODE UTF-8
 EVN|A01|{TS}|||7001^NURSE^ALICE^^^^RN
 PID|1||MRN482915^^^HOSP^MR~112-55-9999^^^USSSA^SS||GARCIA^MARIA^ELENA^^MRS||19720314|F|||418 ELM STREET^APT 2B^SPRINGFIELD^IL^62704^USA^H||^PRN^PH^^1^217^5550142|||M|CAT|ACC7788123|112-55-9999
 NK1|1|GARCIA^LUIS^A|SPO^Spouse^HL70063|418 ELM STREET^APT 2B^SPRINGFIELD^IL^62704^USA|^PRN^PH^^1^217^5550143
@@ -249,7 +268,7 @@ AL1|1|DA|70618^Penicillin^RXNORM|SV|Hives
 DG1|1||R07.9^Chest pain, unspecified^I10||{TS}|A
 IN1|1|BCBS-PPO^Blue Cross PPO|60054|BLUE CROSS BLUE SHIELD OF ILLINOIS|PO BOX 805107^^CHICAGO^IL^60680||||||||||GARCIA^MARIA^ELENA|SEL|19720314
 ",
-    "MSH|^~\\&|BENCH-LAB|MEDBUS-BENCH|MEDBUS|HOSP|{TS}||ORU^R01^ORU_R01|X|P|2.5|||AL|NE|USA|UNICODE UTF-8
+    "MSH|^~\\&|BENCH-LAB|MEDBUS-BENCH|MEDBUS|HOSP|{TS}||ORU^R01^ORU_R01|X|P|2.5|||||USA|UNICODE UTF-8
 PID|1||MRN771204^^^HOSP^MR||OKAFOR^JAMES^T||19580922|M|||77 RIVER ROAD^^SPRINGFIELD^IL^62702^USA^H||^PRN^PH^^1^217^5550987
 PV1|1|O|LAB^^^HOSP||||2233445566^PATEL^ANITA^^^DR^MD^^NPI
 ORC|RE|ORD552071^EPIC|FIL883412^LAB||CM||||{TS}|||2233445566^PATEL^ANITA^^^DR^MD^^NPI
@@ -260,7 +279,7 @@ OBX|3|NM|2951-2^Sodium^LN||139|mmol/L|136-145|N|||F|||{TS}
 OBX|4|NM|2823-3^Potassium^LN||5.9|mmol/L|3.5-5.1|H|||F|||{TS}
 OBX|5|NM|17861-6^Calcium^LN||9.4|mg/dL|8.6-10.3|N|||F|||{TS}
 ",
-    "MSH|^~\\&|BENCH-SCHED|MEDBUS-BENCH|MEDBUS|HOSP|{TS}||SIU^S12^SIU_S12|X|P|2.5|||AL|NE|USA|UNICODE UTF-8
+    "MSH|^~\\&|BENCH-SCHED|MEDBUS-BENCH|MEDBUS|HOSP|{TS}||SIU^S12^SIU_S12|X|P|2.5|||||USA|UNICODE UTF-8
 SCH|APT30917^SCHED|APT30917^SCHED|||||FOLLOWUP^Follow-up visit^LOCAL|OFFICE^Office visit^LOCAL|30|min|^^30^{TS}|||||5566778899^NGUYEN^LINH^^^DR^MD||||5566778899^NGUYEN^LINH^^^DR^MD|||||BOOKED
 PID|1||MRN203377^^^HOSP^MR||BROWN^EMILY^R||19900605|F|||12 OAK AVENUE^^SPRINGFIELD^IL^62701^USA^H||^PRN^PH^^1^217^5550321
 PV1|1|O|CLINIC2^^^HOSP||||5566778899^NGUYEN^LINH^^^DR^MD
@@ -330,6 +349,19 @@ mod tests {
         expected.extend_from_slice(&control_id(2, 0, 5));
         expected.extend_from_slice(b"|P|2.5\rPID|1||9\r");
         assert_eq!(msg, expected);
+        let g = dir.join("g.hl7");
+        std::fs::write(
+            &g,
+            "MSH|^~\\&|A|B|C|D|20240101||ADT^A08|ORIG|P|2.5|||NE|NE|USA\r",
+        )
+        .expect("write");
+        let mix = Mix::from_files(&[g], 0).expect("mix");
+        let msg = message(&mix, 0, &control_id(2, 0, 5));
+        assert!(
+            msg.ends_with(b"|P|2.5|||||USA\r"),
+            "{}",
+            String::from_utf8_lossy(&msg)
+        );
         let bad = dir.join("b.hl7");
         std::fs::write(&bad, "MSH|^~\\&|A\n").expect("write");
         assert!(matches!(

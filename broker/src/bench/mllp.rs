@@ -181,7 +181,9 @@ impl Conn {
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(Decoded::Frame(f))) => return Ok(f),
-                Ok(Some(Decoded::Truncated(_))) | Err(_) => return Err("bad_frame"),
+                Ok(Some(Decoded::Truncated(_) | Decoded::Oversized { .. })) | Err(_) => {
+                    return Err("bad_frame")
+                }
                 Ok(None) => {}
             }
             let n = self.stream.read(&mut chunk).map_err(io_kind("read"))?;

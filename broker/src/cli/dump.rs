@@ -24,6 +24,7 @@ pub fn open_offline(data_dir: &Path) -> Result<Store, StorageError> {
         StoreOptions {
             durability: Durability::Flush,
             max_batch: 1,
+            cache_bytes: 16 << 20,
             observer: None,
         },
     )

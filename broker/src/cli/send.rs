@@ -132,6 +132,9 @@ impl Conn {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(Decoded::Frame(f))) => return Ok(f.to_vec()),
                 Ok(Some(Decoded::Truncated(_))) => return Err("truncated ACK frame".into()),
+                Ok(Some(Decoded::Oversized { limit, .. })) => {
+                    return Err(format!("ACK larger than {limit} bytes"))
+                }
                 Ok(None) => {}
                 Err(e) => return Err(e.to_string()),
             }

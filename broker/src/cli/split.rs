@@ -12,7 +12,8 @@ pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut buf = bytes::BytesMut::from(bytes);
         let mut out = Vec::new();
         while let Ok(Some(d)) = codec.decode_eof(&mut buf) {
-            let (Decoded::Frame(f) | Decoded::Truncated(f)) = d;
+            let (Decoded::Frame(f) | Decoded::Truncated(f) | Decoded::Oversized { head: f, .. }) =
+                d;
             out.push(normalise(&f));
             if buf.is_empty() {
                 break;

@@ -99,7 +99,12 @@ impl Link {
                 }
                 Ok(None) => return Err(LinkError::Lost("closed by the receiver".into())),
                 Ok(Some(Err(e))) => return Err(LinkError::Lost(e.to_string())),
-                Ok(Some(Ok(Decoded::Truncated(_)))) => continue,
+                // A cut-short or oversized answer names nothing we can trust.
+                Ok(Some(Ok(Decoded::Truncated(_) | Decoded::Oversized { .. }))) => {
+                    wrong += 1;
+                    on_wrong();
+                    continue;
+                }
                 Ok(Some(Ok(Decoded::Frame(f)))) => f,
             };
             match read_ack(&frame) {

@@ -7,6 +7,7 @@
 //! ours to give: medbus is the transport, not the receiving application.
 
 use crate::events::Outcome;
+use medbus_config::AckPolicy;
 use medbus_hl7::ack::AckCode;
 use medbus_hl7::Message;
 
@@ -33,8 +34,12 @@ pub enum AckMode {
 }
 
 impl AckMode {
-    /// The mode of `msg` (original when there is no message to read).
-    pub fn of(msg: Option<&Message<'_>>) -> AckMode {
+    /// The mode of `msg` under the listener's policy (original when there
+    /// is no message to read).
+    pub fn of(msg: Option<&Message<'_>>, policy: AckPolicy) -> AckMode {
+        if policy == AckPolicy::Original {
+            return AckMode::Original;
+        }
         let accept = msg.and_then(|m| {
             m.header()
                 .accept_ack_type
@@ -81,7 +86,7 @@ mod tests {
     fn mode(msh15: &str) -> AckMode {
         let text = format!("MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5|||{msh15}\r");
         let m = Message::parse(text.as_bytes()).expect("parse");
-        AckMode::of(Some(&m))
+        AckMode::of(Some(&m), AckPolicy::Auto)
     }
 
     #[test]
@@ -100,5 +105,11 @@ mod tests {
         assert!(mode("SU").sends(Outcome::Stored));
         assert!(!mode("SU").sends(Outcome::Failed));
         assert!(AckMode::Original.sends(Outcome::Failed));
+        let text = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5|||NE\r";
+        let m = Message::parse(text).expect("parse");
+        assert_eq!(
+            AckMode::of(Some(&m), AckPolicy::Original),
+            AckMode::Original
+        );
     }
 }

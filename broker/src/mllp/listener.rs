@@ -44,6 +44,8 @@ pub struct ListenerContext {
     pub allow: Vec<medbus_config::cidr::Cidr>,
     /// TLS, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whether MSH-15 is honoured.
+    pub acknowledgments: medbus_config::AckPolicy,
 }
 
 /// Accepts connections for one listener.

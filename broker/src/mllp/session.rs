@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 use tokio::io::WriteHalf;
 use tokio_util::codec::FramedRead;
 
+/// How long a connection being closed (after an oversized frame) may stay
+/// open for its peer to read the AR and close first.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// One connection from a sending system.
 pub struct MllpSession {
     /// The listener's settings and the store.
@@ -40,6 +44,8 @@ pub struct MllpSession {
     writer: FramedWrite<Bytes, WriteHalf<Box<dyn Io>>, MllpCodec>,
     /// Last time a byte arrived, for the idle timeout.
     last_activity: Instant,
+    /// Closing after an oversized frame: further input is dropped.
+    closing: bool,
     /// Bytes the reader's codec discarded outside frames, not yet counted.
     discarded: Arc<AtomicU64>,
 }
@@ -58,6 +64,7 @@ impl MllpSession {
                 ctx,
                 peer,
                 last_activity: Instant::now(),
+                closing: false,
                 discarded,
             }
         });
@@ -88,6 +95,14 @@ impl MllpSession {
             reason,
         }
         .emit(&self.ctx.metrics);
+    }
+
+    /// Flush, then shut down the write side. actix's `FramedWrite::close`
+    /// only sets a flag; waking the context makes it act on it now rather
+    /// than at the next unrelated event.
+    fn close_writer(&mut self, ctx: &mut Context<Self>) {
+        self.writer.close();
+        ctx.run_later(Duration::ZERO, |_, _| {});
     }
 
     fn count_discarded(&self) {
@@ -148,7 +163,7 @@ impl MllpSession {
                 fingerprint: fingerprint(&payload),
             }
         });
-        let mode = AckMode::of(Some(&msg));
+        let mode = AckMode::of(Some(&msg), self.ctx.acknowledgments);
         let accepted = build_ack(
             &msg,
             mode.code(Outcome::Stored),
@@ -251,7 +266,7 @@ impl MllpSession {
             }
             .emit(&act.ctx.metrics);
             let header = Message::parse_header_only(&payload).ok();
-            let mode = AckMode::of(header.as_ref());
+            let mode = AckMode::of(header.as_ref(), act.ctx.acknowledgments);
             act.answer(
                 mode,
                 |code| nak_for(&payload, code, &err),
@@ -314,6 +329,7 @@ impl StreamHandler<Result<Decoded, MllpError>> for MllpSession {
     fn handle(&mut self, item: Result<Decoded, MllpError>, ctx: &mut Context<Self>) {
         self.last_activity = Instant::now();
         match item {
+            Ok(Decoded::Frame(_) | Decoded::Truncated(_)) if self.closing => {}
             Ok(Decoded::Frame(payload)) => self.on_frame(payload, ctx),
             Ok(Decoded::Truncated(partial)) => {
                 let received = Instant::now();
@@ -324,17 +340,27 @@ impl StreamHandler<Result<Decoded, MllpError>> for MllpSession {
                 };
                 self.reject(partial, err, received, ctx);
             }
-            Err(MllpError::FrameTooLarge { limit, head }) => {
+            Ok(Decoded::Oversized { limit, head }) => {
+                if self.closing {
+                    return;
+                }
                 let received = Instant::now();
                 let err = AckError {
                     code: ErrorCode::ApplicationInternalError,
                     location: None,
-                    text: format!("message exceeds the listener's max_frame of {limit} bytes; only its first {} bytes were kept", head.len()),
+                    text: format!(
+                        "message exceeds the listener's max_frame of {limit} bytes; only its first {} bytes were kept",
+                        head.len()
+                    ),
                 };
                 self.reject(head, err, received, ctx);
-                // The rest of the stream cannot be trusted: close once the AR
-                // is written.
-                ctx.wait(actix::fut::ready(()).map(|_, act: &mut Self, _| act.writer.close()));
+                // The sender is broken or hostile: close once the AR is out.
+                // Until the peer closes, what it sends is read and dropped
+                // (closing with unread data would reset the connection and
+                // could destroy the AR before the peer reads it).
+                self.closing = true;
+                ctx.wait(actix::fut::ready(()).map(|_, act: &mut Self, ctx| act.close_writer(ctx)));
+                ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
             }
             Err(MllpError::Io(e)) => {
                 tracing::info!(listener = %self.ctx.name, peer = %self.peer, error = %e, "read failed");
@@ -343,10 +369,15 @@ impl StreamHandler<Result<Decoded, MllpError>> for MllpSession {
         }
     }
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            // Already shut after an oversized frame; the peer is done too.
+            ctx.stop();
+            return;
+        }
         // The peer closed its side: flush what is still queued, then stop
         // (WriteHandler::finished stops the actor once the writer is closed).
-        self.writer.close();
+        self.close_writer(ctx);
     }
 }
 
@@ -354,5 +385,15 @@ impl WriteHandler<MllpError> for MllpSession {
     fn error(&mut self, err: MllpError, _ctx: &mut Context<Self>) -> Running {
         tracing::info!(listener = %self.ctx.name, peer = %self.peer, error = %err, "write failed");
         Running::Stop
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // After an oversized frame the write side is shut (the peer has its
+        // AR and a FIN); keep reading and dropping until the peer closes or
+        // the grace period ends, so no unread data turns the close into a
+        // reset. Otherwise the session is done.
+        if !self.closing {
+            ctx.stop();
+        }
     }
 }

@@ -130,6 +130,8 @@ pub(crate) struct Committer {
     pub log_file: Option<File>,
     /// Highest blob id already synced.
     pub synced_blob: u64,
+    /// Modification time of the blob directory at the last listing.
+    pub blobs_seen: Option<std::time::SystemTime>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -555,6 +557,23 @@ impl Committer {
     /// them), then the blob directory so their names are durable too.
     fn sync_new_blobs(&mut self) -> Result<(), std::io::Error> {
         let dir = self.dir.join("blobs");
+        // A stat is cheaper than a listing: only list when the directory
+        // changed (a blob was added or removed) since the last look.
+        let modified = match std::fs::metadata(&dir).and_then(|m| m.modified()) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => None,
+        };
+        // Timestamps are only as fine as the kernel's clock tick: trust an
+        // unchanged mtime only once it is well in the past, so a blob added
+        // in the same tick as the last listing is still found.
+        let settled = modified
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(1));
+        if settled && modified == self.blobs_seen {
+            return Ok(());
+        }
+        self.blobs_seen = modified;
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

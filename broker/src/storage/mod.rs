@@ -146,6 +146,8 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// Cap on records per group commit.
     pub max_batch: usize,
+    /// sled page cache in bytes.
+    pub cache_bytes: u64,
     /// Called after each group commit.
     pub observer: Option<CommitObserver>,
 }
@@ -189,15 +191,19 @@ impl Store {
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Sled(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                StorageError::Locked(dir.display().to_string())
-            }
-            other => StorageError::from(other),
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StorageError::Locked(dir.display().to_string())
+                }
+                other => StorageError::from(other),
+            })?;
         // Make the directory entries of sled's files durable once.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -220,6 +226,7 @@ impl Store {
             next: Default::default(),
             log_file,
             synced_blob: 0,
+            blobs_seen: None,
         };
         let thread = std::thread::Builder::new()
             .name("medbus-committer".into())

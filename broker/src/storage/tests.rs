@@ -17,6 +17,7 @@ fn open(dir: &Path) -> Store {
         StoreOptions {
             durability: Durability::Fsync,
             max_batch: 64,
+            cache_bytes: 16 << 20,
             observer: None,
         },
     )
@@ -174,6 +175,7 @@ fn second_open_of_a_data_dir_is_refused() {
         StoreOptions {
             durability: Durability::Fsync,
             max_batch: 1,
+            cache_bytes: 16 << 20,
             observer: None,
         },
     ) {
