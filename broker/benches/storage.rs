@@ -40,6 +40,8 @@ fn bench(c: &mut Criterion) {
                 durability,
                 max_batch: 4096,
                 cache_bytes: 16 << 20,
+                min_free: 0,
+                commit_timeout: std::time::Duration::from_secs(30),
                 observer: None,
             },
         )

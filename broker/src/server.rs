@@ -222,6 +222,8 @@ async fn open_store(
             durability: config.storage.durability,
             max_batch: *config.storage.max_batch_records.get_ref(),
             cache_bytes: config.storage.cache.0,
+            min_free: config.storage.min_free.0,
+            commit_timeout: config.storage.commit_timeout.0,
             observer: Some(Box::new(move |stats| {
                 health.storage_ok.store(stats.ok, Ordering::Release);
                 CommitFinished(stats).emit(&metrics);

@@ -28,6 +28,11 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9575";
 /// Default time between "not ready" and closing the listeners on shutdown,
 /// so that load balancers stop sending first.
 pub const DEFAULT_SHUTDOWN_GRACE: HumanDuration = HumanDuration(Duration::from_secs(2));
+/// Default free-space reserve: room for sled to finish what it has started
+/// (segments of 512 KiB, blobs, snapshots) so that it never meets ENOSPC.
+pub const DEFAULT_MIN_FREE: ByteSize = ByteSize(64 << 20);
+/// Default longest wait for a group commit.
+pub const DEFAULT_COMMIT_TIMEOUT: HumanDuration = HumanDuration(Duration::from_secs(10));
 /// Default page cache of the message store (sled's own default is 1 GiB).
 pub const DEFAULT_STORAGE_CACHE: ByteSize = ByteSize(64 << 20);
 /// Default cap on records per group commit.
@@ -72,6 +77,9 @@ pub struct Config {
     /// topic patterns. None: development mode (loopback, empty token).
     #[serde(default)]
     pub clients: Vec<crate::protocol::ClientConfig>,
+    /// The FHIR R4 REST gateway; absent: none.
+    #[serde(default)]
+    pub fhir: Option<crate::fhir::FhirConfig>,
 }
 
 /// `[mapping]`: site settings of the HL7 v2 → FHIR mapping.
@@ -111,9 +119,26 @@ pub struct StorageConfig {
     /// broker's resident memory grows up to about this much plus buffers.
     #[serde(default = "default_cache")]
     pub cache: ByteSize,
+    /// Free disk space kept in reserve (default `"64MiB"`): below it,
+    /// appends are refused with negative ACKs before the store is touched,
+    /// and accepted again by themselves once space is freed.
+    #[serde(default = "default_min_free")]
+    pub min_free: ByteSize,
+    /// Longest wait for a group commit (default `"10s"`); an append still
+    /// waiting then is answered with an error (AE), never left hanging.
+    #[serde(default = "default_commit_timeout")]
+    pub commit_timeout: HumanDuration,
     /// Most records one group commit takes; more wait for the next one.
     #[serde(default = "default_max_batch_records")]
     pub max_batch_records: Spanned<usize>,
+}
+
+fn default_min_free() -> ByteSize {
+    DEFAULT_MIN_FREE
+}
+
+fn default_commit_timeout() -> HumanDuration {
+    DEFAULT_COMMIT_TIMEOUT
 }
 
 fn default_cache() -> ByteSize {
@@ -129,6 +154,8 @@ impl Default for StorageConfig {
         Self {
             durability: Durability::default(),
             cache: DEFAULT_STORAGE_CACHE,
+            min_free: DEFAULT_MIN_FREE,
+            commit_timeout: DEFAULT_COMMIT_TIMEOUT,
             max_batch_records: default_max_batch_records(),
         }
     }

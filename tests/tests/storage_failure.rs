@@ -77,3 +77,100 @@ fn a_failing_disk_gives_negative_acks_and_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (this test needs root, as CI has): {status}"
+        );
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_negative_acks_and_ingest_resumes_when_space_is_freed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let disk = SmallDisk::mount(&tmp.path().join("mnt"), "24m");
+    let data = disk.path.join("data");
+    let config = format!(
+        "[storage]\nmin_free = \"8MiB\"\n\n{}",
+        listener_config("disk", "")
+    );
+    let broker = Broker::start(&config, &data);
+    let http = broker.http.expect("http");
+    let mut c = MllpClient::connect(broker.mllp("disk"));
+    let mut acked: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut send = |c: &mut MllpClient, id: &str| {
+        let msg = adt_a01(id, "FULL");
+        let ack = c.request(&msg);
+        let code = field(&ack, "MSA", 1).unwrap_or_default();
+        if code == "AA" {
+            acked.insert(id.to_string(), msg);
+        }
+        (code, String::from_utf8_lossy(&ack).into_owned())
+    };
+    assert_eq!(send(&mut c, "BEFORE").0, "AA");
+    // Fill the disk past the reserve.
+    let filler = disk.path.join("filler");
+    let free_mib = 24 - 8 + 1;
+    let status = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", filler.display()),
+            "bs=1M",
+            &format!("count={free_mib}"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("dd");
+    assert!(status.code().is_some());
+    let (code, ack) = send(&mut c, "DURING");
+    assert_eq!(code, "AE", "{ack}");
+    assert!(ack.contains("\rERR|") && ack.contains("disk full"), "{ack}");
+    assert_eq!(http_get(http, "/readyz").map(|r| r.0), Some(503));
+    // Free the space: ingest resumes by itself, readiness too.
+    std::fs::remove_file(&filler).expect("rm filler");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http_get(http, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(send(&mut c, "AFTER").0, "AA");
+    drop(c);
+    assert_eq!(broker.stop(), Some(0));
+    let stored: Vec<String> = dump(&data, "hl7.inbound")
+        .iter()
+        .map(|r| {
+            r["headers"]["hl7.control_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        vec!["BEFORE", "AFTER"],
+        "acked messages kept, the refused one not stored"
+    );
+    assert_eq!(acked.len(), 2);
+}

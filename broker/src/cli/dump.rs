@@ -25,6 +25,8 @@ pub fn open_offline(data_dir: &Path) -> Result<Store, StorageError> {
             durability: Durability::Flush,
             max_batch: 1,
             cache_bytes: 16 << 20,
+            min_free: 0,
+            commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
         },
     )

@@ -28,6 +28,9 @@ use tokio::sync::{oneshot, watch};
 pub(crate) const DEDUP_TREE: &str = "dedup";
 /// How often expired retransmission keys are swept.
 const DEDUP_SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How long the committer waits for work before doing its idle chores
+/// (health re-check after a failure, dedup sweep).
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Most keys removed per sweep, so a sweep never stalls ingest.
 const DEDUP_SWEEP_MAX: usize = 10_000;
 
@@ -130,6 +133,10 @@ pub(crate) struct Committer {
     pub log_file: Option<File>,
     /// Highest blob id already synced.
     pub synced_blob: u64,
+    /// Free disk space below which appends are refused.
+    pub min_free: u64,
+    /// Whether the last batch failed (for the idle health re-check).
+    pub last_failed: bool,
     /// Modification time of the blob directory at the last listing.
     pub blobs_seen: Option<std::time::SystemTime>,
 }
@@ -170,11 +177,14 @@ impl Committer {
         let mut batch_no = 0u64;
         loop {
             // Block for the first op, then take whatever else is queued.
-            let first = match self.ops.recv_timeout(DEDUP_SWEEP_EVERY) {
+            let first = match self.ops.recv_timeout(IDLE_TICK) {
                 Ok(op) => op,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    self.sweep_dedup();
-                    last_sweep = Instant::now();
+                    if last_sweep.elapsed() >= DEDUP_SWEEP_EVERY {
+                        self.sweep_dedup();
+                        last_sweep = Instant::now();
+                    }
+                    self.report_idle_health();
                     continue;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -199,12 +209,70 @@ impl Committer {
         }
     }
 
+    /// While idle after a failed batch, tell the observer as soon as the
+    /// disk has room again, so readiness recovers without waiting for
+    /// traffic that a load balancer would not send to an unready broker.
+    fn report_idle_health(&mut self) {
+        if !self.last_failed || self.disk_full().is_some() {
+            return;
+        }
+        if self.make_durable().is_ok() {
+            self.last_failed = false;
+            if let Some(observer) = &self.observer {
+                observer(&CommitStats {
+                    records: 0,
+                    elapsed: Duration::ZERO,
+                    ok: true,
+                    topics: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// `Some(error)` when the disk is below its reserve: then nothing that
+    /// writes new data is applied (sled must never meet ENOSPC: it does not
+    /// recover from it without a restart).
+    fn disk_full(&self) -> Option<StorageError> {
+        if self.min_free == 0 || self.durability == Durability::None {
+            return None;
+        }
+        match fs2::available_space(&self.dir) {
+            Ok(available) if available < self.min_free => Some(StorageError::DiskFull {
+                available,
+                reserve: self.min_free,
+            }),
+            _ => None,
+        }
+    }
+
     fn commit(&mut self, batch: &mut Vec<Op>) {
         let started = Instant::now();
         let now = now_ms();
+        let full = self.disk_full();
+        if let Some(e) = &full {
+            tracing::error!(error = %e, "refusing writes until space is freed");
+        }
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
             match op {
+                Op::Append { reply, .. } if full.is_some() => {
+                    pending.push(Pending {
+                        reply: Reply::Append(
+                            reply,
+                            Err(full.clone().unwrap_or(StorageError::Closed)),
+                        ),
+                        dedup_inserted: None,
+                    });
+                }
+                Op::Atomic { reply, .. } if full.is_some() => {
+                    pending.push(Pending {
+                        reply: Reply::Atomic(
+                            reply,
+                            Err(full.clone().unwrap_or(StorageError::Closed)),
+                        ),
+                        dedup_inserted: None,
+                    });
+                }
                 Op::Append { request, reply } => {
                     let (result, dedup_inserted) = self.apply(request, now);
                     pending.push(Pending {
@@ -274,11 +342,12 @@ impl Committer {
                 }
             }
         }
+        self.last_failed = durable.is_err() || full.is_some();
         if let Some(observer) = &self.observer {
             observer(&CommitStats {
                 records,
                 elapsed: started.elapsed(),
-                ok: durable.is_ok(),
+                ok: durable.is_ok() && full.is_none(),
                 topics,
             });
         }

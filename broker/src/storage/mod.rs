@@ -45,6 +45,17 @@ pub enum StorageError {
     /// The committer has stopped (the broker is shutting down).
     #[error("the message store is closed")]
     Closed,
+    /// Less free disk space than the configured reserve.
+    #[error("disk full: {available} bytes free, {reserve} kept in reserve")]
+    DiskFull {
+        /// Bytes free.
+        available: u64,
+        /// `storage.min_free`.
+        reserve: u64,
+    },
+    /// The commit did not finish in time (the disk or sled is stuck).
+    #[error("storage did not answer within {0:?}")]
+    Timeout(Duration),
     /// A topic name outside `[A-Za-z0-9._-]{1,200}`.
     #[error("invalid topic name {0:?}")]
     InvalidTopic(String),
@@ -148,6 +159,10 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// sled page cache in bytes.
     pub cache_bytes: u64,
+    /// Free disk space below which appends are refused.
+    pub min_free: u64,
+    /// Longest wait for a commit before an append reports failure.
+    pub commit_timeout: Duration,
     /// Called after each group commit.
     pub observer: Option<CommitObserver>,
 }
@@ -164,6 +179,7 @@ struct Inner {
     ops: std::sync::Mutex<Option<mpsc::Sender<committer::Op>>>,
     committed: watch::Receiver<u64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    commit_timeout: Duration,
 }
 
 /// Whether `name` is a valid topic name.
@@ -226,6 +242,8 @@ impl Store {
             next: Default::default(),
             log_file,
             synced_blob: 0,
+            min_free: options.min_free,
+            last_failed: false,
             blobs_seen: None,
         };
         let thread = std::thread::Builder::new()
@@ -239,6 +257,7 @@ impl Store {
                 ops: std::sync::Mutex::new(Some(tx)),
                 committed: committed_rx,
                 thread: std::sync::Mutex::new(Some(thread)),
+                commit_timeout: options.commit_timeout,
             }),
         })
     }
@@ -256,11 +275,15 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
         let (reply, rx) = oneshot::channel();
         let sent = self.submit(committer::Op::Append { request, reply });
+        let timeout = self.inner.commit_timeout;
         async move {
             if !sent {
                 return Err(StorageError::Closed);
             }
-            rx.await.unwrap_or(Err(StorageError::Closed))
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(reply) => reply.unwrap_or(Err(StorageError::Closed)),
+                Err(_) => Err(StorageError::Timeout(timeout)),
+            }
         }
     }
 
@@ -272,11 +295,15 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
         let (reply, rx) = oneshot::channel();
         let sent = self.submit(committer::Op::Atomic { write, reply });
+        let timeout = self.inner.commit_timeout;
         async move {
             if !sent {
                 return Err(StorageError::Closed);
             }
-            rx.await.unwrap_or(Err(StorageError::Closed))
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(reply) => reply.unwrap_or(Err(StorageError::Closed)),
+                Err(_) => Err(StorageError::Timeout(timeout)),
+            }
         }
     }
 
@@ -293,11 +320,15 @@ impl Store {
             below,
             reply,
         });
+        let timeout = self.inner.commit_timeout;
         async move {
             if !sent {
                 return Err(StorageError::Closed);
             }
-            rx.await.unwrap_or(Err(StorageError::Closed))
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(reply) => reply.unwrap_or(Err(StorageError::Closed)),
+                Err(_) => Err(StorageError::Timeout(timeout)),
+            }
         }
     }
 

@@ -18,6 +18,8 @@ fn open(dir: &Path) -> Store {
             durability: Durability::Fsync,
             max_batch: 64,
             cache_bytes: 16 << 20,
+            min_free: 0,
+            commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
         },
     )
@@ -176,6 +178,8 @@ fn second_open_of_a_data_dir_is_refused() {
             durability: Durability::Fsync,
             max_batch: 1,
             cache_bytes: 16 << 20,
+            min_free: 0,
+            commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
         },
     ) {
