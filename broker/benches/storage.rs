@@ -28,6 +28,7 @@ fn request(payload: &[u8]) -> AppendRequest {
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("runtime");
     let payload = vec![b'x'; 1024];

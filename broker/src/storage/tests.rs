@@ -28,6 +28,7 @@ fn open(dir: &Path) -> Store {
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("rt")
         .block_on(f)
