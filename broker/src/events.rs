@@ -548,3 +548,131 @@ impl RetentionPass<'_> {
         }
     }
 }
+
+/// The FHIR gateway answered a request.
+pub struct FhirRequestServed {
+    /// One of [`crate::gateway::INTERACTIONS`].
+    pub interaction: &'static str,
+    /// HTTP status sent.
+    pub status: u16,
+    /// Request received → answer ready.
+    pub took: Duration,
+}
+
+impl FhirRequestServed {
+    /// Log and count (no URL: ids and search values can be patient data).
+    pub fn emit(self, m: &Metrics) {
+        m.fhir_requests
+            .with_label_values(&[self.interaction, &self.status.to_string()])
+            .inc();
+        m.fhir_request_seconds
+            .with_label_values(&[self.interaction])
+            .observe(self.took.as_secs_f64());
+        tracing::debug!(
+            interaction = self.interaction,
+            status = self.status,
+            took_us = self.took.as_micros() as u64,
+            "FHIR request"
+        );
+    }
+}
+
+/// The FHIR gateway appended resources durably.
+pub struct FhirResourcesStored {
+    /// Records written (one per resource).
+    pub records: usize,
+}
+
+impl FhirResourcesStored {
+    /// Count.
+    pub fn emit(self, m: &Metrics) {
+        m.fhir_resources_stored.inc_by(self.records as u64);
+        tracing::debug!(records = self.records, "FHIR resources stored");
+    }
+}
+
+/// The current-state view indexed one batch of a topic.
+pub struct ViewBatchIndexed<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Records read.
+    pub records: u64,
+    /// New resource versions (or deletions) they made.
+    pub versions: u64,
+}
+
+impl ViewBatchIndexed<'_> {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        m.fhir_view_versions.inc_by(self.versions);
+        tracing::debug!(topic = %self.topic, records = self.records, versions = self.versions, "FHIR view batch indexed");
+    }
+}
+
+/// How one Subscription notification attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub enum SubscriptionOutcome {
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// A non-2xx answer or a timeout; it is sent again.
+    Retried,
+    /// The endpoint could not be reached; sent again, no attempt spent.
+    Unreachable,
+    /// Out of attempts: written to the dead-letter topic.
+    DeadLettered,
+}
+
+/// A Subscription notification attempt ended.
+pub struct SubscriptionDelivery<'a> {
+    /// The Subscription's id (server-assigned or the client's; not patient data).
+    pub subscription: &'a str,
+    /// How.
+    pub outcome: SubscriptionOutcome,
+    /// Record received → delivered (for `Delivered`).
+    pub latency: Duration,
+}
+
+impl SubscriptionDelivery<'_> {
+    /// Log and count.
+    pub fn emit(self, m: &Metrics) {
+        let label = match self.outcome {
+            SubscriptionOutcome::Delivered => "delivered",
+            SubscriptionOutcome::Retried => "retried",
+            SubscriptionOutcome::Unreachable => "unreachable",
+            SubscriptionOutcome::DeadLettered => "dead_lettered",
+        };
+        m.fhir_subscription_deliveries
+            .with_label_values(&[label])
+            .inc();
+        match self.outcome {
+            SubscriptionOutcome::Delivered => {
+                m.fhir_subscription_latency_seconds
+                    .observe(self.latency.as_secs_f64());
+                tracing::debug!(subscription = %self.subscription, "notification delivered");
+            }
+            SubscriptionOutcome::DeadLettered => {
+                m.dead_letters.with_label_values(&["subscription"]).inc();
+                tracing::warn!(subscription = %self.subscription, "notification dead-lettered");
+            }
+            SubscriptionOutcome::Retried => {
+                tracing::info!(subscription = %self.subscription, "notification refused; retrying");
+            }
+            SubscriptionOutcome::Unreachable => {}
+        }
+    }
+}
+
+/// The set of active Subscriptions changed.
+pub struct SubscriptionsChanged {
+    /// How many now run.
+    pub active: usize,
+}
+
+impl SubscriptionsChanged {
+    /// Log and set the gauge.
+    pub fn emit(self, m: &Metrics) {
+        m.fhir_subscriptions_active
+            .set(i64::try_from(self.active).unwrap_or(i64::MAX));
+        tracing::info!(active = self.active, "subscriptions updated");
+    }
+}

@@ -46,3 +46,11 @@ pub const FHIR_RESOURCE_TYPE: &str = "fhir.resource_type";
 pub const FHIR_ID: &str = "fhir.id";
 /// Present (`true`) when the message type is not fully mapped to FHIR.
 pub const FHIR_PARTIAL: &str = "fhir.partial";
+/// Present (`true`) on a record that deletes the resource `fhir.id` (a
+/// FHIR gateway DELETE): views and subscriptions drop it.
+pub const FHIR_DELETED: &str = "fhir.deleted";
+/// The FHIR interaction that wrote a gateway record (`create`, `update`,
+/// `transaction`, `batch`, `delete`).
+pub const FHIR_INTERACTION: &str = "fhir.interaction";
+/// Present (`true`) on records written or delivered again by a replay.
+pub const REPLAYED: &str = "medbus.replayed";

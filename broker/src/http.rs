@@ -52,6 +52,8 @@ pub struct BrokerView {
     pub listeners: Vec<Arc<ListenerContext>>,
     /// Configured durability.
     pub durability: &'static str,
+    /// The running configuration (for replay); replaced on SIGHUP reload.
+    pub config: std::sync::RwLock<Arc<medbus_config::Config>>,
 }
 
 /// Shared state of the endpoint.
@@ -78,6 +80,8 @@ pub fn start(
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/api/status", web::get().to(status))
+            .route("/api/backup", web::get().to(backup))
+            .route("/api/replay/{kind}/{name}", web::post().to(replay))
     })
     .workers(1)
     .disable_signals()
@@ -231,4 +235,95 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         }
     }
     HttpResponse::Ok().json(out)
+}
+
+/// `GET /api/backup`: a consistent snapshot of the store, streamed. The
+/// snapshot is written next to the data (so memory stays flat), opened, and
+/// unlinked at once; the open handle keeps it readable while it streams.
+async fn backup(state: web::Data<HttpState>) -> HttpResponse {
+    let Some(b) = state.broker.get() else {
+        return HttpResponse::ServiceUnavailable().body("not started yet\n");
+    };
+    let tmp = b.store.dir().join(format!(
+        ".backup-{}-{}.tmp",
+        std::process::id(),
+        crate::storage::now_ms()
+    ));
+    let summary = match b.store.backup(&tmp).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return HttpResponse::InternalServerError().body(format!("{e}\n"));
+        }
+    };
+    let file = match std::fs::File::open(&tmp) {
+        Ok(f) => f,
+        Err(e) => return HttpResponse::InternalServerError().body(format!("{e}\n")),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    tracing::info!(
+        entries = summary.entries,
+        bytes = summary.bytes,
+        "backup streamed"
+    );
+    let chunks = futures_util::stream::unfold(file, |mut f| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("X-Medbus-Backup-Entries", summary.entries.to_string()))
+        .insert_header(("Content-Length", summary.bytes.to_string()))
+        .streaming(chunks)
+}
+
+/// Query of `POST /api/replay/{route|destination}/{name}?from=N&to=M`.
+#[derive(serde::Deserialize)]
+struct ReplayQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+/// `POST /api/replay/{kind}/{name}`: replay a range; answers when done.
+async fn replay(
+    state: web::Data<HttpState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<ReplayQuery>,
+) -> HttpResponse {
+    let Some(b) = state.broker.get() else {
+        return HttpResponse::ServiceUnavailable().body("not started yet\n");
+    };
+    let (kind, name) = path.into_inner();
+    let target = match kind.as_str() {
+        "route" => crate::replay::Target::Route(name),
+        "destination" => crate::replay::Target::Destination(name),
+        other => return HttpResponse::NotFound().body(format!("cannot replay a {other:?}\n")),
+    };
+    let config = match b.config.read() {
+        Ok(c) => c.clone(),
+        Err(_) => return HttpResponse::InternalServerError().body("config unavailable\n"),
+    };
+    match crate::replay::replay(
+        &config,
+        &b.store,
+        &state.metrics,
+        &target,
+        query.from,
+        query.to,
+    )
+    .await
+    {
+        Ok(summary) => HttpResponse::Ok().json(summary),
+        Err(
+            e @ (crate::replay::ReplayError::Unknown(..) | crate::replay::ReplayError::Range(_)),
+        ) => HttpResponse::BadRequest().body(format!("{e}\n")),
+        Err(e) => HttpResponse::InternalServerError().body(format!("{e}\n")),
+    }
 }

@@ -11,12 +11,16 @@
 //! - [`metrics`]: the Prometheus registry and every metric family.
 //! - [`events`]: one struct per internal event; `emit` logs and counts.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+//! - [`gateway`]: the FHIR REST API: reads from a current-state view,
+//!   writes into `fhir.inbound`, Subscriptions, SMART on FHIR tokens.
 //! - [`destination`]: one actor per MLLP destination: ordered, ACK-checked delivery.
+//! - [`replay`]: run a route or a destination again over a range.
 //! - [`retention`]: removes old records per topic limits, in bounded batches.
 //! - [`route`]: one router actor per configured route.
 //! - [`client`]: the binary protocol: a listener and one session actor per
 //!   client connection, dispatchers for subscriptions and consumer groups.
 //! - [`server`]: starts every component of a config inside an actix system.
+//! - [`task`]: long-running loops as actors that stop cleanly.
 //! - [`tls`]: rustls acceptors and connectors from the TLS settings.
 //! - [`cli`]: the subcommands other than `serve` (`send`, `dump`, `topics`, …).
 //! - [`bench`]: `medbus bench`, the load generator and the machine's limits.
@@ -27,12 +31,15 @@ pub mod cli;
 pub mod client;
 pub mod destination;
 pub mod events;
+pub mod gateway;
 pub mod headers;
 pub mod http;
 pub mod metrics;
 pub mod mllp;
+pub mod replay;
 pub mod retention;
 pub mod route;
 pub mod server;
 pub mod storage;
+pub mod task;
 pub mod tls;

@@ -121,6 +121,46 @@ enum Command {
         #[arg(long, default_value = "")]
         token: String,
     },
+    /// Run a route, or a destination, again over a range of its source topic (running broker).
+    Replay {
+        /// The route to replay.
+        #[arg(
+            long,
+            conflicts_with = "destination",
+            required_unless_present = "destination"
+        )]
+        route: Option<String>,
+        /// The destination to send the range to again.
+        #[arg(long)]
+        destination: Option<String>,
+        /// First source offset.
+        #[arg(long)]
+        from: u64,
+        /// Last source offset (default: the end of the topic).
+        #[arg(long)]
+        to: Option<u64>,
+        /// The running broker's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Write a consistent snapshot of a data directory (running broker or not) to a file.
+    Backup {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Backup file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new, empty data directory.
+    Restore {
+        /// Backup file.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Data directory to create.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Print a stopped broker's topic as JSON lines.
     Dump {
         /// Topic name.
@@ -202,6 +242,56 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Replay {
+            route,
+            destination,
+            from,
+            to,
+            data_dir,
+        } => {
+            let (kind, name) = match (route, destination) {
+                (Some(r), _) => ("route", r),
+                (None, Some(d)) => ("destination", d),
+                (None, None) => return Ok(ExitCode::from(2)),
+            };
+            let http = cli::admin::broker_http(&data_dir)?;
+            let mut path = format!("/api/replay/{kind}/{name}?from={from}");
+            if let Some(to) = to {
+                path.push_str(&format!("&to={to}"));
+            }
+            match cli::admin::request(&http, "POST", &path) {
+                Ok(body) => {
+                    println!("{}", body.trim());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(cli::admin::AdminError::Refused { status: 400, body }) => {
+                    eprintln!("medbus replay: {body}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Backup { data_dir, out } => {
+            let s = cli::backup::backup(&data_dir, &out)?;
+            println!(
+                "backup {}: {} entries, {} bytes",
+                out.display(),
+                s.entries,
+                s.bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { input, data_dir } => {
+            let s = cli::backup::restore(&input, &data_dir)?;
+            println!(
+                "restored {} into {}: {} trees, {} entries",
+                input.display(),
+                data_dir.display(),
+                s.trees,
+                s.entries
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Convert {
             pretty,
@@ -342,22 +432,39 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
         if let Some(addr) = server.protocol {
             println!("protocol listener on {addr}");
         }
+        if let Some(addr) = server.fhir {
+            println!("fhir gateway on {addr}");
+        }
         for r in server.route_names() {
             println!("route {r:?} running");
         }
         for d in server.destination_names() {
             println!("destination {d:?} running");
         }
+        let broker_file = data_dir.join(cli::backup::BROKER_FILE);
+        let _ = std::fs::write(
+            &broker_file,
+            serde_json::json!({"pid": std::process::id(), "http": endpoint.addr.to_string()}).to_string(),
+        );
         println!("ready");
         tracing::info!("ready");
         let mut server = server;
         loop {
             match wait_for_signal().await? {
                 Signal::Stop => break,
-                Signal::Reload => reload(config_path.as_deref(), &mut server).await,
+                Signal::Reload => {
+                    if let Some(config) = reload(config_path.as_deref(), &mut server).await {
+                        if let Some(view) = endpoint.state.broker.get() {
+                            if let Ok(mut c) = view.config.write() {
+                                *c = std::sync::Arc::new(config);
+                            }
+                        }
+                    }
+                }
             }
         }
         server.stop_routes().await;
+        let _ = std::fs::remove_file(&broker_file);
         // Not ready first, so load balancers stop sending; then close.
         endpoint.state.health.started.store(false, std::sync::atomic::Ordering::Release);
         let grace = config.http.shutdown_grace.0;
@@ -396,15 +503,19 @@ async fn wait_for_signal() -> anyhow::Result<Signal> {
 
 /// SIGHUP: re-read the config file; if it is valid, replace the routes;
 /// otherwise keep the running ones and log every problem.
-async fn reload(config_path: Option<&std::path::Path>, server: &mut medbus::server::Server) {
+async fn reload(
+    config_path: Option<&std::path::Path>,
+    server: &mut medbus::server::Server,
+) -> Option<medbus_config::Config> {
     let Some(path) = config_path else {
         tracing::warn!("SIGHUP ignored: running on the embedded default config, nothing to reload");
-        return;
+        return None;
     };
     match medbus_config::load(path) {
         Ok(config) => {
             server.reload_routes(&config).await;
             println!("reloaded routes from {}", path.display());
+            Some(config)
         }
         Err(errors) => {
             for e in &errors.0 {
@@ -412,6 +523,7 @@ async fn reload(config_path: Option<&std::path::Path>, server: &mut medbus::serv
             }
             tracing::error!("config reload refused: keeping the running routes");
             eprintln!("{errors}");
+            None
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub topic_first_offset: IntGaugeVec,
     /// Records removed by retention, per topic.
     pub retention_deleted_records: IntCounterVec,
+    /// Source records replayed, by kind (`route`, `destination`).
+    pub replayed_records: IntCounterVec,
     /// Messages a destination finished, by outcome: `delivered`,
     /// `dead_lettered`, `filtered`.
     pub destination_messages: IntCounterVec,
@@ -82,6 +84,25 @@ pub struct Metrics {
     pub destination_blocked: IntGaugeVec,
     /// When the message in flight was first sent (Unix seconds; 0: none).
     pub destination_inflight_since: GaugeVec,
+    /// FHIR gateway requests, by interaction (a fixed set) and HTTP status.
+    pub fhir_requests: IntCounterVec,
+    /// FHIR gateway request latency, by interaction.
+    pub fhir_request_seconds: HistogramVec,
+    /// Resources the FHIR gateway stored (records appended).
+    pub fhir_resources_stored: IntCounter,
+    /// Records of the `fhir.*` topics the current-state view has not indexed.
+    pub fhir_view_lag_records: IntGauge,
+    /// Resource versions the view indexed.
+    pub fhir_view_versions: IntCounter,
+    /// Subscription notification attempts, by outcome: `delivered`,
+    /// `retried`, `unreachable`, `dead_lettered`.
+    pub fhir_subscription_deliveries: IntCounterVec,
+    /// Records not yet examined, summed over active Subscriptions.
+    pub fhir_subscription_lag_records: IntGauge,
+    /// From receipt of the record to the endpoint's 2xx.
+    pub fhir_subscription_latency_seconds: Histogram,
+    /// Active Subscriptions.
+    pub fhir_subscriptions_active: IntGauge,
 }
 
 /// Message types that get their own `fhir_convert_seconds` label value; the
@@ -219,6 +240,11 @@ impl Metrics {
                 "Oldest offset still stored",
                 &["topic"],
             )?,
+            replayed_records: counter(
+                "replayed_records_total",
+                "Source records replayed by an operator",
+                &["kind"],
+            )?,
             retention_deleted_records: counter(
                 "retention_deleted_records_total",
                 "Records removed by retention",
@@ -260,6 +286,51 @@ impl Metrics {
                     "When the message in flight was first sent (0: none in flight)",
                 ),
                 &["destination"],
+            )?,
+            fhir_requests: counter(
+                "fhir_requests_total",
+                "FHIR gateway requests, by interaction and HTTP status",
+                &["interaction", "status"],
+            )?,
+            fhir_request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "medbus_fhir_request_seconds",
+                    "FHIR gateway request latency",
+                )
+                .buckets(exponential_buckets(0.00005, 2.0, 17)?),
+                &["interaction"],
+            )?,
+            fhir_resources_stored: IntCounter::new(
+                "medbus_fhir_resources_stored_total",
+                "Resources the FHIR gateway appended to topics",
+            )?,
+            fhir_view_lag_records: IntGauge::new(
+                "medbus_fhir_view_lag_records",
+                "Records of fhir.* topics not yet in the current-state view",
+            )?,
+            fhir_view_versions: IntCounter::new(
+                "medbus_fhir_view_versions_total",
+                "Resource versions indexed by the current-state view",
+            )?,
+            fhir_subscription_deliveries: counter(
+                "fhir_subscription_deliveries_total",
+                "Subscription notification attempts, by outcome",
+                &["outcome"],
+            )?,
+            fhir_subscription_lag_records: IntGauge::new(
+                "medbus_fhir_subscription_lag_records",
+                "Records not yet examined, summed over active Subscriptions",
+            )?,
+            fhir_subscription_latency_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "medbus_fhir_subscription_latency_seconds",
+                    "From receipt of a record to the rest-hook's 2xx",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 17)?),
+            )?,
+            fhir_subscriptions_active: IntGauge::new(
+                "medbus_fhir_subscriptions_active",
+                "Active Subscriptions",
             )?,
             client_connections: IntGauge::new(
                 "medbus_client_connections",
@@ -317,6 +388,7 @@ impl Metrics {
         }
         r.register(Box::new(self.topic_first_offset.clone()))?;
         r.register(Box::new(self.retention_deleted_records.clone()))?;
+        r.register(Box::new(self.replayed_records.clone()))?;
         r.register(Box::new(self.destination_messages.clone()))?;
         r.register(Box::new(self.destination_acks.clone()))?;
         r.register(Box::new(self.destination_retries.clone()))?;
@@ -324,6 +396,15 @@ impl Metrics {
         r.register(Box::new(self.destination_connected.clone()))?;
         r.register(Box::new(self.destination_blocked.clone()))?;
         r.register(Box::new(self.destination_inflight_since.clone()))?;
+        r.register(Box::new(self.fhir_requests.clone()))?;
+        r.register(Box::new(self.fhir_request_seconds.clone()))?;
+        r.register(Box::new(self.fhir_resources_stored.clone()))?;
+        r.register(Box::new(self.fhir_view_lag_records.clone()))?;
+        r.register(Box::new(self.fhir_view_versions.clone()))?;
+        r.register(Box::new(self.fhir_subscription_deliveries.clone()))?;
+        r.register(Box::new(self.fhir_subscription_lag_records.clone()))?;
+        r.register(Box::new(self.fhir_subscription_latency_seconds.clone()))?;
+        r.register(Box::new(self.fhir_subscriptions_active.clone()))?;
         Ok(())
     }
 
@@ -387,6 +468,17 @@ impl Metrics {
         self.destination_inflight_since.with_label_values(&[d]);
         self.dead_letters
             .with_label_values(&[&format!("destination/{d}")]);
+    }
+
+    /// Make the FHIR gateway's series exist before its first request.
+    pub fn init_fhir(&self, interactions: &[&str]) {
+        for i in interactions {
+            self.fhir_request_seconds.with_label_values(&[i]);
+        }
+        for o in ["delivered", "retried", "unreachable", "dead_lettered"] {
+            self.fhir_subscription_deliveries.with_label_values(&[o]);
+        }
+        self.dead_letters.with_label_values(&["subscription"]);
     }
 
     /// Set a destination's lag.

@@ -106,6 +106,10 @@ pub struct Server {
     pub listeners: Vec<BoundListener>,
     /// The binary protocol listener's address, when `[protocol]` is set.
     pub protocol: Option<SocketAddr>,
+    /// The FHIR gateway's address, when `[fhir]` is set.
+    pub fhir: Option<SocketAddr>,
+    /// The FHIR gateway, stopped before the routes.
+    gateway: Option<crate::gateway::Gateway>,
     /// The running routes.
     routes: Vec<RouterHandle>,
     /// The running destinations.
@@ -196,6 +200,9 @@ impl Server {
     /// Stop every route and destination (before shutdown): each finishes
     /// what it is writing first.
     pub async fn stop_routes(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop().await;
+        }
         for r in self.routes.drain(..) {
             r.stop().await;
         }
@@ -321,15 +328,30 @@ pub async fn start(
         Some(p) => Some(start_protocol(config, p, &store, metrics).await?),
         None => None,
     };
+    let gateway = match &config.fhir {
+        Some(f) => Some(
+            crate::gateway::start(f, store.clone(), metrics.clone()).map_err(|e| {
+                ServerError::Bind {
+                    what: "the FHIR gateway".into(),
+                    addr: f.listen.get_ref().clone(),
+                    source: std::io::Error::other(e),
+                }
+            })?,
+        ),
+        None => None,
+    };
     let _ = endpoint.state.broker.set(BrokerView {
         store: store.clone(),
         listeners: contexts,
         durability: config.storage.durability.as_str(),
+        config: std::sync::RwLock::new(Arc::new(config.clone())),
     });
     let mut server = Server {
         store,
         listeners: bound,
         protocol,
+        fhir: gateway.as_ref().map(|g| g.addr),
+        gateway,
         routes: Vec::new(),
         destinations: Vec::new(),
         route_arbiter: actix::Arbiter::new(),

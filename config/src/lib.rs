@@ -17,6 +17,8 @@
 //! - [`destination`]: `[[destinations]]`, MLLP delivery settings.
 //! - [`protocol`]: `[protocol]` (the binary-protocol listener) and
 //!   `[[clients]]` (hashed tokens, topic patterns).
+//! - [`fhir`]: `[fhir]` (the FHIR REST gateway) and `[fhir.auth]` (SMART on
+//!   FHIR bearer tokens).
 //! - [`error`]: [`ConfigError`], printed as `file:line:col: key: message`.
 //! - [`validate`]: the checks serde cannot express; collects every problem,
 //!   not just the first.
@@ -24,6 +26,7 @@
 pub mod cidr;
 pub mod destination;
 pub mod error;
+pub mod fhir;
 pub mod protocol;
 pub mod retention;
 pub mod route;

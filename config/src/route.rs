@@ -36,6 +36,10 @@ pub struct RouteConfig {
     /// (default `"1s"`).
     #[serde(default = "default_retry")]
     pub retry: HumanDuration,
+    /// Dead-letter topic for records that cannot be transformed (default
+    /// `dlq.<name>`; must start with `dlq.`).
+    #[serde(default)]
+    pub dead_letter: Option<Spanned<String>>,
 }
 
 fn default_transform() -> Spanned<Transform> {
@@ -68,7 +72,10 @@ impl RouteConfig {
 
     /// The route's dead-letter topic.
     pub fn dead_letter_topic(&self) -> String {
-        format!("dlq.{}", self.name.get_ref())
+        match &self.dead_letter {
+            Some(d) => d.get_ref().clone(),
+            None => format!("dlq.{}", self.name.get_ref()),
+        }
     }
 }
 

@@ -27,6 +27,18 @@ fn embedded_default_matches_the_documented_defaults() {
     assert_eq!(l.dedup_window.to_string(), "10m");
     assert_eq!(c.http.listen.get_ref(), "127.0.0.1:9575");
     assert_eq!(c.http.shutdown_grace.to_string(), "2s");
+    assert_eq!(c.routes.len(), 1);
+    let r = &c.routes[0];
+    assert_eq!(r.name(), "normalise");
+    assert_eq!(r.sources(), vec!["hl7.inbound".to_string()]);
+    assert_eq!(
+        r.targets(),
+        vec![
+            "fhir.bundles".to_string(),
+            "fhir.{resourceType}".to_string()
+        ]
+    );
+    assert_eq!(r.dead_letter_topic(), "dlq.fhir");
 }
 
 #[test]

@@ -150,6 +150,13 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
             used.entry(a).or_insert_with(|| "the HTTP endpoint".into());
         }
         crate::protocol::validate(config.protocol.as_ref(), &config.clients, &used, &mut err);
+        if let Some(p) = &config.protocol {
+            if let Ok(a) = p.listen.get_ref().parse::<SocketAddr>() {
+                used.entry(a)
+                    .or_insert_with(|| "the protocol listener".into());
+            }
+        }
+        crate::fhir::validate(config.fhir.as_ref(), &used, &mut err);
     }
     validate_destinations(config, &mut err);
     for (i, t) in config.retention.topics.iter().enumerate() {
@@ -275,6 +282,18 @@ fn validate_routes(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>,
                     r.from.span(),
                     key("from"),
                     format!("no listener or route writes to topic {s:?}: this route would never see a record"),
+                );
+            }
+        }
+        if let Some(d) = &r.dead_letter {
+            if !is_valid_topic(d.get_ref()) || !d.get_ref().starts_with("dlq.") {
+                err(
+                    d.span(),
+                    key("dead_letter"),
+                    format!(
+                        "{:?} must be a topic name starting with \"dlq.\"",
+                        d.get_ref()
+                    ),
                 );
             }
         }

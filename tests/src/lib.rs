@@ -115,6 +115,8 @@ pub struct Broker {
     pub http: Option<SocketAddr>,
     /// The binary protocol listener's address, as the broker printed it.
     pub protocol: Option<SocketAddr>,
+    /// The FHIR gateway's address, as the broker printed it.
+    pub fhir: Option<SocketAddr>,
     /// Where its stderr (the logs) goes.
     pub log_path: PathBuf,
 }
@@ -196,6 +198,7 @@ impl Broker {
         let mut listeners = Vec::new();
         let mut http = None;
         let mut protocol = None;
+        let mut fhir = None;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -216,6 +219,9 @@ impl Broker {
             if let Some(addr) = line.strip_prefix("protocol listener on ") {
                 protocol = addr.trim().parse().ok();
             }
+            if let Some(addr) = line.strip_prefix("fhir gateway on ") {
+                fhir = addr.trim().parse().ok();
+            }
             // mllp listener "name" on 127.0.0.1:1234 -> topic hl7.inbound
             if let Some(rest) = line.strip_prefix("mllp listener ") {
                 let mut parts = rest.split_whitespace();
@@ -233,6 +239,7 @@ impl Broker {
             listeners,
             http,
             protocol,
+            fhir,
             log_path,
         }
     }

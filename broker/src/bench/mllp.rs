@@ -32,7 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest ACK frame accepted.
 const MAX_ACK: usize = 1 << 20;
 /// How often the progress line and the RSS sample are refreshed.
-const TICK: Duration = Duration::from_millis(250);
+pub(super) const TICK: Duration = Duration::from_millis(250);
 /// Pause after a failed reconnect, so a dead broker is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -155,14 +155,14 @@ struct Shared {
 }
 
 /// One MLLP connection with its read buffer.
-struct Conn {
+pub(super) struct Conn {
     stream: TcpStream,
     codec: MllpCodec,
     buf: BytesMut,
 }
 
 impl Conn {
-    fn open(addr: SocketAddr, timeout: Duration) -> std::io::Result<Conn> {
+    pub(super) fn open(addr: SocketAddr, timeout: Duration) -> std::io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
@@ -175,7 +175,7 @@ impl Conn {
     }
 
     /// Send one framed message and read one ACK frame.
-    fn exchange(&mut self, frame: &[u8]) -> Result<bytes::Bytes, &'static str> {
+    pub(super) fn exchange(&mut self, frame: &[u8]) -> Result<bytes::Bytes, &'static str> {
         self.stream.write_all(frame).map_err(io_kind("write"))?;
         let mut chunk = [0u8; 4096];
         loop {
@@ -197,7 +197,7 @@ impl Conn {
 }
 
 /// An I/O error's kind, for the error table.
-fn io_kind(op: &'static str) -> impl Fn(std::io::Error) -> &'static str {
+pub(super) fn io_kind(op: &'static str) -> impl Fn(std::io::Error) -> &'static str {
     move |e| match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "timeout",
         std::io::ErrorKind::ConnectionReset
@@ -209,7 +209,7 @@ fn io_kind(op: &'static str) -> impl Fn(std::io::Error) -> &'static str {
     }
 }
 
-fn ack_kind(p: AckProblem) -> &'static str {
+pub(super) fn ack_kind(p: AckProblem) -> &'static str {
     match p {
         AckProblem::Unparseable => "bad_ack",
         AckProblem::WrongMessage => "wrong_ack",
@@ -220,7 +220,7 @@ fn ack_kind(p: AckProblem) -> &'static str {
 }
 
 /// Resolve `to` to one address.
-fn resolve(to: &str) -> Result<SocketAddr, BenchError> {
+pub(super) fn resolve(to: &str) -> Result<SocketAddr, BenchError> {
     to.to_socket_addrs()
         .map_err(|source| BenchError::Unreachable {
             addr: to.to_string(),
@@ -243,11 +243,10 @@ pub fn run(args: &MllpArgs) -> Result<LoadReport, BenchError> {
         Mix::from_files(&args.files, size)?
     };
     let mut broker = if args.spawn {
-        Some(SpawnedBroker::start(&SpawnOptions {
-            data_dir: args.data_dir.clone(),
-            durability: args.durability.as_str().to_string(),
-            max_connections: (args.connections + 16).max(256),
-        })?)
+        let mut opts =
+            SpawnOptions::new(args.durability.as_str(), (args.connections + 16).max(256));
+        opts.data_dir = args.data_dir.clone();
+        Some(SpawnedBroker::start(&opts)?)
     } else {
         None
     };

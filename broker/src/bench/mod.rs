@@ -7,6 +7,16 @@
 //! # Layout
 //! - [`mllp`]: C concurrent MLLP connections, send → ACK, messages/s and
 //!   ACK latency.
+//! - [`publish`]: binary-protocol publishers, batches answered once
+//!   durable; records/s and ack latency.
+//! - [`fanout`]: K subscribers on one topic fed by publishers;
+//!   deliveries/s and delivery latency from a timestamp in each record.
+//! - [`e2e`]: MLLP in at a fixed rate (open loop), FHIR Bundles out to a
+//!   subscriber of `fhir.bundles`; end-to-end latency.
+//! - [`destination`]: a built-in fast MLLP receiver fed by a broker's
+//!   `[[destinations]]`, against a bare MLLP client; delivered/s and ratio.
+//! - [`proto`]: what the protocol modes share (runtime per thread, connect,
+//!   start gate, timestamps, progress loop).
 //! - [`limits`]: this machine's fdatasync, loopback round trip and loopback
 //!   throughput, measured the same way every time.
 //! - [`corpus`]: the messages sent (built-in mix or files), unique MSH-10s,
@@ -15,18 +25,19 @@
 //! - [`histogram`]: HDR latency histograms, coordinated omission.
 //! - [`report`]: the load report, table and `--json`, the progress line.
 //!
-//! The modes `publish`, `fanout` and `e2e` need the binary protocol and FHIR
-//! routing; each will be one more file here returning a
-//! [`report::LoadReport`], and until then answers "not available yet".
+//! Every load mode is one file returning a [`report::LoadReport`].
 
 pub mod corpus;
+pub mod destination;
+pub mod e2e;
+pub mod fanout;
 pub mod histogram;
 pub mod limits;
 pub mod mllp;
+pub mod proto;
+pub mod publish;
 pub mod report;
 pub mod spawn;
-
-use std::ffi::OsString;
 
 /// Why a bench could not run (a run that ran reports its errors instead).
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +45,6 @@ pub enum BenchError {
     /// Bad arguments or input (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// The mode exists in the design but not in this build (exit 2).
-    #[error("bench mode `{0}` is not available yet in this build: it needs the binary protocol and FHIR routing (available: mllp, limits)")]
-    NotAvailable(&'static str),
     /// Nothing answers at the target address.
     #[error("cannot connect to {addr}: {source} (is a broker listening there? or use --spawn)")]
     Unreachable {
@@ -75,7 +83,7 @@ impl BenchError {
     /// The process exit code for this error: 2 for bad usage, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            BenchError::Usage(_) | BenchError::NotAvailable(_) => 2,
+            BenchError::Usage(_) => 2,
             _ => 1,
         }
     }
@@ -103,14 +111,6 @@ impl DurabilityArg {
     }
 }
 
-/// Arguments of a mode that is not built yet (accepted, then refused).
-#[derive(Debug, Clone, clap::Args)]
-pub struct PendingArgs {
-    /// Ignored.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<OsString>,
-}
-
 /// `medbus bench <mode>`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum BenchCommand {
@@ -118,12 +118,14 @@ pub enum BenchCommand {
     Mllp(mllp::MllpArgs),
     /// This machine's limits: fdatasync of a 4 KiB append, loopback TCP round trip and throughput.
     Limits(limits::LimitsArgs),
-    /// Publish over the binary protocol (not available yet in this build).
-    Publish(PendingArgs),
-    /// One publisher, many subscribers (not available yet in this build).
-    Fanout(PendingArgs),
-    /// MLLP in → FHIR out, end-to-end latency (not available yet in this build).
-    E2e(PendingArgs),
+    /// Binary-protocol publishers, batches answered once durable; records/s and ack latency.
+    Publish(publish::PublishArgs),
+    /// K subscribers on one topic fed by publishers; deliveries/s and delivery latency.
+    Fanout(fanout::FanoutArgs),
+    /// MLLP in at a fixed rate → FHIR Bundles to a subscriber; end-to-end latency.
+    E2e(e2e::E2eArgs),
+    /// A broker delivering to a fast MLLP receiver, against a bare MLLP client; delivered/s and ratio.
+    Destination(destination::DestinationArgs),
 }
 
 impl BenchCommand {
@@ -132,7 +134,10 @@ impl BenchCommand {
         match self {
             BenchCommand::Mllp(a) => a.json,
             BenchCommand::Limits(a) => a.json,
-            _ => false,
+            BenchCommand::Publish(a) => a.json,
+            BenchCommand::Fanout(a) => a.json,
+            BenchCommand::E2e(a) => a.json,
+            BenchCommand::Destination(a) => a.json,
         }
     }
 }
@@ -178,8 +183,9 @@ pub fn run(command: &BenchCommand) -> Result<Report, BenchError> {
     match command {
         BenchCommand::Mllp(a) => mllp::run(a).map(Report::Load),
         BenchCommand::Limits(a) => limits::run(a).map(Report::Limits),
-        BenchCommand::Publish(_) => Err(BenchError::NotAvailable("publish")),
-        BenchCommand::Fanout(_) => Err(BenchError::NotAvailable("fanout")),
-        BenchCommand::E2e(_) => Err(BenchError::NotAvailable("e2e")),
+        BenchCommand::Publish(a) => publish::run(a).map(Report::Load),
+        BenchCommand::Fanout(a) => fanout::run(a).map(Report::Load),
+        BenchCommand::E2e(a) => e2e::run(a).map(Report::Load),
+        BenchCommand::Destination(a) => destination::run(a).map(Report::Load),
     }
 }

@@ -102,6 +102,34 @@ pub struct LoadReport {
     pub durability: Option<String>,
     /// Peak resident memory of a broker this run started (VmHWM).
     pub peak_rss_bytes: Option<u64>,
+    /// What the latency measures, from when to when (modes other than `mllp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_of: Option<String>,
+    /// Binary-protocol publishers (`publish`, `fanout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publishers: Option<usize>,
+    /// Records per publish (`publish`, `fanout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// Subscribers of the topic (`fanout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<usize>,
+    /// Records the broker confirmed to the publishers or MLLP senders
+    /// (`fanout`, `e2e`, `destination`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested: Option<u64>,
+    /// `ingested` per second of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_per_sec: Option<f64>,
+    /// ACK latency of the MLLP senders (`e2e`, `destination`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_latency: Option<LatencySummary>,
+    /// Messages/s a bare MLLP client reached against the same receiver (`destination`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bare_msgs_per_sec: Option<f64>,
+    /// `msgs_per_sec` ÷ `bare_msgs_per_sec` (`destination`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_to_bare: Option<f64>,
     /// Where it ran.
     pub machine: Machine,
 }
@@ -126,6 +154,15 @@ impl LoadReport {
             latency: totals.latencies.summary(),
             durability: None,
             peak_rss_bytes: None,
+            latency_of: None,
+            publishers: None,
+            batch: None,
+            subscribers: None,
+            ingested: None,
+            ingest_per_sec: None,
+            ack_latency: None,
+            bare_msgs_per_sec: None,
+            ratio_to_bare: None,
             machine: Machine::detect(),
         }
     }
@@ -141,7 +178,7 @@ impl LoadReport {
             ("conns", self.connections.to_string()),
             ("messages", self.messages.to_string()),
             ("duration", format!("{:.2}s", self.duration_s)),
-            ("msgs/s", format!("{:.0}", self.msgs_per_sec)),
+            (self.rate_label(), format!("{:.0}", self.msgs_per_sec)),
             ("MB/s", format!("{:.2}", self.mb_per_sec)),
             ("p50 ms", ms(self.latency.p50_ms)),
             ("p90 ms", ms(self.latency.p90_ms)),
@@ -166,8 +203,61 @@ impl LoadReport {
             self.machine.describe()
         );
         out.push_str(&render_rows(&[cells]));
+        out.push_str(&self.notes());
         for (kind, n) in &self.errors_by_kind {
             let _ = writeln!(out, "  errors: {n} {kind}");
+        }
+        out
+    }
+}
+
+impl LoadReport {
+    /// The name of the throughput column: what one unit of `msgs_per_sec` is.
+    pub fn rate_label(&self) -> &'static str {
+        match self.mode.as_str() {
+            "publish" => "records/s",
+            "fanout" => "deliveries/s",
+            "e2e" => "bundles/s",
+            "destination" => "delivered/s",
+            _ => "msgs/s",
+        }
+    }
+
+    /// The lines under the table: the mode's own figures.
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        let mut shape = Vec::new();
+        if let Some(p) = self.publishers {
+            shape.push(format!("{p} publishers"));
+        }
+        if let Some(b) = self.batch {
+            shape.push(format!("batches of {b}"));
+        }
+        if let Some(s) = self.subscribers {
+            shape.push(format!("{s} subscribers"));
+        }
+        if !shape.is_empty() {
+            let _ = writeln!(out, "  {}", shape.join(", "));
+        }
+        if let Some(what) = &self.latency_of {
+            let _ = writeln!(out, "  latency: {what}");
+        }
+        if let (Some(n), Some(r)) = (self.ingested, self.ingest_per_sec) {
+            let _ = writeln!(out, "  ingested: {n} ({r:.0}/s)");
+        }
+        if let Some(a) = &self.ack_latency {
+            let _ = writeln!(
+                out,
+                "  MLLP ACK latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                a.p50_ms, a.p99_ms, a.max_ms
+            );
+        }
+        if let Some(b) = self.bare_msgs_per_sec {
+            let _ = writeln!(
+                out,
+                "  bare MLLP client against the same receiver: {b:.0} msgs/s; through the broker ÷ bare = {:.2}",
+                self.ratio_to_bare.unwrap_or(0.0)
+            );
         }
         out
     }

@@ -22,14 +22,14 @@ use crate::events::{DestinationAttempt, DestinationDone, DestinationLink, DoneOu
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Store};
-use actix::prelude::*;
+use crate::task::LoopHandle;
 use medbus_config::destination::{DestinationConfig, OnFailure};
 use medbus_config::route::{compile, Condition};
 use medbus_config::Subject;
 use medbus_hl7::{Message, Path};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Cursor kind of destinations in the cursor tree.
 pub const CURSOR_KIND: &str = "destination";
@@ -104,30 +104,11 @@ impl Settings {
     }
 }
 
-/// The actor; its work runs as one spawned loop.
-pub struct Destination {
-    settings: Arc<Settings>,
-    store: Store,
-    metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
-    done: Option<oneshot::Sender<()>>,
-}
+/// One running destination: a [`crate::task`] loop on the pipeline arbiter.
+pub struct Destination;
 
-/// Stops a running destination.
-pub struct DestinationHandle {
-    /// The destination's name.
-    pub name: String,
-    stop: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-}
-
-impl DestinationHandle {
-    /// Ask it to stop and wait until it has.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.done.await;
-    }
-}
+/// Stops a running destination (after the message in flight is settled).
+pub type DestinationHandle = LoopHandle;
 
 impl Destination {
     /// Start a destination on `arbiter`.
@@ -137,48 +118,19 @@ impl Destination {
         metrics: Arc<Metrics>,
         arbiter: &actix::ArbiterHandle,
     ) -> DestinationHandle {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (done_tx, done_rx) = oneshot::channel();
         let name = settings.name.clone();
-        let actor = Destination {
-            settings: Arc::new(settings),
-            store,
-            metrics,
-            stop: stop_rx,
-            done: Some(done_tx),
-        };
-        Destination::start_in_arbiter(arbiter, move |_| actor);
-        DestinationHandle {
-            name,
-            stop: stop_tx,
-            done: done_rx,
-        }
-    }
-}
-
-impl Actor for Destination {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.metrics.init_destination(&self.settings.name);
-        let task = Worker {
-            s: self.settings.clone(),
-            store: self.store.clone(),
-            metrics: self.metrics.clone(),
-            stop: self.stop.clone(),
-            link: None,
-            seed: now_ms() | 1,
-        }
-        .run();
-        let done = self.done.take();
-        ctx.spawn(actix::fut::wrap_future(task).map(
-            move |_, _act: &mut Self, ctx: &mut Context<Self>| {
-                if let Some(d) = done {
-                    let _ = d.send(());
-                }
-                ctx.stop();
-            },
-        ));
+        crate::task::spawn(name, arbiter, move |stop| {
+            metrics.init_destination(&settings.name);
+            Worker {
+                s: Arc::new(settings),
+                store,
+                metrics,
+                stop,
+                link: None,
+                seed: now_ms() | 1,
+            }
+            .run()
+        })
     }
 }
 
@@ -494,4 +446,84 @@ impl Worker {
             }
         }
     }
+}
+
+/// Send offsets `from..=to` of the destination's source topic to its
+/// receiver again, in order, with the usual ACK checks and retries; a
+/// message that fails goes to the dead-letter topic marked as replayed. The
+/// live destination's cursor is not touched.
+pub async fn replay_range(
+    settings: Settings,
+    store: Store,
+    metrics: Arc<Metrics>,
+    from: u64,
+    to: u64,
+) -> Result<crate::replay::ReplaySummary, StorageError> {
+    // Kept alive for the whole replay: a dropped sender would read as "stop".
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let mut w = Worker {
+        s: Arc::new(settings),
+        store: store.clone(),
+        metrics,
+        stop: stop_rx,
+        link: None,
+        seed: now_ms() | 1,
+    };
+    let mut summary = crate::replay::ReplaySummary::default();
+    let mut next = from;
+    while next <= to {
+        let batch = store.read(&w.s.from, next, READ_BATCH)?;
+        let Some(&(last, _)) = batch.last() else {
+            break;
+        };
+        for (offset, record) in batch.into_iter().filter(|(o, _)| *o <= to) {
+            summary.read += 1;
+            let hl7 = Message::parse(&record.payload).ok();
+            let wanted = w.s.when.matches(&Subject {
+                message: hl7.as_ref(),
+                resource_type: record.header(headers::FHIR_RESOURCE_TYPE),
+            });
+            drop(hl7);
+            if !wanted {
+                summary.filtered += 1;
+                continue;
+            }
+            let failure = match prepare(&record, &w.s.set) {
+                Err(reason) => Some(reason),
+                Ok(p) => match w.deliver(offset, &p.payload, &p.control_id).await {
+                    Delivery::Delivered => None,
+                    Delivery::Failed(reason) => Some(reason),
+                    Delivery::Stopped => return Ok(summary),
+                },
+            };
+            match failure {
+                None => summary.written += 1,
+                Some(reason) => {
+                    let mut h = record.headers.clone();
+                    h.push((headers::ERROR.to_string(), reason));
+                    h.push((
+                        headers::SOURCE.to_string(),
+                        format!("destination/{}", w.s.name),
+                    ));
+                    h.push((headers::REPLAYED.to_string(), "true".into()));
+                    let write = AtomicWrite {
+                        records: vec![(
+                            w.s.dead_letter_topic.clone(),
+                            Record {
+                                timestamp_ms: record.timestamp_ms,
+                                headers: h,
+                                content_type: record.content_type.clone(),
+                                payload: record.payload.clone(),
+                            },
+                        )],
+                        cursors: Vec::new(),
+                    };
+                    store.write_atomic(write).await?;
+                    summary.dead_lettered += 1;
+                }
+            }
+        }
+        next = last + 1;
+    }
+    Ok(summary)
 }

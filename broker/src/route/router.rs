@@ -16,51 +16,24 @@ use crate::events::{RouteBatchWritten, RouteStalled};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Store};
-use actix::prelude::*;
+use crate::task::LoopHandle;
 use medbus_config::route::CompiledRoute;
 use medbus_fhir::ConvertOptions;
 use std::sync::Arc;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Records read from one source per step: bounds memory and the size of one
 /// atomic write, while amortising the commit.
-pub const BATCH_RECORDS: usize = 512;
+pub const BATCH_RECORDS: usize = 4096;
 
 /// Cursor kind of routes in the cursor tree.
 pub const CURSOR_KIND: &str = "route";
 
-/// One running route.
-pub struct Router {
-    /// The compiled route.
-    route: Arc<CompiledRoute>,
-    /// Where it reads and writes.
-    store: Store,
-    /// Where it counts.
-    metrics: Arc<Metrics>,
-    /// FHIR mapping options (site id namespace, time zone).
-    fhir: Arc<ConvertOptions>,
-    /// Set to ask the loop to stop between batches (config reload).
-    stop: watch::Receiver<bool>,
-    /// Fired when the loop has stopped (no write in flight any more).
-    done: Option<oneshot::Sender<()>>,
-}
+/// One running route: a [`crate::task`] loop on the routes' arbiter.
+pub struct Router;
 
-/// Stops a running router.
-pub struct RouterHandle {
-    /// The route's name.
-    pub name: String,
-    stop: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-}
-
-impl RouterHandle {
-    /// Ask the router to stop and wait until its last batch is written, so
-    /// that a successor reading the same durable cursor never repeats it.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.done.await;
-    }
-}
+/// Stops a running route after the batch it is writing.
+pub type RouterHandle = LoopHandle;
 
 impl Router {
     /// Start a router for `route` on `arbiter`.
@@ -71,47 +44,11 @@ impl Router {
         fhir: Arc<ConvertOptions>,
         arbiter: &actix::ArbiterHandle,
     ) -> RouterHandle {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (done_tx, done_rx) = oneshot::channel();
         let name = route.name.clone();
-        let router = Router {
-            route: Arc::new(route),
-            store,
-            metrics,
-            fhir,
-            stop: stop_rx,
-            done: Some(done_tx),
-        };
-        Router::start_in_arbiter(arbiter, move |_| router);
-        RouterHandle {
-            name,
-            stop: stop_tx,
-            done: done_rx,
-        }
-    }
-}
-
-impl Actor for Router {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.metrics.init_route(&self.route.name);
-        let task = run(
-            self.route.clone(),
-            self.store.clone(),
-            self.metrics.clone(),
-            self.fhir.clone(),
-            self.stop.clone(),
-        );
-        let done = self.done.take();
-        ctx.spawn(actix::fut::wrap_future(task).map(
-            move |_, _act: &mut Self, ctx: &mut Context<Self>| {
-                if let Some(d) = done {
-                    let _ = d.send(());
-                }
-                ctx.stop();
-            },
-        ));
+        crate::task::spawn(name, arbiter, move |stop| {
+            metrics.init_route(&route.name);
+            run(Arc::new(route), store, metrics, fhir, stop)
+        })
     }
 }
 

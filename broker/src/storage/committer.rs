@@ -47,6 +47,11 @@ pub(crate) enum Op {
         below: u64,
         reply: oneshot::Sender<Result<Trimmed, StorageError>>,
     },
+    /// Write a consistent snapshot of the whole store to a file.
+    Backup {
+        path: std::path::PathBuf,
+        reply: oneshot::Sender<Result<super::backup::BackupSummary, StorageError>>,
+    },
     /// Records plus cursor positions, applied in one atomic sled step.
     Atomic {
         write: AtomicWrite,
@@ -255,6 +260,18 @@ impl Committer {
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
             match op {
+                Op::Backup { path, reply } => {
+                    // Everything before it in this batch is made durable
+                    // first, so the snapshot shows what was acknowledged.
+                    let result = self
+                        .make_durable()
+                        .map_err(|e| StorageError::Durability(e.to_string()))
+                        .and_then(|_| {
+                            super::backup::write(&self.db, &path)
+                                .map_err(|e| StorageError::Sled(format!("backup failed: {e}")))
+                        });
+                    let _ = reply.send(result);
+                }
                 Op::Append { reply, .. } if full.is_some() => {
                     pending.push(Pending {
                         reply: Reply::Append(

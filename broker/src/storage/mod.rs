@@ -9,10 +9,13 @@
 //! a big-endian u64 (so trees iterate in offset order); a value is a
 //! [`Record`] envelope. Writes go through the single [`committer`] thread.
 
+pub mod backup;
 pub mod committer;
+pub mod kv;
 pub mod record;
 
 pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend, Trimmed, TRIM_BATCH};
+pub use kv::KvOp;
 pub use record::{Record, RecordError};
 
 use medbus_config::Durability;
@@ -267,24 +270,38 @@ impl Store {
         &self.inner.dir
     }
 
-    /// Queue an append; the returned future resolves once the record is
-    /// durable (per the configured durability) or the append failed.
-    pub fn append(
+    /// Hand an op (built around its reply channel) to the committer and
+    /// wait for the answer, at most `timeout` when given.
+    fn call<T: Send + 'static>(
         &self,
-        request: AppendRequest,
-    ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
+        op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> committer::Op,
+        timeout: Option<Duration>,
+    ) -> impl std::future::Future<Output = Result<T, StorageError>> + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = self.submit(committer::Op::Append { request, reply });
-        let timeout = self.inner.commit_timeout;
+        let sent = self.submit(op(reply));
         async move {
             if !sent {
                 return Err(StorageError::Closed);
             }
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(reply) => reply.unwrap_or(Err(StorageError::Closed)),
-                Err(_) => Err(StorageError::Timeout(timeout)),
-            }
+            let answer = match timeout {
+                Some(t) => tokio::time::timeout(t, rx)
+                    .await
+                    .map_err(|_| StorageError::Timeout(t))?,
+                None => rx.await,
+            };
+            answer.unwrap_or(Err(StorageError::Closed))
         }
+    }
+
+    /// Queue an append; the returned future resolves once the record is
+    /// durable (per the configured durability), or the append failed, or
+    /// `storage.commit_timeout` passed.
+    pub fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
+        let timeout = Some(self.inner.commit_timeout);
+        self.call(|reply| committer::Op::Append { request, reply }, timeout)
     }
 
     /// Write records and cursor positions atomically; resolves once durable
@@ -293,18 +310,20 @@ impl Store {
         &self,
         write: AtomicWrite,
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.submit(committer::Op::Atomic { write, reply });
-        let timeout = self.inner.commit_timeout;
-        async move {
-            if !sent {
-                return Err(StorageError::Closed);
-            }
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(reply) => reply.unwrap_or(Err(StorageError::Closed)),
-                Err(_) => Err(StorageError::Timeout(timeout)),
-            }
-        }
+        let timeout = Some(self.inner.commit_timeout);
+        self.call(|reply| committer::Op::Atomic { write, reply }, timeout)
+    }
+
+    /// Write a consistent snapshot of the store to `path` (which must not
+    /// exist). Appends wait while it is written; no timeout (a large store
+    /// takes as long as the disk needs).
+    pub fn backup(
+        &self,
+        path: &Path,
+    ) -> impl std::future::Future<Output = Result<backup::BackupSummary, StorageError>> + 'static
+    {
+        let path = path.to_path_buf();
+        self.call(|reply| committer::Op::Backup { path, reply }, None)
     }
 
     /// Remove records of `topic` below `below`, at most [`TRIM_BATCH`] per
@@ -314,22 +333,16 @@ impl Store {
         topic: &str,
         below: u64,
     ) -> impl std::future::Future<Output = Result<Trimmed, StorageError>> + 'static {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.submit(committer::Op::Trim {
-            topic: topic.to_string(),
-            below,
-            reply,
-        });
-        let timeout = self.inner.commit_timeout;
-        async move {
-            if !sent {
-                return Err(StorageError::Closed);
-            }
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(reply) => reply.unwrap_or(Err(StorageError::Closed)),
-                Err(_) => Err(StorageError::Timeout(timeout)),
-            }
-        }
+        let topic = topic.to_string();
+        let timeout = Some(self.inner.commit_timeout);
+        self.call(
+            move |reply| committer::Op::Trim {
+                topic,
+                below,
+                reply,
+            },
+            timeout,
+        )
     }
 
     /// Hand an op to the committer; `false` when the store is closed.

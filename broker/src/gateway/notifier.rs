@@ -1,0 +1,547 @@
+//! Subscription deliveries: a manager that follows `fhir.Subscription` and
+//! one delivery loop per active Subscription.
+//!
+//! Each delivery loop reads its sources (`fhir.<Type>` and `fhir.inbound`)
+//! through its own durable cursors (`subscription/<id>/<topic>`), placed at
+//! the topics' ends when the Subscription was stored. A matching record is
+//! posted to the rest-hook until the endpoint answers 2xx; a non-2xx answer
+//! or a timeout spends one of `max_attempts`, after which the notification
+//! goes to `dlq.subscription.<id>` (atomically with the cursor advance) and
+//! the next one goes. An endpoint that cannot be reached is retried forever
+//! with the same bounded backoff without spending attempts: while it is
+//! down nothing is lost, and it gets everything once back. After a crash a
+//! loop resumes at its cursor: the notification in flight may be sent again
+//! (at-least-once), none is skipped.
+
+use super::hook;
+use super::resource;
+use super::subscription::{self, Spec, CURSOR_KIND, TOPIC};
+use crate::events::{SubscriptionDelivery, SubscriptionOutcome, SubscriptionsChanged};
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Store};
+use actix::prelude::*;
+use medbus_config::fhir::SubscriptionSettings;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Records read per storage call.
+const READ_BATCH: usize = 256;
+
+/// Delivery settings from `[fhir.subscriptions]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// First retry delay.
+    pub initial: Duration,
+    /// Longest retry delay.
+    pub max: Duration,
+    /// Attempts per notification before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait for the endpoint's status line.
+    pub timeout: Duration,
+}
+
+impl Settings {
+    /// From the config.
+    pub fn from_config(s: &SubscriptionSettings) -> Settings {
+        Settings {
+            initial: s.retry.initial.0,
+            max: s.retry.max.0,
+            max_attempts: *s.retry.max_attempts.get_ref(),
+            timeout: s.timeout.0,
+        }
+    }
+}
+
+/// The active Subscriptions and their lag, shared with the gateway.
+#[derive(Default)]
+pub struct Registry {
+    lag: Mutex<HashMap<String, u64>>,
+}
+
+impl Registry {
+    /// Whether `id` is active.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lag.lock().map(|m| m.contains_key(id)).unwrap_or(false)
+    }
+    /// Active Subscriptions.
+    pub fn len(&self) -> usize {
+        self.lag.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    /// Whether none is active.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn set(&self, id: &str, lag: u64, metrics: &Metrics) {
+        if let Ok(mut m) = self.lag.lock() {
+            m.insert(id.to_string(), lag);
+            let total: u64 = m.values().sum();
+            metrics
+                .fhir_subscription_lag_records
+                .set(i64::try_from(total).unwrap_or(i64::MAX));
+        }
+    }
+    fn remove(&self, id: &str) {
+        if let Ok(mut m) = self.lag.lock() {
+            m.remove(id);
+        }
+    }
+}
+
+/// The manager actor; its work runs as one spawned loop.
+pub struct Notifier {
+    settings: Arc<Settings>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    stop: watch::Receiver<bool>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Stops the manager and every delivery loop.
+pub struct NotifierHandle {
+    stop: watch::Sender<bool>,
+    done: oneshot::Receiver<()>,
+}
+
+impl NotifierHandle {
+    /// Ask everything to stop and wait until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+impl Notifier {
+    /// Start the manager on `arbiter`.
+    pub fn spawn(
+        settings: Settings,
+        store: Store,
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        arbiter: &actix::ArbiterHandle,
+    ) -> NotifierHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = oneshot::channel();
+        let actor = Notifier {
+            settings: Arc::new(settings),
+            store,
+            metrics,
+            registry,
+            stop: stop_rx,
+            done: Some(done_tx),
+        };
+        Notifier::start_in_arbiter(arbiter, move |_| actor);
+        NotifierHandle {
+            stop: stop_tx,
+            done: done_rx,
+        }
+    }
+}
+
+impl Actor for Notifier {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let task = manage(
+            self.settings.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.registry.clone(),
+            self.stop.clone(),
+        );
+        let done = self.done.take();
+        ctx.spawn(actix::fut::wrap_future(task).map(
+            move |_, _act: &mut Self, ctx: &mut Context<Self>| {
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
+                ctx.stop();
+            },
+        ));
+    }
+}
+
+/// A running delivery loop.
+struct Running {
+    /// The stored resource's fingerprint: a changed Subscription restarts.
+    version: u64,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+/// Follow `fhir.Subscription` (from its start: it holds every change) and
+/// keep one delivery loop per active Subscription.
+async fn manage(
+    settings: Arc<Settings>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut commits = store.commits();
+    let mut next = 0u64;
+    let mut running: HashMap<String, Running> = HashMap::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        commits.borrow_and_update();
+        let batch = match store.read(TOPIC, next, READ_BATCH) {
+            Ok(b) => b,
+            Err(StorageError::Closed) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "subscriptions: cannot read; retrying");
+                tokio::time::sleep(settings.initial).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                c = commits.changed() => if c.is_err() { break },
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let mut latest: HashMap<String, Option<(u64, Spec)>> = HashMap::new();
+        for (offset, record) in &batch {
+            next = offset + 1;
+            let Some(id) = record.header(headers::FHIR_ID) else {
+                continue;
+            };
+            let spec = (record.header(headers::FHIR_DELETED) != Some("true"))
+                .then(|| resource::parse_resource(&record.payload).ok())
+                .flatten()
+                .and_then(|m| subscription::spec(&m).ok())
+                .filter(|s| s.active);
+            latest.insert(
+                id.to_string(),
+                spec.map(|s| (crate::storage::fingerprint(&record.payload), s)),
+            );
+        }
+        for (id, spec) in latest {
+            let same = match (&spec, running.get(&id)) {
+                (Some((v, _)), Some(r)) => r.version == *v,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            if let Some(r) = running.remove(&id) {
+                r.stop().await;
+                registry.remove(&id);
+            }
+            if let Some((version, spec)) = spec {
+                registry.set(&id, 0, &metrics);
+                let (tx, rx) = watch::channel(false);
+                let worker = Worker {
+                    spec: Arc::new(spec),
+                    settings: settings.clone(),
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    registry: registry.clone(),
+                    stop: rx,
+                    seed: now_ms() | 1,
+                };
+                let done = actix_rt::spawn(worker.run());
+                running.insert(
+                    id,
+                    Running {
+                        version,
+                        stop: tx,
+                        done,
+                    },
+                );
+            }
+        }
+        SubscriptionsChanged {
+            active: running.len(),
+        }
+        .emit(&metrics);
+    }
+    for (id, r) in running.drain() {
+        r.stop().await;
+        registry.remove(&id);
+    }
+}
+
+/// What became of one notification.
+enum Delivery {
+    Delivered,
+    Failed(String),
+    Stopped,
+}
+
+struct Worker {
+    spec: Arc<Spec>,
+    settings: Arc<Settings>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    stop: watch::Receiver<bool>,
+    /// xorshift state for jitter.
+    seed: u64,
+}
+
+impl Worker {
+    fn key(&self, topic: &str) -> Vec<u8> {
+        cursor_key(CURSOR_KIND, &self.spec.id, topic)
+    }
+
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !*self.stop.borrow(),
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    fn jitter(&mut self, d: Duration) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let half = d / 2;
+        let extra = half.as_millis() as u64;
+        half + Duration::from_millis(if extra == 0 {
+            0
+        } else {
+            self.seed % (extra + 1)
+        })
+    }
+
+    async fn run(mut self) {
+        let mut commits = self.store.commits();
+        let sources = self.spec.criteria.sources();
+        let mut next: Vec<u64> = Vec::new();
+        for t in &sources {
+            next.push(self.store.cursor(&self.key(t)).unwrap_or(0));
+        }
+        tracing::info!(subscription = %self.spec.id, "subscription deliveries started");
+        'outer: loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            commits.borrow_and_update();
+            let mut progressed = false;
+            let mut lag = 0u64;
+            for (i, topic) in sources.iter().enumerate() {
+                let from = next.get(i).copied().unwrap_or(0);
+                let batch = match self.store.read(topic, from, READ_BATCH) {
+                    Ok(b) => b,
+                    Err(StorageError::Closed) => break 'outer,
+                    Err(e) => {
+                        tracing::error!(subscription = %self.spec.id, error = %e, "cannot read a source topic");
+                        if !self.pause(self.settings.initial).await {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                };
+                if let Some(&(last, _)) = batch.last() {
+                    progressed = true;
+                    match self.handle_batch(topic, &batch).await {
+                        Some(()) => {
+                            if let Some(n) = next.get_mut(i) {
+                                *n = last + 1;
+                            }
+                        }
+                        None => break 'outer,
+                    }
+                }
+                let n = next.get(i).copied().unwrap_or(0);
+                lag += self
+                    .store
+                    .last_offset(topic)
+                    .ok()
+                    .flatten()
+                    .map(|l| (l + 1).saturating_sub(n))
+                    .unwrap_or(0);
+            }
+            self.registry.set(&self.spec.id, lag, &self.metrics);
+            if !progressed {
+                tokio::select! {
+                    c = commits.changed() => if c.is_err() { break },
+                    _ = self.stop.changed() => {}
+                }
+            }
+        }
+        tracing::info!(subscription = %self.spec.id, "subscription deliveries stopped");
+    }
+
+    /// Deliver every match of a batch; the cursor ends after its last
+    /// record. `None` when stopping.
+    async fn handle_batch(&mut self, topic: &str, batch: &[(u64, Record)]) -> Option<()> {
+        let want = self.spec.criteria.resource_type.clone();
+        let mut pending_skip: Option<u64> = None;
+        for (offset, record) in batch {
+            let matched = record.header(headers::FHIR_RESOURCE_TYPE) == Some(want.as_str())
+                && record.header(headers::FHIR_DELETED) != Some("true")
+                && resource::parse_resource(&record.payload)
+                    .map(|m| self.spec.criteria.matches(&m))
+                    .unwrap_or(false);
+            if !matched {
+                pending_skip = Some(offset + 1);
+                continue;
+            }
+            let id = record
+                .header(headers::FHIR_ID)
+                .unwrap_or_default()
+                .to_string();
+            let body = subscription::notification(
+                &self.spec,
+                &want,
+                &id,
+                Some(&record.payload),
+                &resource::instant(now_ms()),
+            );
+            let outcome = self.deliver(&body).await;
+            let mut write = AtomicWrite::default();
+            let result = match outcome {
+                Delivery::Stopped => return None,
+                Delivery::Delivered => SubscriptionOutcome::Delivered,
+                Delivery::Failed(reason) => {
+                    let mut h = vec![
+                        (headers::ERROR.to_string(), reason),
+                        (
+                            headers::SOURCE.to_string(),
+                            format!("subscription/{}", self.spec.id),
+                        ),
+                        (headers::SOURCE_TOPIC.to_string(), topic.to_string()),
+                        (headers::SOURCE_OFFSET.to_string(), offset.to_string()),
+                    ];
+                    h.extend(
+                        record
+                            .headers
+                            .iter()
+                            .filter(|(k, _)| k.starts_with("fhir."))
+                            .cloned(),
+                    );
+                    write.records.push((
+                        format!("dlq.subscription.{}", self.spec.id),
+                        Record {
+                            timestamp_ms: record.timestamp_ms,
+                            headers: h,
+                            content_type: headers::CONTENT_TYPE_FHIR.to_string(),
+                            payload: body,
+                        },
+                    ));
+                    SubscriptionOutcome::DeadLettered
+                }
+            };
+            write.cursors.push((self.key(topic), offset + 1));
+            if !self.write(write).await {
+                return None;
+            }
+            pending_skip = None;
+            SubscriptionDelivery {
+                subscription: &self.spec.id,
+                outcome: result,
+                latency: Duration::from_millis(now_ms().saturating_sub(record.timestamp_ms)),
+            }
+            .emit(&self.metrics);
+        }
+        if let Some(n) = pending_skip {
+            let mut w = AtomicWrite::default();
+            w.cursors.push((self.key(topic), n));
+            if !self.write(w).await {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// Write until it lands (the cursor must move) or we are stopping.
+    async fn write(&mut self, w: AtomicWrite) -> bool {
+        loop {
+            match self.store.write_atomic(w.clone()).await {
+                Ok(_) => return true,
+                Err(StorageError::Closed) => return false,
+                Err(e) => {
+                    tracing::error!(subscription = %self.spec.id, error = %e, "cannot advance the cursor; retrying");
+                    if !self.pause(self.settings.initial).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Post one notification until it is accepted, out of attempts, or we
+    /// are stopping.
+    async fn deliver(&mut self, body: &[u8]) -> Delivery {
+        let mut attempts = 0u32;
+        let mut delay = self.settings.initial;
+        loop {
+            if *self.stop.borrow() {
+                return Delivery::Stopped;
+            }
+            let result = hook::post(
+                &self.spec.endpoint,
+                &self.spec.headers,
+                Some("application/fhir+json"),
+                body,
+                self.settings.timeout,
+            )
+            .await;
+            let failure = match result {
+                Ok(code) if (200..300).contains(&code) => return Delivery::Delivered,
+                Ok(code) => {
+                    attempts += 1;
+                    format!("the endpoint answered {code}")
+                }
+                Err(hook::HookError::Unreachable(e)) => {
+                    SubscriptionDelivery {
+                        subscription: &self.spec.id,
+                        outcome: SubscriptionOutcome::Unreachable,
+                        latency: Duration::ZERO,
+                    }
+                    .emit(&self.metrics);
+                    tracing::debug!(subscription = %self.spec.id, error = %e, "endpoint unreachable; retrying");
+                    let wait = self.jitter(delay);
+                    delay = (delay * 2).min(self.settings.max);
+                    if !self.pause(wait).await {
+                        return Delivery::Stopped;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    e.to_string()
+                }
+            };
+            if attempts >= self.settings.max_attempts {
+                return Delivery::Failed(format!(
+                    "not accepted after {attempts} attempts; last: {failure}"
+                ));
+            }
+            SubscriptionDelivery {
+                subscription: &self.spec.id,
+                outcome: SubscriptionOutcome::Retried,
+                latency: Duration::ZERO,
+            }
+            .emit(&self.metrics);
+            let wait = self.jitter(delay);
+            delay = (delay * 2).min(self.settings.max);
+            if !self.pause(wait).await {
+                return Delivery::Stopped;
+            }
+        }
+    }
+}
+
+/// Ids of Subscriptions whose deliveries run (for tests and status).
+pub fn active_ids(registry: &Registry) -> HashSet<String> {
+    registry
+        .lag
+        .lock()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}

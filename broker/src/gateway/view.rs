@@ -1,0 +1,487 @@
+//! The current-state view: the newest version of every resource medbus has
+//! seen, kept up to date from the `fhir.*` topics, so that `GET
+//! /fhir/{type}/{id}` and searches answer from an index instead of a scan.
+//!
+//! The indexer is route-like: it reads every one-resource `fhir.*` topic
+//! (records with `fhir.resource_type` and `fhir.id`; `fhir.bundles` is not
+//! read) through its own cursors, and writes index entries plus the cursor
+//! advance in one atomic key-value batch (tree `kv/fhir.view`). The view is
+//! derived state: after a crash it resumes from the cursors written with
+//! what they produced, and deleting the tree rebuilds it by replay.
+//!
+//! Entries (byte `0` separates parts; types and ids cannot contain it):
+//! - `r|type|id` → version (u64 BE), last updated (ms, u64 BE), content
+//!   fingerprint (u64 BE), then the resource JSON with `meta` set;
+//! - `s|type|system|value|id`, `v|type|value|id`: identifier indexes;
+//! - `p|type|patient|id`: the patient compartment;
+//! - `c|topic` → the next offset to index.
+//!
+//! A record whose content equals the stored version's is not a new version
+//! (a re-sent HL7 message upserts the same resources).
+
+use super::resource;
+use crate::events::ViewBatchIndexed;
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::storage::{fingerprint, KvOp, Record, StorageError, Store};
+use actix::prelude::*;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// The key-value tree of the view.
+pub const VIEW_TREE: &str = "fhir.view";
+/// Records indexed per topic per step: bounds one batch's memory and size.
+pub const VIEW_BATCH: usize = 512;
+/// Topics under `fhir.` that do not hold one resource per record.
+const NOT_INDEXED: [&str; 1] = ["fhir.bundles"];
+/// Pause after a storage error before re-reading from the cursors.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// One stored resource version.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// `meta.versionId`.
+    pub version: u64,
+    /// `meta.lastUpdated`, Unix ms.
+    pub updated_ms: u64,
+    /// The resource JSON, `meta` included.
+    pub json: Vec<u8>,
+}
+
+fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = vec![kind];
+    for p in parts {
+        k.push(0);
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+/// The prefix of every entry of `kind` for `parts` (ends in a separator).
+fn prefix(kind: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = key(kind, parts);
+    k.push(0);
+    k
+}
+
+fn decode(v: &[u8]) -> Option<(Stored, u64)> {
+    let num = |r: std::ops::Range<usize>| {
+        v.get(r)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    Some((
+        Stored {
+            version: num(0..8)?,
+            updated_ms: num(8..16)?,
+            json: v.get(24..)?.to_vec(),
+        },
+        num(16..24)?,
+    ))
+}
+
+fn encode(s: &Stored, fp: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24 + s.json.len());
+    v.extend_from_slice(&s.version.to_be_bytes());
+    v.extend_from_slice(&s.updated_ms.to_be_bytes());
+    v.extend_from_slice(&fp.to_be_bytes());
+    v.extend_from_slice(&s.json);
+    v
+}
+
+/// The index entries of a resource (never containing the separator).
+fn index_keys(t: &str, id: &str, r: &Map<String, Value>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let clean = |s: &str| !s.contains('\0');
+    for (system, value) in resource::identifiers(r) {
+        if clean(&system) && clean(&value) {
+            out.push(key(b's', &[t, &format!("{system}|{value}"), id]));
+            out.push(key(b'v', &[t, &value, id]));
+        }
+    }
+    for p in resource::patients(r) {
+        out.push(key(b'p', &[t, &p, id]));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// How far the indexer has come, per topic, for read-your-writes.
+#[derive(Default)]
+struct Progress {
+    next: Mutex<HashMap<String, u64>>,
+}
+
+/// The query side of the view; cheap to clone.
+#[derive(Clone)]
+pub struct View {
+    store: Store,
+    progress: Arc<Progress>,
+    changed: watch::Receiver<u64>,
+}
+
+/// Which index a search walks.
+#[derive(Debug, Clone, Copy)]
+pub enum Index {
+    /// `identifier=system|value`.
+    SystemValue,
+    /// `identifier=value` (any system).
+    Value,
+    /// `patient=<id>`.
+    Patient,
+}
+
+impl View {
+    /// A resource's newest version.
+    pub fn get(&self, t: &str, id: &str) -> Result<Option<Stored>, StorageError> {
+        Ok(self
+            .store
+            .kv_get(VIEW_TREE, &key(b'r', &[t, id]))?
+            .and_then(|v| decode(&v).map(|(s, _)| s)))
+    }
+
+    /// Up to `max` resources of type `t` in id order, after id `after`.
+    pub fn scan_type(
+        &self,
+        t: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<(String, Stored)>, StorageError> {
+        let p = prefix(b'r', &[t]);
+        let after = after.map(|a| key(b'r', &[t, a]));
+        let rows = self.store.kv_scan(VIEW_TREE, &p, after.as_deref(), max)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let id = String::from_utf8(k.get(p.len()..)?.to_vec()).ok()?;
+                Some((id, decode(&v)?.0))
+            })
+            .collect())
+    }
+
+    /// Up to `max` ids of type `t` whose `index` entry is `value`, in id
+    /// order, after id `after`.
+    pub fn scan_index(
+        &self,
+        index: Index,
+        t: &str,
+        value: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        if value.contains('\0') {
+            return Ok(Vec::new());
+        }
+        let kind = match index {
+            Index::SystemValue => b's',
+            Index::Value => b'v',
+            Index::Patient => b'p',
+        };
+        let p = prefix(kind, &[t, value]);
+        let after = after.map(|a| key(kind, &[t, value, a]));
+        let rows = self.store.kv_scan(VIEW_TREE, &p, after.as_deref(), max)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, _)| String::from_utf8(k.get(p.len()..)?.to_vec()).ok())
+            .collect())
+    }
+
+    /// Wait (at most `timeout`) until the record at `offset` of `topic` is
+    /// indexed; `false` on timeout.
+    pub async fn wait_indexed(&self, topic: &str, offset: u64, timeout: Duration) -> bool {
+        let mut changed = self.changed.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changed.borrow_and_update();
+            let done = self
+                .progress
+                .next
+                .lock()
+                .ok()
+                .and_then(|m| m.get(topic).copied())
+                .is_some_and(|n| n > offset);
+            if done {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// The indexer actor; its work runs as one spawned loop.
+pub struct Indexer {
+    store: Store,
+    metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
+    changed: Option<watch::Sender<u64>>,
+    stop: watch::Receiver<bool>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Stops a running indexer.
+pub struct IndexerHandle {
+    stop: watch::Sender<bool>,
+    done: oneshot::Receiver<()>,
+}
+
+impl IndexerHandle {
+    /// Ask it to stop and wait until its last batch is written.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+impl Indexer {
+    /// Start the indexer on `arbiter`; returns the query side and a handle.
+    pub fn spawn(
+        store: Store,
+        metrics: Arc<Metrics>,
+        arbiter: &actix::ArbiterHandle,
+    ) -> (View, IndexerHandle) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = oneshot::channel();
+        let (changed_tx, changed_rx) = watch::channel(0);
+        let progress = Arc::new(Progress::default());
+        let view = View {
+            store: store.clone(),
+            progress: progress.clone(),
+            changed: changed_rx,
+        };
+        let actor = Indexer {
+            store,
+            metrics,
+            progress,
+            changed: Some(changed_tx),
+            stop: stop_rx,
+            done: Some(done_tx),
+        };
+        Indexer::start_in_arbiter(arbiter, move |_| actor);
+        (
+            view,
+            IndexerHandle {
+                stop: stop_tx,
+                done: done_rx,
+            },
+        )
+    }
+}
+
+impl Actor for Indexer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(changed) = self.changed.take() else {
+            return;
+        };
+        let task = run(
+            self.store.clone(),
+            self.metrics.clone(),
+            self.progress.clone(),
+            changed,
+            self.stop.clone(),
+        );
+        let done = self.done.take();
+        ctx.spawn(actix::fut::wrap_future(task).map(
+            move |_, _act: &mut Self, ctx: &mut Context<Self>| {
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
+                ctx.stop();
+            },
+        ));
+    }
+}
+
+async fn run(
+    store: Store,
+    metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
+    changed: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut commits = store.commits();
+    let mut cursors: HashMap<String, u64> = HashMap::new();
+    let mut steps = 0u64;
+    tracing::info!("FHIR view indexer started");
+    loop {
+        if *stop.borrow() {
+            tracing::info!("FHIR view indexer stopped");
+            return;
+        }
+        commits.borrow_and_update();
+        let mut progressed = false;
+        let mut lag = 0u64;
+        for topic in store.topic_names("fhir.") {
+            if NOT_INDEXED.contains(&topic.as_str()) {
+                continue;
+            }
+            let next = match cursors.get(&topic) {
+                Some(n) => *n,
+                None => match store.kv_get(VIEW_TREE, &key(b'c', &[&topic])) {
+                    Ok(v) => v
+                        .and_then(|b| b.as_slice().try_into().ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0),
+                    Err(e) => {
+                        tracing::error!(error = %e, "FHIR view: cannot read a cursor");
+                        continue;
+                    }
+                },
+            };
+            match step(&store, &metrics, &topic, next) {
+                Ok(Some(n)) => {
+                    cursors.insert(topic.clone(), n);
+                    progressed = true;
+                }
+                Ok(None) => {
+                    cursors.insert(topic.clone(), next);
+                }
+                Err(StorageError::Closed) => return,
+                Err(e) => {
+                    tracing::error!(%topic, error = %e, "FHIR view paused after a storage error; it resumes from its cursor");
+                    cursors.remove(&topic);
+                    tokio::time::sleep(RETRY).await;
+                    progressed = true;
+                }
+            }
+            let n = cursors.get(&topic).copied().unwrap_or(0);
+            if let Ok(mut m) = progress.next.lock() {
+                m.insert(topic.clone(), n);
+            }
+            lag += store
+                .last_offset(&topic)
+                .ok()
+                .flatten()
+                .map(|last| (last + 1).saturating_sub(n))
+                .unwrap_or(0);
+        }
+        metrics
+            .fhir_view_lag_records
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        steps += 1;
+        let _ = changed.send(steps);
+        if !progressed {
+            tokio::select! {
+                c = commits.changed() => if c.is_err() { return },
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// Index one batch of `topic` from `next`; the new next offset, or `None`
+/// when there was nothing to read.
+fn step(
+    store: &Store,
+    metrics: &Metrics,
+    topic: &str,
+    next: u64,
+) -> Result<Option<u64>, StorageError> {
+    let batch = store.read(topic, next, VIEW_BATCH)?;
+    let Some(&(last, _)) = batch.last() else {
+        return Ok(None);
+    };
+    let mut ops = Vec::new();
+    let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let mut versions = 0u64;
+    for (_, record) in &batch {
+        versions += u64::from(index_record(store, &mut overlay, &mut ops, record)?);
+    }
+    ops.push(KvOp::Put(
+        key(b'c', &[topic]),
+        (last + 1).to_be_bytes().to_vec(),
+    ));
+    store.kv_apply(VIEW_TREE, ops)?;
+    ViewBatchIndexed {
+        topic,
+        records: batch.len() as u64,
+        versions,
+    }
+    .emit(metrics);
+    Ok(Some(last + 1))
+}
+
+/// Add one record's changes to `ops`; whether it made a new version.
+fn index_record(
+    store: &Store,
+    overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+    ops: &mut Vec<KvOp>,
+    record: &Record,
+) -> Result<bool, StorageError> {
+    let (Some(t), Some(id)) = (
+        record.header(headers::FHIR_RESOURCE_TYPE),
+        record.header(headers::FHIR_ID),
+    ) else {
+        return Ok(false);
+    };
+    if !resource::is_resource_type(t) || !resource::is_valid_id(id) {
+        return Ok(false);
+    }
+    let rkey = key(b'r', &[t, id]);
+    let old = match overlay.get(&rkey) {
+        Some(v) => v.clone(),
+        None => store.kv_get(VIEW_TREE, &rkey)?,
+    };
+    let old = old.as_deref().and_then(decode);
+    let old_keys = old
+        .as_ref()
+        .and_then(|(s, _)| resource::parse_resource(&s.json).ok())
+        .map(|m| index_keys(t, id, &m))
+        .unwrap_or_default();
+    if record.header(headers::FHIR_DELETED) == Some("true") {
+        if old.is_some() {
+            ops.extend(old_keys.into_iter().map(KvOp::Delete));
+            ops.push(KvOp::Delete(rkey.clone()));
+            overlay.insert(rkey, None);
+        }
+        return Ok(old.is_some());
+    }
+    let fp = fingerprint(&record.payload);
+    if old.as_ref().is_some_and(|(_, f)| *f == fp) {
+        return Ok(false);
+    }
+    let Ok(mut map) = resource::parse_resource(&record.payload) else {
+        return Ok(false);
+    };
+    if resource::type_of(&map) != t {
+        return Ok(false);
+    }
+    let version = old.as_ref().map(|(s, _)| s.version + 1).unwrap_or(1);
+    map.insert("id".into(), Value::String(id.to_string()));
+    let mut meta = match map.remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(resource::instant(record.timestamp_ms)),
+    );
+    map.insert("meta".into(), Value::Object(meta));
+    let new_keys = index_keys(t, id, &map);
+    for k in old_keys {
+        if !new_keys.contains(&k) {
+            ops.push(KvOp::Delete(k));
+        }
+    }
+    for k in new_keys {
+        ops.push(KvOp::Put(k, Vec::new()));
+    }
+    let stored = Stored {
+        version,
+        updated_ms: record.timestamp_ms,
+        json: serde_json::to_vec(&Value::Object(map)).unwrap_or_default(),
+    };
+    let value = encode(&stored, fp);
+    ops.push(KvOp::Put(rkey.clone(), value.clone()));
+    overlay.insert(rkey, Some(value));
+    Ok(true)
+}

@@ -1,0 +1,707 @@
+//! The FHIR API gateway, end to end, with independent clients: fhirpy and
+//! requests (PyPI) read and write over real sockets, PyJWT mints SMART
+//! tokens from a key pair the test makes, a Python `http.server` is the
+//! rest-hook endpoint, and every FHIR answer is validated as R4 with
+//! fhir.resources 6.4.0 (`tests/peers/validate_fhir_resources.py`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use medbus_tests::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a notification or an indexed record.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn py(venv: &str) -> PathBuf {
+    peer(venv, "python")
+}
+
+/// Run `fhir_peer.py` with `args`; its JSON output.
+fn client(args: &[&str]) -> Value {
+    let out = Command::new(py("fhirclient"))
+        .arg(peer_script("fhir_peer.py"))
+        .args(args)
+        .output()
+        .expect("run fhir_peer.py");
+    assert!(
+        out.status.success(),
+        "fhir_peer.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from fhir_peer.py")
+}
+
+/// A plain HTTP request through python requests: (status, headers, body).
+fn request(method: &str, url: &str, token: &str, body: Option<&Value>, dir: &Path) -> Value {
+    let mut args = vec!["request", method, url, token];
+    let path = dir.join(format!("body-{}.json", std::process::id()));
+    let p = path.to_string_lossy().to_string();
+    if let Some(b) = body {
+        std::fs::write(&path, b.to_string()).unwrap();
+        args.push(&p);
+    }
+    client(&args)
+}
+
+/// Validate resources with fhir.resources 6.4.0; panics with every error.
+fn validate(resources: &[Value]) {
+    let mut child = Command::new(py("fhir"))
+        .arg(peer_script("validate_fhir_resources.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the validator");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for r in resources {
+            writeln!(stdin, "{r}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bad: Vec<_> = v
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| !e.is_null())
+        .collect();
+    assert!(bad.is_empty(), "invalid FHIR: {bad:?}");
+    assert_eq!(v.as_object().unwrap().len(), resources.len());
+}
+
+fn config(extra_fhir: &str) -> String {
+    format!(
+        "{}\n[[routes]]\nname = \"normalise\"\nfrom = \"hl7.inbound\"\ntransform = \"fhir\"\nto = [\"fhir.bundles\", \"fhir.{{resourceType}}\"]\n\n[fhir]\nlisten = \"127.0.0.1:0\"\n{extra_fhir}\n",
+        listener_config("default", "")
+    )
+}
+
+fn base(b: &Broker) -> String {
+    format!("http://{}/fhir", b.fhir.expect("fhir gateway address"))
+}
+
+fn corpus_message(name: &str) -> Vec<u8> {
+    let p = corpus_dir().join("hl7-v2-to-fhir-ig").join(name);
+    std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\r\n", "\r")
+        .replace('\n', "\r")
+        .into_bytes()
+}
+
+/// The ids medbus gives the resources of an HL7 message (`medbus convert`).
+fn converted(path: &Path) -> Vec<(String, String)> {
+    let (code, out, err) = medbus(&["convert", &path.to_string_lossy()]);
+    assert_eq!(code, 0, "{err}");
+    let b: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["resource"]["resourceType"].as_str().unwrap().to_string(),
+                e["resource"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn send(b: &Broker, msg: &[u8]) {
+    let mut c = MllpClient::connect(b.mllp("default"));
+    let ack = c.request(msg);
+    let code = field(&ack, "MSA", 1).unwrap_or_default();
+    assert!(code == "AA" || code == "CA", "ACK {code}");
+}
+
+/// Poll until `f` gives a value.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status(v: &Value) -> u64 {
+    v["status"].as_u64().unwrap()
+}
+
+#[test]
+fn fhirpy_reads_what_hl7_feeds_built_and_everything_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(&config("page_size = 2"), &dir.path().join("d"));
+    let base = base(&b);
+    let adt_path = corpus_dir().join("hl7-v2-to-fhir-ig/IG-test-ADT_A01.hl7");
+    let oru_path = corpus_dir().join("hl7-v2-to-fhir-ig/IG-test-ORU_R01.hl7");
+    send(&b, &corpus_message("IG-test-ADT_A01.hl7"));
+    send(&b, &corpus_message("IG-test-ORU_R01.hl7"));
+    let oru = converted(&oru_path);
+    let adt = converted(&adt_path);
+    let patient = oru.iter().find(|(t, _)| t == "Patient").unwrap().1.clone();
+    let observations: Vec<&String> = oru
+        .iter()
+        .filter(|(t, _)| t == "Observation")
+        .map(|(_, id)| id)
+        .collect();
+    assert!(observations.len() >= 2, "the ORU has several OBX");
+    let adt_patient = adt.iter().find(|(t, _)| t == "Patient").unwrap().1.clone();
+
+    // fhirpy reads the current Patient (once the view has it).
+    let url = format!("{base}/Patient/{patient}");
+    eventually("the Patient in the view", || {
+        (status(&request("GET", &url, "-", None, dir.path())) == 200).then_some(())
+    });
+    let p = client(&["read", &base, "Patient", &patient]);
+    assert_eq!(p["id"], json!(patient));
+    assert_eq!(p["meta"]["versionId"], json!("1"));
+    assert!(p["meta"]["lastUpdated"].as_str().unwrap().ends_with('Z'));
+    let got = request("GET", &url, "-", None, dir.path());
+    assert_eq!(got["headers"]["etag"], json!("W/\"1\""));
+    let a = client(&["read", &base, "Patient", &adt_patient]);
+
+    // Search by patient, with paging (page_size 2, fhirpy follows `next`).
+    eventually("every Observation", || {
+        let all = client(&[
+            "search",
+            &base,
+            "Observation",
+            "-",
+            &format!("patient=Patient/{patient}"),
+        ]);
+        (all.as_array().unwrap().len() == observations.len()).then_some(())
+    });
+    let page = request(
+        "GET",
+        &format!("{base}/Observation?patient={patient}&_count=1"),
+        "-",
+        None,
+        dir.path(),
+    );
+    assert_eq!(status(&page), 200);
+    let links = page["body"]["link"].as_array().unwrap();
+    assert!(links.iter().any(|l| l["relation"] == "next"), "{links:?}");
+
+    // Search by identifier (system|value from the stored Patient).
+    let ident = &p["identifier"][0];
+    let q = format!(
+        "identifier={}|{}",
+        ident["system"].as_str().unwrap_or(""),
+        ident["value"].as_str().unwrap()
+    );
+    let found = client(&["search", &base, "Patient", "-", &q]);
+    assert!(found
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == json!(patient)));
+
+    // Unknown id: 404 with an OperationOutcome.
+    let missing = request(
+        "GET",
+        &format!("{base}/Patient/nope"),
+        "-",
+        None,
+        dir.path(),
+    );
+    assert_eq!(status(&missing), 404);
+    assert_eq!(missing["body"]["resourceType"], "OperationOutcome");
+    // An unsupported search parameter is refused, not ignored.
+    let unsupported = request(
+        "GET",
+        &format!("{base}/Patient?name=x"),
+        "-",
+        None,
+        dir.path(),
+    );
+    assert_eq!(status(&unsupported), 400);
+
+    let metadata = request("GET", &format!("{base}/metadata"), "-", None, dir.path());
+    assert_eq!(status(&metadata), 200);
+    assert_eq!(metadata["body"]["fhirVersion"], "4.0.1");
+    validate(&[
+        p,
+        a,
+        page["body"].clone(),
+        missing["body"].clone(),
+        unsupported["body"].clone(),
+        metadata["body"].clone(),
+    ]);
+
+    // Metrics: requests by interaction and status.
+    let (code, body) = http_get(b.http.unwrap(), "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("medbus_fhir_requests_total{interaction=\"read\",status=\"200\"}"));
+    assert!(body.contains("medbus_fhir_requests_total{interaction=\"read\",status=\"404\"}"));
+    assert!(body.contains("medbus_fhir_request_seconds_bucket{interaction=\"search-type\""));
+}
+
+#[test]
+fn writes_are_stored_before_the_answer_and_bad_input_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let b = Broker::start(&config("max_body = \"8KiB\""), &data);
+    let base = base(&b);
+    let d = dir.path();
+
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+         "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:test:mrn", "value": "T-1"}],
+                      "name": [{"family": "Test"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "id": "obs-t1", "status": "final",
+                      "code": {"text": "heart rate"},
+                      "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"}},
+         "request": {"method": "PUT", "url": "Observation/obs-t1"}}
+    ]});
+    let r = request("POST", &base, "-", Some(&tx), d);
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(r["body"]["type"], "transaction-response");
+    let entries = r["body"]["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries[0]["response"]["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("201"));
+    let loc = entries[0]["response"]["location"].as_str().unwrap();
+    assert!(
+        loc.starts_with("Patient/") && loc.ends_with("/_history/1"),
+        "{loc}"
+    );
+    let pid = loc.split('/').nth(1).unwrap().to_string();
+    // The reference to the temporary id now names the new Patient.
+    let obs = client(&["read", &base, "Observation", "obs-t1"]);
+    assert_eq!(obs["subject"]["reference"], json!(format!("Patient/{pid}")));
+
+    // Update: 200 and version 2; create with PUT: 201; POST: 201 + Location.
+    let mut updated = obs.clone();
+    updated["status"] = json!("amended");
+    let u = request(
+        "PUT",
+        &format!("{base}/Observation/obs-t1"),
+        "-",
+        Some(&updated),
+        d,
+    );
+    assert_eq!(status(&u), 200);
+    assert_eq!(u["body"]["meta"]["versionId"], "2");
+    let c = request(
+        "POST",
+        &format!("{base}/Observation"),
+        "-",
+        Some(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "t"}})),
+        d,
+    );
+    assert_eq!(status(&c), 201);
+    assert!(c["headers"]["location"]
+        .as_str()
+        .unwrap()
+        .contains("/fhir/Observation/"));
+    validate(&[r["body"].clone(), u["body"].clone(), c["body"].clone()]);
+
+    // Bad input: 400 + OperationOutcome, nothing stored.
+    let bad_tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "ok-1"}, "request": {"method": "PUT", "url": "Patient/ok-1"}},
+        {"resource": {"resourceType": "Patient", "id": "bad id!"}, "request": {"method": "PUT", "url": "Patient/bad id!"}}
+    ]});
+    let cases: Vec<(&str, String, Option<Value>)> = vec![
+        ("POST", base.clone(), Some(bad_tx)),
+        (
+            "POST",
+            format!("{base}/Patient"),
+            Some(json!("not an object")),
+        ),
+        (
+            "POST",
+            format!("{base}/Frobnicator"),
+            Some(json!({"resourceType": "Frobnicator"})),
+        ),
+        (
+            "PUT",
+            format!("{base}/Patient/a_b"),
+            Some(json!({"resourceType": "Patient", "id": "a_b"})),
+        ),
+        (
+            "PUT",
+            format!("{base}/Patient/x1"),
+            Some(json!({"resourceType": "Patient", "id": "x2"})),
+        ),
+        (
+            "POST",
+            format!("{base}/Patient"),
+            Some(
+                json!({"resourceType": "Patient", "text": {"status": "generated", "div": "x".repeat(9000)}}),
+            ),
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (m, url, body) in &cases {
+        let r = request(m, url, "-", body.as_ref(), d);
+        assert_eq!(status(&r), 400, "{m} {url}: {r}");
+        assert_eq!(r["body"]["resourceType"], "OperationOutcome");
+        outcomes.push(r["body"].clone());
+    }
+    // Malformed JSON, sent raw.
+    let path = d.join("raw.json");
+    std::fs::write(&path, "{\"resourceType\": \"Patient\",").unwrap();
+    let raw = client(&[
+        "request",
+        "POST",
+        &format!("{base}/Patient"),
+        "-",
+        &path.to_string_lossy(),
+    ]);
+    assert_eq!(status(&raw), 400);
+    outcomes.push(raw["body"].clone());
+    validate(&outcomes);
+    let gone = request("GET", &format!("{base}/Patient/ok-1"), "-", None, d);
+    assert_eq!(status(&gone), 404, "half a transaction was stored");
+
+    assert_eq!(b.stop(), Some(0));
+    let inbound = dump(&data, "fhir.inbound");
+    assert_eq!(
+        inbound.len(),
+        4,
+        "2 from the transaction, 1 update, 1 create"
+    );
+    for r in &inbound {
+        assert_eq!(r["content_type"], "application/fhir+json");
+        assert!(r["headers"]["fhir.resource_type"].is_string());
+        assert!(r["headers"]["fhir.id"].is_string());
+    }
+}
+
+/// A rest-hook endpoint (Python http.server); killed when dropped.
+struct Hook {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Hook {
+    fn start(dir: &Path, port: u16) -> Hook {
+        let log = dir.join("hook.jsonl");
+        let mut child = Command::new(py("fhirclient"))
+            .arg(peer_script("fhir_peer.py"))
+            .args(["hook", &port.to_string(), &log.to_string_lossy()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the hook");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).expect("hook started");
+        Hook {
+            child,
+            port: v["listening"].as_u64().unwrap() as u16,
+            log,
+        }
+    }
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A copy of an HL7 message with another control id (a new event).
+fn with_control_id(msg: &[u8], id: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(msg).to_string();
+    let mut segs: Vec<String> = text.split('\r').map(str::to_string).collect();
+    let mut fields: Vec<String> = segs[0].split('|').map(str::to_string).collect();
+    fields[9] = id.to_string();
+    segs[0] = fields.join("|");
+    segs.join("\r").into_bytes()
+}
+
+#[test]
+fn subscriptions_notify_rest_hooks_across_outages_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let settings = "[fhir.subscriptions]\nretry = { initial = \"100ms\", max = \"300ms\", max_attempts = 3 }\ntimeout = \"2s\"\n";
+    let cfg = config(settings);
+    let b = Broker::start(&cfg, &data);
+    let base_url = base(&b);
+    let hook = Hook::start(dir.path(), 0);
+    let oru_path = corpus_dir().join("hl7-v2-to-fhir-ig/IG-test-ORU_R01.hl7");
+    let patient = converted(&oru_path)
+        .into_iter()
+        .find(|(t, _)| t == "Patient")
+        .unwrap()
+        .1;
+    let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "test",
+        "criteria": format!("Observation?patient=Patient/{patient}"),
+        "channel": {"type": "rest-hook", "endpoint": format!("http://127.0.0.1:{}/hook", hook.port),
+                    "payload": "application/fhir+json", "header": ["X-Token: secret-1"]}});
+    let created = request(
+        "POST",
+        &format!("{base_url}/Subscription"),
+        "-",
+        Some(&sub),
+        dir.path(),
+    );
+    assert_eq!(status(&created), 201, "{created}");
+    assert_eq!(created["body"]["status"], "active");
+    let sid = created["body"]["id"].as_str().unwrap().to_string();
+    validate(&[created["body"].clone()]);
+    // websocket is not offered (the CapabilityStatement says rest-hook).
+    let mut ws = sub.clone();
+    ws["channel"] = json!({"type": "websocket"});
+    assert_eq!(
+        status(&request(
+            "POST",
+            &format!("{base_url}/Subscription"),
+            "-",
+            Some(&ws),
+            dir.path()
+        )),
+        400
+    );
+
+    let oru = corpus_message("IG-test-ORU_R01.hl7");
+    send(&b, &with_control_id(&oru, "SUB-1"));
+    let first = eventually("a notification", || {
+        let r = hook.received();
+        (!r.is_empty()).then_some(r)
+    });
+    let n = &first[0];
+    assert_eq!(n["token"], "secret-1");
+    assert_eq!(n["body"]["type"], "history");
+    assert_eq!(
+        n["body"]["entry"][0]["resource"]["parameter"][0]["valueReference"]["reference"],
+        json!(format!("Subscription/{sid}"))
+    );
+    assert_eq!(
+        n["body"]["entry"][1]["resource"]["resourceType"],
+        "Observation"
+    );
+    validate(&[n["body"].clone()]);
+    // Every matching Observation of the message notifies; wait until quiet.
+    let mut per_message = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let k = hook.received().len();
+        if k == per_message {
+            break;
+        }
+        per_message = k;
+    }
+
+    // The endpoint goes down; an event arrives; the endpoint comes back on
+    // the same port and receives it.
+    let port = hook.port;
+    drop(hook);
+    send(&b, &with_control_id(&oru, "SUB-2"));
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::remove_file(dir.path().join("hook.jsonl")).ok();
+    let hook = Hook::start(dir.path(), port);
+    eventually("the notification held while the endpoint was down", || {
+        (hook.received().len() >= per_message).then_some(())
+    });
+
+    // Restart: the Subscription, its cursor and the view survive.
+    assert_eq!(b.stop(), Some(0));
+    let b = Broker::start(&cfg, &data);
+    let base_url = base(&b);
+    let s = request(
+        "GET",
+        &format!("{base_url}/Subscription/{sid}"),
+        "-",
+        None,
+        dir.path(),
+    );
+    assert_eq!(status(&s), 200);
+    let p = request(
+        "GET",
+        &format!("{base_url}/Patient/{patient}"),
+        "-",
+        None,
+        dir.path(),
+    );
+    assert_eq!(status(&p), 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = hook.received().len();
+    assert_eq!(
+        before, per_message,
+        "nothing delivered twice after a clean restart"
+    );
+    send(&b, &with_control_id(&oru, "SUB-3"));
+    eventually("a notification after the restart", || {
+        (hook.received().len() >= before + per_message).then_some(())
+    });
+    let (_, metrics) = http_get(b.http.unwrap(), "/metrics").unwrap();
+    assert!(
+        metrics.contains("medbus_fhir_subscriptions_active 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("medbus_fhir_subscription_deliveries_total{outcome=\"delivered\"}"));
+}
+
+#[test]
+fn smart_tokens_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = client(&["keys", &d.to_string_lossy()]);
+    let aud = "https://medbus.example/fhir";
+    let cfg = config(&format!(
+        "[fhir.auth]\njwks = {:?}\nissuer = \"https://auth.example\"\naudience = \"{aud}\"\nleeway = \"0s\"\n",
+        keys["jwks"].as_str().unwrap()
+    ));
+    let b = Broker::start(&cfg, &d.join("d"));
+    let base = base(&b);
+    let mint = |alg: &str, claims: Value| -> String {
+        client(&["mint", &d.to_string_lossy(), alg, &claims.to_string()])["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let claims = |scope: &str| json!({"iss": "https://auth.example", "aud": aud, "exp": 300, "sub": "app", "scope": scope, "patient": "p-1"});
+    let writer = mint("RS256", claims("system/*.read system/*.write"));
+    let patient_json = json!({"resourceType": "Patient", "id": "p-1"});
+    let w = request(
+        "PUT",
+        &format!("{base}/Patient/p-1"),
+        &writer,
+        Some(&patient_json),
+        d,
+    );
+    assert_eq!(status(&w), 201, "{w}");
+    let other = json!({"resourceType": "Patient", "id": "p-2"});
+    assert_eq!(
+        status(&request(
+            "PUT",
+            &format!("{base}/Patient/p-2"),
+            &writer,
+            Some(&other),
+            d
+        )),
+        201
+    );
+
+    let reader_es = mint("ES256", claims("user/Patient.read"));
+    let url = format!("{base}/Patient/p-1");
+    let cases: Vec<(&str, String, u64)> = vec![
+        ("valid ES256", reader_es.clone(), 200),
+        ("valid RS256", writer.clone(), 200),
+        ("no token", "-".into(), 401),
+        (
+            "expired",
+            mint(
+                "RS256",
+                json!({"iss": "https://auth.example", "aud": aud, "exp": -60, "scope": "system/*.read"}),
+            ),
+            401,
+        ),
+        (
+            "not yet valid",
+            mint(
+                "RS256",
+                json!({"iss": "https://auth.example", "aud": aud, "exp": 300, "nbf": 120, "scope": "system/*.read"}),
+            ),
+            401,
+        ),
+        (
+            "wrong audience",
+            mint(
+                "RS256",
+                json!({"iss": "https://auth.example", "aud": "https://elsewhere", "exp": 300, "scope": "system/*.read"}),
+            ),
+            401,
+        ),
+        (
+            "wrong issuer",
+            mint(
+                "ES256",
+                json!({"iss": "https://evil.example", "aud": aud, "exp": 300, "scope": "system/*.read"}),
+            ),
+            401,
+        ),
+        (
+            "tampered",
+            format!("{}x", &reader_es[..reader_es.len() - 2]),
+            401,
+        ),
+        (
+            "insufficient scope",
+            mint("RS256", claims("user/Observation.read")),
+            403,
+        ),
+        (
+            "own patient",
+            mint("RS256", claims("patient/Patient.read")),
+            200,
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (what, token, want) in &cases {
+        let r = request("GET", &url, token, None, d);
+        assert_eq!(status(&r), *want, "{what}: {r}");
+        if *want != 200 {
+            assert_eq!(r["body"]["resourceType"], "OperationOutcome", "{what}");
+            outcomes.push(r["body"].clone());
+        }
+    }
+    // A patient-context token cannot read another patient.
+    let own = mint("RS256", claims("patient/*.read"));
+    assert_eq!(
+        status(&request(
+            "GET",
+            &format!("{base}/Patient/p-2"),
+            &own,
+            None,
+            d
+        )),
+        403
+    );
+    // A read scope cannot write.
+    let r = request(
+        "PUT",
+        &format!("{base}/Patient/p-1"),
+        &reader_es,
+        Some(&patient_json),
+        d,
+    );
+    assert_eq!(status(&r), 403);
+    outcomes.push(r["body"].clone());
+    // fhirpy with a token reads; the CapabilityStatement is public and says SMART.
+    let p = client(&["read", &base, "Patient", "p-1", &reader_es]);
+    assert_eq!(p["id"], "p-1");
+    let m = request("GET", &format!("{base}/metadata"), "-", None, d);
+    assert_eq!(status(&m), 200);
+    assert_eq!(
+        m["body"]["rest"][0]["security"]["service"][0]["coding"][0]["code"],
+        "SMART-on-FHIR"
+    );
+    outcomes.push(m["body"].clone());
+    validate(&outcomes);
+}
+
+#[test]
+fn check_config_refuses_a_public_gateway_without_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[fhir]\nlisten = \"0.0.0.0:8575\"\n").unwrap();
+    let (code, _, err) = medbus(&["check-config", &path.to_string_lossy()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":2:10: fhir.listen: 0.0.0.0:8575 is not a loopback address"),
+        "{err}"
+    );
+}

@@ -1,0 +1,173 @@
+//! Replay on a running broker: a route run again over a range writes marked
+//! outputs without moving its cursor; a destination sends a range again to
+//! its (real, python-hl7) receiver; bad requests are refused clearly.
+
+use medbus_tests::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn records(broker: &Broker, topic: &str) -> u64 {
+    let (_, body) = http_get(broker.http.expect("http"), "/api/status").expect("status");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    v["topics"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == topic))
+        .and_then(|t| t["records"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_route_is_replayed_over_a_range() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let cfg = format!(
+        "{}\n[[routes]]\nname = \"copy\"\nfrom = \"hl7.in\"\nto = [\"copy.a\"]\n",
+        listener_config("in", "topic = \"hl7.in\"")
+    );
+    let broker = Broker::start(&cfg, &data);
+    let mut c = MllpClient::connect(broker.mllp("in"));
+    for i in 0..3 {
+        c.request(&adt_a01(&format!("R{i}"), "DOE"));
+    }
+    wait_for("routing", || records(&broker, "copy.a") == 3);
+    let d = data.to_string_lossy().into_owned();
+    let (code, out, err) = medbus(&[
+        "replay",
+        "--route",
+        "copy",
+        "--from",
+        "1",
+        "--to",
+        "2",
+        "--data-dir",
+        &d,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("summary JSON");
+    assert_eq!(summary["read"], 2);
+    assert_eq!(summary["written"], 2);
+    assert_eq!(records(&broker, "copy.a"), 5);
+    // The live cursor did not move back: a new message is routed once.
+    c.request(&adt_a01("R3", "DOE"));
+    wait_for("routing of R3", || records(&broker, "copy.a") == 6);
+
+    let (code, _, err) = medbus(&["replay", "--route", "nope", "--from", "0", "--data-dir", &d]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no route named \"nope\""), "{err}");
+    let (code, _, err) = medbus(&[
+        "replay",
+        "--route",
+        "copy",
+        "--from",
+        "99",
+        "--data-dir",
+        &d,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("empty range"), "{err}");
+    let (_, metrics) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("medbus_replayed_records_total{kind=\"route\"} 2"),
+        "{metrics}"
+    );
+    drop(c);
+    assert_eq!(broker.stop(), Some(0));
+
+    let out = dump(&data, "copy.a");
+    let replayed: Vec<(String, String)> = out
+        .iter()
+        .filter(|r| r["headers"]["medbus.replayed"] == "true")
+        .map(|r| {
+            (
+                r["headers"]["medbus.source_offset"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                r["headers"]["hl7.control_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![("1".into(), "R1".into()), ("2".into(), "R2".into())]
+    );
+    let (code, _, err) = medbus(&["replay", "--route", "copy", "--from", "0", "--data-dir", &d]);
+    assert_eq!(code, 1, "no broker running: {err}");
+    assert!(err.contains("no running broker"), "{err}");
+}
+
+#[test]
+fn a_destination_sends_a_range_again() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("peer.jsonl");
+    let mut peer_proc = Command::new(peer("hl7", "python"))
+        .arg(peer_script("mllp_peer.py"))
+        .args(["--log", &log.to_string_lossy()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("peer");
+    let mut line = String::new();
+    BufReader::new(peer_proc.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("peer output");
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let data = tmp.path().join("data");
+    let cfg = format!(
+        "{}\n[[destinations]]\nname = \"down\"\nfrom = \"hl7.in\"\nconnect = \"127.0.0.1:{port}\"\n",
+        listener_config("in", "topic = \"hl7.in\"")
+    );
+    let broker = Broker::start(&cfg, &data);
+    let mut c = MllpClient::connect(broker.mllp("in"));
+    for i in 0..3 {
+        c.request(&adt_a01(&format!("D{i}"), "DOE"));
+    }
+    let received = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_for("delivery", || received() == 3);
+    let (code, out, err) = medbus(&[
+        "replay",
+        "--destination",
+        "down",
+        "--from",
+        "0",
+        "--to",
+        "1",
+        "--data-dir",
+        &data.to_string_lossy(),
+    ]);
+    let _ = peer_proc.kill();
+    let _ = peer_proc.wait();
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("summary JSON");
+    assert_eq!(summary["written"], 2);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["control_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(ids, vec!["D0", "D1", "D2", "D0", "D1"]);
+}
