@@ -144,7 +144,30 @@ struct Status {
     uptime_seconds: u64,
     storage: Option<StorageStatus>,
     listeners: Vec<ListenerStatus>,
+    routes: Vec<RouteStatus>,
+    destinations: Vec<DestinationStatus>,
     topics: Vec<TopicStatus>,
+}
+
+#[derive(Serialize)]
+struct RouteStatus {
+    name: String,
+    from: Vec<String>,
+    to: Vec<String>,
+    transform: &'static str,
+    lag_records: i64,
+    records: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize)]
+struct DestinationStatus {
+    name: String,
+    from: String,
+    connect: String,
+    /// `connected`, `disconnected` or `blocked`.
+    state: &'static str,
+    lag_records: i64,
+    messages: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize)]
@@ -185,6 +208,8 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         uptime_seconds: state.health.since.elapsed().as_secs(),
         storage: None,
         listeners: Vec::new(),
+        routes: Vec::new(),
+        destinations: Vec::new(),
         topics: Vec::new(),
     };
     if let Some(b) = state.broker.get() {
@@ -220,6 +245,49 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
                 dedup_window_seconds: l.dedup_window.as_secs(),
                 messages,
             });
+        }
+        if let Ok(config) = b.config.read() {
+            let m = &state.metrics;
+            for r in &config.routes {
+                let name = r.name();
+                out.routes.push(RouteStatus {
+                    name: name.to_string(),
+                    from: r.sources(),
+                    to: r.targets(),
+                    transform: r.transform.get_ref().as_str(),
+                    lag_records: m.route_lag_records.with_label_values(&[name]).get(),
+                    records: ["matched", "filtered", "dead_lettered"]
+                        .into_iter()
+                        .map(|o| (o, m.route_records.with_label_values(&[name, o]).get()))
+                        .collect(),
+                });
+            }
+            for d in &config.destinations {
+                let name = d.name();
+                let state = if m.destination_blocked.with_label_values(&[name]).get() == 1 {
+                    "blocked"
+                } else if m.destination_connected.with_label_values(&[name]).get() == 1 {
+                    "connected"
+                } else {
+                    "disconnected"
+                };
+                out.destinations.push(DestinationStatus {
+                    name: name.to_string(),
+                    from: d.from.get_ref().clone(),
+                    connect: d.connect.get_ref().clone(),
+                    state,
+                    lag_records: m.destination_lag_records.with_label_values(&[name]).get(),
+                    messages: ["delivered", "dead_lettered", "filtered"]
+                        .into_iter()
+                        .map(|o| {
+                            (
+                                o,
+                                m.destination_messages.with_label_values(&[name, o]).get(),
+                            )
+                        })
+                        .collect(),
+                });
+            }
         }
         if let Ok(topics) = b.store.topics() {
             out.topics = topics

@@ -2,10 +2,11 @@
 //! (age, bytes, record count), in bounded batches through the committer, so
 //! the store never grows without end and ingest is never stalled for long.
 //!
-//! A record a route, destination or consumer group has not yet read is kept
-//! (its durable cursor is the floor) unless the topic's retention says
-//! `force = true`. Cursors of routes and destinations that are no longer
-//! configured do not hold retention back; consumer groups always do.
+//! A record a route, destination, consumer group, the FHIR view or a FHIR
+//! Subscription has not yet read is kept (its durable cursor is the floor)
+//! unless the topic's retention says `force = true`. Cursors of routes and
+//! destinations that are no longer configured do not hold retention back;
+//! every other cursor does.
 
 use crate::events::RetentionPass;
 use crate::metrics::Metrics;
@@ -107,12 +108,16 @@ pub async fn pass(
         }
         let mut held_by = None;
         if !limits.force {
-            // Consumer groups' cursors, and every configured route and
-            // destination reading this topic (one that never wrote a cursor
-            // still needs everything).
+            // Every cursor but those of routes and destinations no longer
+            // configured, and every configured route and destination reading
+            // this topic (one that never wrote a cursor still needs everything).
+            let configured = |k: &str| {
+                k.starts_with(&format!("{}/", crate::route::router::CURSOR_KIND))
+                    || k.starts_with(&format!("{}/", crate::destination::delivery::CURSOR_KIND))
+            };
             let readers = cursors
                 .iter()
-                .filter(|(k, _)| k.starts_with("group/"))
+                .filter(|(k, _)| !configured(k))
                 .map(|(k, n)| (k.clone(), *n))
                 .chain(live.iter().map(|k| {
                     let next = cursors

@@ -103,6 +103,13 @@ fn one_message_fans_out_once_to_every_matching_route() {
     let (_, metrics) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
     assert!(metrics.contains("medbus_route_records_total{outcome=\"filtered\",route=\"lab\"} 1"));
     assert!(metrics.contains("medbus_route_lag_records{route=\"adt\"} 0"));
+    let (_, body) = http_get(broker.http.expect("http"), "/api/status").expect("status");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let routes = v["routes"].as_array().expect("routes");
+    let adt = routes.iter().find(|r| r["name"] == "adt").expect("adt");
+    assert_eq!(adt["records"]["matched"], 1);
+    assert_eq!(adt["lag_records"], 0);
+    assert_eq!(adt["from"][0], "hl7.in");
     assert_eq!(broker.stop(), Some(0));
 
     let text = String::from_utf8(msg).expect("utf8");
