@@ -20,12 +20,11 @@ use crate::events::{SubscriptionDelivery, SubscriptionOutcome, SubscriptionsChan
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Store};
-use actix::prelude::*;
 use medbus_config::fhir::SubscriptionSettings;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Records read per storage call.
 const READ_BATCH: usize = 256;
@@ -90,29 +89,11 @@ impl Registry {
     }
 }
 
-/// The manager actor; its work runs as one spawned loop.
-pub struct Notifier {
-    settings: Arc<Settings>,
-    store: Store,
-    metrics: Arc<Metrics>,
-    registry: Arc<Registry>,
-    stop: watch::Receiver<bool>,
-    done: Option<oneshot::Sender<()>>,
-}
+/// The subscription manager: a [`crate::task`] loop.
+pub struct Notifier;
 
 /// Stops the manager and every delivery loop.
-pub struct NotifierHandle {
-    stop: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-}
-
-impl NotifierHandle {
-    /// Ask everything to stop and wait until it has.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.done.await;
-    }
-}
+pub type NotifierHandle = crate::task::LoopHandle;
 
 impl Notifier {
     /// Start the manager on `arbiter`.
@@ -123,44 +104,9 @@ impl Notifier {
         registry: Arc<Registry>,
         arbiter: &actix::ArbiterHandle,
     ) -> NotifierHandle {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (done_tx, done_rx) = oneshot::channel();
-        let actor = Notifier {
-            settings: Arc::new(settings),
-            store,
-            metrics,
-            registry,
-            stop: stop_rx,
-            done: Some(done_tx),
-        };
-        Notifier::start_in_arbiter(arbiter, move |_| actor);
-        NotifierHandle {
-            stop: stop_tx,
-            done: done_rx,
-        }
-    }
-}
-
-impl Actor for Notifier {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let task = manage(
-            self.settings.clone(),
-            self.store.clone(),
-            self.metrics.clone(),
-            self.registry.clone(),
-            self.stop.clone(),
-        );
-        let done = self.done.take();
-        ctx.spawn(actix::fut::wrap_future(task).map(
-            move |_, _act: &mut Self, ctx: &mut Context<Self>| {
-                if let Some(d) = done {
-                    let _ = d.send(());
-                }
-                ctx.stop();
-            },
-        ));
+        crate::task::spawn("fhir-subscriptions".into(), arbiter, move |stop| {
+            manage(Arc::new(settings), store, metrics, registry, stop)
+        })
     }
 }
 

@@ -24,12 +24,11 @@ use crate::events::ViewBatchIndexed;
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{fingerprint, KvOp, Record, StorageError, Store};
-use actix::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// The key-value tree of the view.
 pub const VIEW_TREE: &str = "fhir.view";
@@ -215,29 +214,11 @@ impl View {
     }
 }
 
-/// The indexer actor; its work runs as one spawned loop.
-pub struct Indexer {
-    store: Store,
-    metrics: Arc<Metrics>,
-    progress: Arc<Progress>,
-    changed: Option<watch::Sender<u64>>,
-    stop: watch::Receiver<bool>,
-    done: Option<oneshot::Sender<()>>,
-}
+/// The indexer: a [`crate::task`] loop.
+pub struct Indexer;
 
-/// Stops a running indexer.
-pub struct IndexerHandle {
-    stop: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-}
-
-impl IndexerHandle {
-    /// Ask it to stop and wait until its last batch is written.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.done.await;
-    }
-}
+/// Stops a running indexer (after its current batch).
+pub type IndexerHandle = crate::task::LoopHandle;
 
 impl Indexer {
     /// Start the indexer on `arbiter`; returns the query side and a handle.
@@ -246,8 +227,6 @@ impl Indexer {
         metrics: Arc<Metrics>,
         arbiter: &actix::ArbiterHandle,
     ) -> (View, IndexerHandle) {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (done_tx, done_rx) = oneshot::channel();
         let (changed_tx, changed_rx) = watch::channel(0);
         let progress = Arc::new(Progress::default());
         let view = View {
@@ -255,48 +234,10 @@ impl Indexer {
             progress: progress.clone(),
             changed: changed_rx,
         };
-        let actor = Indexer {
-            store,
-            metrics,
-            progress,
-            changed: Some(changed_tx),
-            stop: stop_rx,
-            done: Some(done_tx),
-        };
-        Indexer::start_in_arbiter(arbiter, move |_| actor);
-        (
-            view,
-            IndexerHandle {
-                stop: stop_tx,
-                done: done_rx,
-            },
-        )
-    }
-}
-
-impl Actor for Indexer {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(changed) = self.changed.take() else {
-            return;
-        };
-        let task = run(
-            self.store.clone(),
-            self.metrics.clone(),
-            self.progress.clone(),
-            changed,
-            self.stop.clone(),
-        );
-        let done = self.done.take();
-        ctx.spawn(actix::fut::wrap_future(task).map(
-            move |_, _act: &mut Self, ctx: &mut Context<Self>| {
-                if let Some(d) = done {
-                    let _ = d.send(());
-                }
-                ctx.stop();
-            },
-        ));
+        let handle = crate::task::spawn("fhir-view".into(), arbiter, move |stop| {
+            run(store, metrics, progress, changed_tx, stop)
+        });
+        (view, handle)
     }
 }
 
