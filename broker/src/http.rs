@@ -53,7 +53,7 @@ pub struct BrokerView {
     /// Configured durability.
     pub durability: &'static str,
     /// The running configuration (for replay); replaced on SIGHUP reload.
-    pub config: std::sync::RwLock<Arc<medbus_config::Config>>,
+    pub config: crate::server::SharedConfig,
 }
 
 /// Shared state of the endpoint.

@@ -139,9 +139,20 @@ enum Command {
         /// Last source offset (default: the end of the topic).
         #[arg(long)]
         to: Option<u64>,
-        /// The running broker's data directory.
+        /// The broker's binary-protocol address (the admin request goes there).
+        #[arg(
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
+        server: Option<String>,
+        /// Client token (with `admin = true`; empty for a development broker).
+        #[arg(long, default_value = "")]
+        token: String,
+        /// Or: the running broker's data directory (the request goes to its
+        /// loopback HTTP endpoint).
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
     },
     /// Write a consistent snapshot of a data directory (running broker or not) to a file.
     Backup {
@@ -248,12 +259,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             destination,
             from,
             to,
+            server,
+            token,
             data_dir,
         } => {
             let (kind, name) = match (route, destination) {
                 (Some(r), _) => ("route", r),
                 (None, Some(d)) => ("destination", d),
                 (None, None) => return Ok(ExitCode::from(2)),
+            };
+            if let Some(server) = server {
+                let remote = cli::remote::Remote { server, token };
+                return match cli::remote::replay(&remote, kind == "destination", &name, from, to) {
+                    Ok(summary) => {
+                        println!("{summary}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(cli::remote::RemoteError::Client(
+                        medbus_protocol::client::ClientError::Server { code, message },
+                    )) if code == medbus_protocol::ErrorCode::InvalidRequest.as_u16() => {
+                        eprintln!("medbus replay: {message}");
+                        Ok(ExitCode::from(2))
+                    }
+                    Err(e) => Err(e.into()),
+                };
+            }
+            let Some(data_dir) = data_dir else {
+                return Ok(ExitCode::from(2));
             };
             let http = cli::admin::broker_http(&data_dir)?;
             let mut path = format!("/api/replay/{kind}/{name}?from={from}");

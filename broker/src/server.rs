@@ -56,6 +56,10 @@ pub enum ServerError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// The running configuration, shared by the components that act on it
+/// after start-up (replay); replaced on a SIGHUP reload.
+pub type SharedConfig = Arc<std::sync::RwLock<Arc<Config>>>;
+
 /// A listener as bound.
 #[derive(Debug, Clone)]
 pub struct BoundListener {
@@ -324,8 +328,9 @@ pub async fn start(
     for (ctx, socket) in sockets {
         MllpListener::new(ctx, socket).start();
     }
+    let shared_config: SharedConfig = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
     let protocol = match &config.protocol {
-        Some(p) => Some(start_protocol(config, p, &store, metrics).await?),
+        Some(p) => Some(start_protocol(config, p, &store, metrics, &shared_config).await?),
         None => None,
     };
     let gateway = match &config.fhir {
@@ -344,7 +349,7 @@ pub async fn start(
         store: store.clone(),
         listeners: contexts,
         durability: config.storage.durability.as_str(),
-        config: std::sync::RwLock::new(Arc::new(config.clone())),
+        config: shared_config.clone(),
     });
     let mut server = Server {
         store,
@@ -396,6 +401,7 @@ async fn start_protocol(
     p: &medbus_config::protocol::ProtocolConfig,
     store: &Store,
     metrics: &Arc<Metrics>,
+    shared_config: &SharedConfig,
 ) -> Result<SocketAddr, ServerError> {
     let addr = p.listen.get_ref().clone();
     let bind_error = |source| ServerError::Bind {
@@ -424,6 +430,7 @@ async fn start_protocol(
         max_credits: *p.max_credits.get_ref(),
         connections: AtomicUsize::new(0),
         tls,
+        config: shared_config.clone(),
     });
     crate::client::ClientListener::new(ctx, socket).start();
     Ok(local)

@@ -93,6 +93,9 @@ pub struct ClientConfig {
     /// Topic globs it may publish to; default none.
     #[serde(default)]
     pub publish: Vec<Spanned<String>>,
+    /// May send admin requests (replay); default false.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl ClientConfig {

@@ -35,8 +35,8 @@
 use crate::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::frame::MAX_FRAME;
 use crate::message::{
-    ClientFrame, ErrorCode, PublishRecord, Record, ServerFrame, StartAt, TopicSummary, CONNECTION,
-    DEFAULT_CREDITS, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ClientFrame, ErrorCode, PublishRecord, Record, ReplayTarget, ServerFrame, StartAt,
+    TopicSummary, CONNECTION, DEFAULT_CREDITS, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -487,6 +487,38 @@ impl Client {
         }
     }
 
+    /// Admin: run a route or a destination again over `from..=to` of its
+    /// source topic; resolves when the broker has finished, with
+    /// (read, written, dead-lettered, filtered).
+    pub async fn replay(
+        &self,
+        target: ReplayTarget,
+        name: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<(u64, u64, u64, u64), ClientError> {
+        let name = name.to_string();
+        match self
+            .request(|request_id| ClientFrame::Replay {
+                request_id,
+                target,
+                name,
+                from,
+                to,
+            })
+            .await?
+        {
+            Reply::Frame(ServerFrame::Replayed {
+                read,
+                written,
+                dead_lettered,
+                filtered,
+                ..
+            }) => Ok((read, written, dead_lettered, filtered)),
+            _ => Err(ClientError::Protocol("expected Replayed".into())),
+        }
+    }
+
     /// Close the connection (the broker returns unacked group records to
     /// the group).
     pub async fn close(&self) {
@@ -551,6 +583,7 @@ async fn read_loop(mut reader: FrameReader<ReadHalf<BoxIo>, ServerFrame>, shared
                     | ServerFrame::Done { request_id }
                     | ServerFrame::Topics { request_id, .. }
                     | ServerFrame::Pong { request_id }
+                    | ServerFrame::Replayed { request_id, .. }
                     | ServerFrame::Error { request_id, .. } => *request_id,
                     _ => CONNECTION,
                 };

@@ -168,6 +168,30 @@ pub enum ClientFrame {
         /// Echoed in [`ServerFrame::Pong`].
         request_id: u64,
     },
+    /// (8) Admin: run a route, or a destination, again over a range of its
+    /// source topic. Needs a client with `admin = true`. Answered with
+    /// [`ServerFrame::Replayed`] when the replay is done.
+    Replay {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// What to replay.
+        target: ReplayTarget,
+        /// The route's or destination's name.
+        name: String,
+        /// First source offset.
+        from: u64,
+        /// Last source offset (`None`: the end of the topic).
+        to: Option<u64>,
+    },
+}
+
+/// What a [`ClientFrame::Replay`] runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum ReplayTarget {
+    /// (0) A route: its outputs are written again.
+    Route,
+    /// (1) A destination: the range is sent to its receiver again.
+    Destination,
 }
 
 impl ClientFrame {
@@ -181,7 +205,8 @@ impl ClientFrame {
             | ClientFrame::Ack { request_id, .. }
             | ClientFrame::Nack { request_id, .. }
             | ClientFrame::ListTopics { request_id }
-            | ClientFrame::Ping { request_id } => *request_id,
+            | ClientFrame::Ping { request_id }
+            | ClientFrame::Replay { request_id, .. } => *request_id,
         }
     }
 }
@@ -256,6 +281,19 @@ pub enum ServerFrame {
         code: u16,
         /// What went wrong, for people.
         message: String,
+    },
+    /// (8) A replay is done.
+    Replayed {
+        /// The request's id.
+        request_id: u64,
+        /// Source records read.
+        read: u64,
+        /// Records written (route) or delivered (destination).
+        written: u64,
+        /// Records dead-lettered.
+        dead_lettered: u64,
+        /// Records the condition filtered out.
+        filtered: u64,
     },
 }
 

@@ -171,3 +171,72 @@ fn a_destination_sends_a_range_again() {
         .collect();
     assert_eq!(ids, vec!["D0", "D1", "D2", "D0", "D1"]);
 }
+
+/// SHA-256 of "admin-token" and of "reader-token".
+const ADMIN_SHA: &str = "10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a";
+const READER_SHA: &str = "ba5005a40cf5212e4ac0190104cc127edab013294bb71279a975b27a80982d45";
+
+#[test]
+fn replay_through_the_binary_protocol_needs_an_admin_client() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let cfg = format!(
+        "{}\n{}\n[[clients]]\nname = \"ops\"\ntoken_sha256 = \"{ADMIN_SHA}\"\nadmin = true\n\n\
+         [[clients]]\nname = \"reader\"\ntoken_sha256 = \"{READER_SHA}\"\nsubscribe = [\"*\"]\n\n\
+         [[routes]]\nname = \"copy\"\nfrom = \"hl7.in\"\nto = [\"copy.a\"]\n",
+        listener_config("in", "topic = \"hl7.in\""),
+        protocol_config("")
+    );
+    let broker = Broker::start(&cfg, &data);
+    let mut c = MllpClient::connect(broker.mllp("in"));
+    for i in 0..3 {
+        c.request(&adt_a01(&format!("P{i}"), "DOE"));
+    }
+    wait_for("routing", || records(&broker, "copy.a") == 3);
+    let server = broker.protocol();
+    let (code, out, err) = medbus(&[
+        "replay",
+        "--route",
+        "copy",
+        "--from",
+        "0",
+        "--server",
+        &server,
+        "--token",
+        "admin-token",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("summary JSON");
+    assert_eq!(summary["read"], 3);
+    assert_eq!(summary["written"], 3);
+    wait_for("replayed outputs", || records(&broker, "copy.a") == 6);
+    // A client without admin rights is refused.
+    let (code, _, err) = medbus(&[
+        "replay",
+        "--route",
+        "copy",
+        "--from",
+        "0",
+        "--server",
+        &server,
+        "--token",
+        "reader-token",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("admin"), "{err}");
+    // A bad request is a usage error.
+    let (code, _, err) = medbus(&[
+        "replay",
+        "--route",
+        "nope",
+        "--from",
+        "0",
+        "--server",
+        &server,
+        "--token",
+        "admin-token",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no route named"), "{err}");
+    assert_eq!(records(&broker, "copy.a"), 6);
+}

@@ -238,6 +238,34 @@ pub fn topics(remote: &Remote) -> Result<Vec<TopicInfo>, RemoteError> {
     })
 }
 
+/// Admin: replay a route (`destination = false`) or a destination over
+/// `from..=to`; returns the broker's summary as JSON.
+pub fn replay(
+    remote: &Remote,
+    destination: bool,
+    name: &str,
+    from: u64,
+    to: Option<u64>,
+) -> Result<serde_json::Value, RemoteError> {
+    let target = if destination {
+        medbus_protocol::ReplayTarget::Destination
+    } else {
+        medbus_protocol::ReplayTarget::Route
+    };
+    runtime()?.block_on(async {
+        let client = remote.connect().await?;
+        let (read, written, dead_lettered, filtered) =
+            client.replay(target, name, from, to).await?;
+        client.close().await;
+        Ok(serde_json::json!({
+            "read": read,
+            "written": written,
+            "dead_lettered": dead_lettered,
+            "filtered": filtered,
+        }))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

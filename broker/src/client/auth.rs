@@ -23,6 +23,8 @@ pub struct Principal {
     subscribe: Vec<Glob>,
     /// Development mode: every topic.
     unrestricted: bool,
+    /// May send admin requests (replay).
+    pub admin: bool,
 }
 
 impl Principal {
@@ -71,6 +73,7 @@ impl Auth {
                             publish: c.publish_globs(),
                             subscribe: c.subscribe_globs(),
                             unrestricted: false,
+                            admin: c.admin,
                         }),
                     )
                 })
@@ -87,6 +90,7 @@ impl Auth {
                     publish: Vec::new(),
                     subscribe: Vec::new(),
                     unrestricted: true,
+                    admin: true,
                 }))
             }
             Auth::Development if !token.is_empty() => Err(

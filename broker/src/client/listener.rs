@@ -41,6 +41,8 @@ pub struct ProtocolContext {
     pub connections: AtomicUsize,
     /// Set when `[protocol] tls` is: every connection is TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The running configuration (admin requests: replay).
+    pub config: crate::server::SharedConfig,
 }
 
 /// Accepts binary-protocol connections.

@@ -27,7 +27,9 @@ use medbus_protocol::message::{
     CONNECTION, MAX_ACK_OFFSETS, MAX_BATCH_RECORDS, MAX_NAME_BYTES, MAX_SUBSCRIPTIONS,
     MAX_TOKEN_BYTES, PROTOCOL_VERSION,
 };
-use medbus_protocol::{ClientFrame, ErrorCode, PublishRecord, ServerFrame, StartAt, TopicSummary};
+use medbus_protocol::{
+    ClientFrame, ErrorCode, PublishRecord, ReplayTarget, ServerFrame, StartAt, TopicSummary,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -510,6 +512,71 @@ impl ClientSession {
         }
     }
 
+    /// Admin: replay a route or a destination; answered when done. The
+    /// session goes on serving other requests meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    fn replay(
+        &mut self,
+        principal: &Principal,
+        request_id: u64,
+        target: ReplayTarget,
+        name: String,
+        from: u64,
+        to: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !principal.admin {
+            self.refuse(
+                request_id,
+                "forbidden",
+                ErrorCode::Forbidden,
+                "replay is an admin request: this client has no admin = true".into(),
+            );
+            return;
+        }
+        let config = match self.ctx.config.read() {
+            Ok(c) => c.clone(),
+            Err(_) => return,
+        };
+        let target = match target {
+            ReplayTarget::Route => crate::replay::Target::Route(name),
+            ReplayTarget::Destination => crate::replay::Target::Destination(name),
+        };
+        tracing::info!(client = %principal.name, ?target, from, ?to, "replay requested");
+        let store = self.ctx.store.clone();
+        let metrics = self.ctx.metrics.clone();
+        let job = async move {
+            crate::replay::replay(&config, &store, &metrics, &target, from, to).await
+        };
+        ctx.spawn(
+            job.into_actor(self)
+                .map(move |result, act, _ctx| match result {
+                    Ok(s) => act.writer.write(ServerFrame::Replayed {
+                        request_id,
+                        read: s.read,
+                        written: s.written,
+                        dead_lettered: s.dead_lettered,
+                        filtered: s.filtered,
+                    }),
+                    Err(
+                        e @ (crate::replay::ReplayError::Unknown(..)
+                        | crate::replay::ReplayError::Range(_)),
+                    ) => act.refuse(
+                        request_id,
+                        "invalid_request",
+                        ErrorCode::InvalidRequest,
+                        e.to_string(),
+                    ),
+                    Err(e) => act.refuse(
+                        request_id,
+                        "storage_failed",
+                        ErrorCode::StorageFailed,
+                        e.to_string(),
+                    ),
+                }),
+        );
+    }
+
     fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         let principal = match (&self.principal, frame) {
             (
@@ -589,6 +656,13 @@ impl ClientSession {
             } => self.ack_or_nack(false, request_id, subscription, offsets, ctx),
             ClientFrame::ListTopics { request_id } => self.list_topics(&principal, request_id),
             ClientFrame::Ping { request_id } => self.writer.write(ServerFrame::Pong { request_id }),
+            ClientFrame::Replay {
+                request_id,
+                target,
+                name,
+                from,
+                to,
+            } => self.replay(&principal, request_id, target, name, from, to, ctx),
         }
     }
 }
