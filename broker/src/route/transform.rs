@@ -5,7 +5,7 @@
 
 use crate::headers;
 use crate::storage::Record;
-use medbus_config::route::{CompiledRoute, TemplatePart};
+use medbus_config::route::{CompiledRoute, Condition, TemplatePart};
 use medbus_config::{Subject, Transform};
 use medbus_fhir::{Conversion, ConvertOptions};
 use medbus_hl7::Message;
@@ -46,7 +46,16 @@ pub fn route_record(
     record: &Record,
     fhir: &ConvertOptions,
 ) -> RouteResult {
-    let hl7 = (record.content_type == headers::CONTENT_TYPE_HL7)
+    // Parse only when something looks inside: a condition, a FHIR
+    // transform, or a template filled from MSH (pass-through copies need not).
+    let needs_hl7 = !matches!(route.condition, Condition::Always)
+        || route.transform != Transform::None
+        || route
+            .targets
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, TemplatePart::Key(k) if k != "resourceType"));
+    let hl7 = (needs_hl7 && record.content_type == headers::CONTENT_TYPE_HL7)
         .then(|| Message::parse(&record.payload).ok())
         .flatten();
     let resource_type = if is_fhir(record) {
