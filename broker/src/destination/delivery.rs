@@ -18,6 +18,7 @@
 
 use super::link::{Link, LinkError};
 use super::prepare::prepare;
+use super::progress::Progress;
 use crate::events::{DestinationAttempt, DestinationDone, DestinationLink, DoneOutcome};
 use crate::headers;
 use crate::metrics::Metrics;
@@ -121,6 +122,7 @@ impl Destination {
         let name = settings.name.clone();
         crate::task::spawn(name, arbiter, move |stop| {
             metrics.init_destination(&settings.name);
+            let progress = Some(Progress::open(store.dir(), &settings.name, &settings.from));
             Worker {
                 s: Arc::new(settings),
                 store,
@@ -128,6 +130,8 @@ impl Destination {
                 stop,
                 link: None,
                 seed: now_ms() | 1,
+                progress,
+                durable: (std::time::Instant::now(), 0),
             }
             .run()
         })
@@ -152,6 +156,11 @@ struct Worker {
     link: Option<Link>,
     /// xorshift state for jitter.
     seed: u64,
+    /// Progress between durable cursor commits (None: replay, which moves
+    /// no cursor).
+    progress: Option<Progress>,
+    /// When the durable cursor was last committed, and to what.
+    durable: (std::time::Instant, u64),
 }
 
 impl Worker {
@@ -185,7 +194,11 @@ impl Worker {
         let mut commits = self.store.commits();
         let mut next = loop {
             match self.store.cursor(&self.cursor_key()) {
-                Ok(n) => break n,
+                Ok(n) => {
+                    self.durable = (std::time::Instant::now(), n);
+                    let recorded = self.progress.as_ref().and_then(Progress::read).unwrap_or(0);
+                    break n.max(recorded);
+                }
                 Err(e) => {
                     tracing::error!(destination = %self.s.name, error = %e, "cannot read the cursor");
                     if !self.pause(self.s.retry_initial).await {
@@ -223,14 +236,39 @@ impl Worker {
                 match self.handle(offset, &record).await {
                     Some(n) => next = n,
                     None => {
+                        self.commit_cursor(next).await;
                         self.finish();
                         return;
                     }
                 }
                 self.report_lag(next);
             }
+            // Caught up with what was read: make the position durable now
+            // rather than at the next tick.
+            if next > self.durable.1 && self.durable.0.elapsed() >= super::progress::DURABLE_EVERY {
+                self.commit_cursor(next).await;
+            }
         }
+        self.commit_cursor(next).await;
         self.finish();
+    }
+
+    /// Commit the durable cursor (awaited; retried while it fails, unless
+    /// stopping).
+    async fn commit_cursor(&mut self, next: u64) {
+        if next <= self.durable.1 {
+            return;
+        }
+        let write = AtomicWrite {
+            records: Vec::new(),
+            cursors: vec![(self.cursor_key(), next)],
+        };
+        match self.store.write_atomic(write).await {
+            Ok(_) => self.durable = (std::time::Instant::now(), next),
+            Err(e) => {
+                tracing::warn!(destination = %self.s.name, error = %e, "cannot commit the cursor; will try again")
+            }
+        }
     }
 
     fn finish(&mut self) {
@@ -257,12 +295,13 @@ impl Worker {
     /// Deliver (or skip, or dead-letter) one record and advance the cursor;
     /// returns the next offset, or `None` when stopping.
     async fn handle(&mut self, offset: u64, record: &Record) -> Option<u64> {
-        let hl7 = Message::parse(&record.payload).ok();
-        let wanted = self.s.when.matches(&Subject {
-            message: hl7.as_ref(),
-            resource_type: record.header(headers::FHIR_RESOURCE_TYPE),
-        });
-        drop(hl7);
+        let wanted = matches!(self.s.when, Condition::Always) || {
+            let hl7 = Message::parse(&record.payload).ok();
+            self.s.when.matches(&Subject {
+                message: hl7.as_ref(),
+                resource_type: record.header(headers::FHIR_RESOURCE_TYPE),
+            })
+        };
         let (outcome, dead_letter) = if !wanted {
             (DoneOutcome::Filtered, None)
         } else {
@@ -281,6 +320,24 @@ impl Worker {
                 }
             }
         };
+        // Delivered or filtered: record progress cheaply; the durable cursor
+        // follows every DURABLE_EVERY.
+        if dead_letter.is_none() {
+            if let Some(p) = self.progress.as_mut().filter(|p| p.available()) {
+                p.write(offset + 1);
+                if self.durable.0.elapsed() >= super::progress::DURABLE_EVERY {
+                    self.commit_cursor(offset + 1).await;
+                }
+                DestinationDone {
+                    destination: &self.s.name,
+                    outcome,
+                    offset,
+                    reason: None,
+                }
+                .emit(&self.metrics);
+                return Some(offset + 1);
+            }
+        }
         let mut write = AtomicWrite::default();
         if let Some(reason) = &dead_letter {
             let mut h = record.headers.clone();
@@ -306,7 +363,13 @@ impl Worker {
         // the write until it lands (or we are asked to stop).
         loop {
             match self.store.write_atomic(write.clone()).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.durable = (std::time::Instant::now(), offset + 1);
+                    if let Some(p) = self.progress.as_mut() {
+                        p.write(offset + 1);
+                    }
+                    break;
+                }
                 Err(StorageError::Closed) => return None,
                 Err(e) => {
                     tracing::error!(destination = %self.s.name, error = %e, "cannot advance the cursor; retrying");
@@ -468,6 +531,8 @@ pub async fn replay_range(
         stop: stop_rx,
         link: None,
         seed: now_ms() | 1,
+        progress: None,
+        durable: (std::time::Instant::now(), 0),
     };
     let mut summary = crate::replay::ReplaySummary::default();
     let mut next = from;
