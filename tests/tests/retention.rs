@@ -141,3 +141,65 @@ fn a_reader_that_has_not_caught_up_holds_retention_back_unless_forced() {
         topic(&broker, "hl7.in").is_some_and(|t| t["records"] == 2)
     });
 }
+
+#[test]
+fn the_store_is_compacted_online_and_keeps_working() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let cfg = config(
+        "max_records = 50\ncompact_above = 2.0\ncompact_min = \"1MiB\"",
+        "[[routes]]\nname = \"copy\"\nfrom = \"hl7.in\"\nto = [\"copy.a\"]\n",
+    );
+    let broker = Broker::start(&cfg, &data);
+    send(&broker, 0..600, 4000);
+    wait_for("an online compaction", || {
+        broker.log().contains("store compacted online")
+    });
+    // Ingest, routing, status and metrics go on after the swap.
+    send(&broker, 600..650, 4000);
+    wait_for("routing after the swap", || {
+        topic(&broker, "copy.a").is_some_and(|t| t["last_offset"] == 649)
+    });
+    let (status, _) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    let log = broker.log();
+    assert_eq!(broker.stop(), Some(0));
+    // The log line without its colour codes (ESC [ … m).
+    let raw = log
+        .lines()
+        .find(|l| l.contains("store compacted online"))
+        .expect("compaction log line");
+    let mut line = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            line.push(c);
+        }
+    }
+    let number = |key: &str| -> u64 {
+        let at = line.find(&format!("{key}=")).expect(key) + key.len() + 1;
+        line[at..]
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .expect("number")
+    };
+    assert!(number("after") < number("before"), "{line}");
+    let recs = dump(&data, "hl7.in");
+    assert_eq!(recs.last().and_then(|r| r["offset"].as_u64()), Some(649));
+    let first = recs.first().and_then(|r| r["offset"].as_u64()).unwrap_or(0);
+    assert!(
+        first >= 550,
+        "retention kept its limit across the swap: first offset {first}"
+    );
+    assert!(!tmp.path().join(".data.compacting").exists());
+    assert!(!tmp.path().join(".data.before-compaction").exists());
+}
