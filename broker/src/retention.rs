@@ -74,9 +74,6 @@ async fn run(
     live: HashSet<String>,
     interval: std::time::Duration,
 ) {
-    // Bytes on disk right after the last compaction: compacting again makes
-    // sense only once the store has grown well past that.
-    let mut compacted_to = 0u64;
     loop {
         match pass(&config, &store, &metrics, &live).await {
             Ok(()) => {}
@@ -84,12 +81,6 @@ async fn run(
             Err(e) => {
                 tracing::error!(error = %e, "retention pass failed; trying again next interval")
             }
-        }
-        match maybe_compact(&config, &store, compacted_to).await {
-            Ok(Some(after)) => compacted_to = after,
-            Ok(None) => {}
-            Err(StorageError::Closed) => return,
-            Err(e) => tracing::error!(error = %e, "online compaction failed; trying again later"),
         }
         tokio::time::sleep(interval).await;
     }
@@ -174,33 +165,6 @@ pub async fn pass(
             .set(i64::try_from(b).unwrap_or(i64::MAX));
     }
     Ok(())
-}
-
-/// Compact the store when it takes more than `compact_above` times the
-/// live payload on disk (and at least `compact_min`, and twice what the
-/// last compaction left); returns the size afterwards when it ran.
-async fn maybe_compact(
-    config: &RetentionConfig,
-    store: &Store,
-    compacted_to: u64,
-) -> Result<Option<u64>, StorageError> {
-    if config.compact_above <= 0.0 {
-        return Ok(None);
-    }
-    let disk = store.size_on_disk()?;
-    let live: u64 = store.topics()?.iter().map(|t| t.bytes).sum();
-    let too_big = disk as f64 > config.compact_above * live.max(1) as f64;
-    if !too_big || disk < config.compact_min.0 || disk < compacted_to.saturating_mul(2) {
-        return Ok(None);
-    }
-    tracing::info!(
-        disk,
-        live,
-        "store takes {:.1}x its live data: compacting",
-        disk as f64 / live.max(1) as f64
-    );
-    let (_, after) = store.compact().await?;
-    Ok(Some(after))
 }
 
 /// The first offset to keep in `topic` under `limits` (ignoring cursors).

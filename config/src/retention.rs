@@ -38,21 +38,6 @@ pub struct RetentionConfig {
     /// Per-topic overrides; the first whose glob matches applies.
     #[serde(default)]
     pub topics: Vec<TopicRetention>,
-    /// Rewrite the store online when it takes more than this many times the
-    /// live payload bytes on disk (default 2.0; 0 turns it off). Writes wait
-    /// while the store is rewritten (about the time to copy the live data).
-    #[serde(default = "default_compact_above")]
-    pub compact_above: f64,
-    /// Never compact a store smaller than this on disk (default `"64MiB"`).
-    #[serde(default = "default_compact_min")]
-    pub compact_min: ByteSize,
-}
-
-fn default_compact_above() -> f64 {
-    2.0
-}
-fn default_compact_min() -> ByteSize {
-    ByteSize(64 << 20)
 }
 
 /// `[[retention.topics]]`: limits for topics matching a glob; unset limits
@@ -92,8 +77,6 @@ impl Default for RetentionConfig {
             force: false,
             interval: default_interval(),
             topics: Vec::new(),
-            compact_above: default_compact_above(),
-            compact_min: default_compact_min(),
         }
     }
 }

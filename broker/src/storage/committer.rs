@@ -47,10 +47,6 @@ pub(crate) enum Op {
         below: u64,
         reply: oneshot::Sender<Result<Trimmed, StorageError>>,
     },
-    /// Rewrite the store compactly (export, swap, reopen).
-    Compact {
-        reply: oneshot::Sender<Result<(u64, u64), StorageError>>,
-    },
     /// Write a consistent snapshot of the whole store to a file.
     Backup {
         path: std::path::PathBuf,
@@ -128,12 +124,6 @@ pub type CommitObserver = Box<dyn Fn(&CommitStats) + Send>;
 
 pub(crate) struct Committer {
     pub db: sled::Db,
-    /// Where readers find the database (swapped by compaction).
-    pub slot: super::DbSlot,
-    /// sled page cache, to reopen with after compaction.
-    pub cache_bytes: u64,
-    /// Bytes on disk right after the last compaction.
-    pub last_compacted: Option<u64>,
     pub dir: PathBuf,
     pub durability: Durability,
     pub max_batch: usize,
@@ -224,59 +214,6 @@ impl Committer {
         }
     }
 
-    /// Online compaction: everything durable first, then an export into a
-    /// fresh directory, a swap under the readers' write lock, and a reopen.
-    /// Appends wait meanwhile (this thread is the only writer).
-    fn compact(&mut self) -> Result<(u64, u64), StorageError> {
-        self.make_durable()
-            .map_err(|e| StorageError::Durability(e.to_string()))?;
-        let before = super::compact::dir_bytes(&self.dir).unwrap_or(0);
-        super::compact::export(&self.db, &self.dir, self.cache_bytes)
-            .map_err(|e| StorageError::Sled(format!("compaction export failed: {e}")))?;
-        // Readers wait on the lock while the database is swapped.
-        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
-        // Close every handle of the old database before renaming its
-        // directory: the committer's trees and file, the readers' slot.
-        self.next.clear();
-        self.log_file = None;
-        let reopened = match slot.take() {
-            Some(old) => {
-                drop(old);
-                let placeholder_dir = super::compact::new_dir(&self.dir).with_extension("closing");
-                // Our own handle goes last; a throwaway in-memory database
-                // takes its place for the moment of the swap.
-                let temporary = sled::Config::new()
-                    .temporary(true)
-                    .path(placeholder_dir)
-                    .open()
-                    .map_err(StorageError::from)?;
-                drop(std::mem::replace(&mut self.db, temporary));
-                super::compact::swap(&self.dir, self.cache_bytes)
-            }
-            None => super::compact::swap(&self.dir, self.cache_bytes),
-        };
-        let db = match reopened {
-            Ok(db) => db,
-            Err(e) => {
-                tracing::error!(error = %e, "compaction swap failed; reopening the data directory as it is");
-                super::compact::open_db(&self.dir, self.cache_bytes).map_err(StorageError::from)?
-            }
-        };
-        self.db = db.clone();
-        *slot = Some(db);
-        drop(slot);
-        self.log_file = std::fs::OpenOptions::new()
-            .read(true)
-            .open(self.dir.join("db"))
-            .ok();
-        self.synced_blob = 0;
-        self.blobs_seen = None;
-        let after = super::compact::dir_bytes(&self.dir).unwrap_or(0);
-        self.last_compacted = Some(after);
-        tracing::info!(before, after, "store compacted online");
-        Ok((before, after))
-    }
-
     /// While idle after a failed batch, tell the observer as soon as the
     /// disk has room again, so readiness recovers without waiting for
     /// traffic that a load balancer would not send to an unready broker.
@@ -323,9 +260,6 @@ impl Committer {
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
             match op {
-                Op::Compact { reply } => {
-                    let _ = reply.send(self.compact());
-                }
                 Op::Backup { path, reply } => {
                     // Everything before it in this batch is made durable
                     // first, so the snapshot shows what was acknowledged.

@@ -27,14 +27,13 @@ pub enum KvOp {
 }
 
 impl Store {
-    fn kv_tree(db: &sled::Db, tree: &str) -> Result<sled::Tree, StorageError> {
-        Ok(db.open_tree(format!("{KV_PREFIX}{tree}"))?)
+    fn kv_tree(&self, tree: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.inner.db.open_tree(format!("{KV_PREFIX}{tree}"))?)
     }
 
     /// The value of `key` in key-value tree `tree`.
     pub fn kv_get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let db = self.db()?;
-        Ok(Self::kv_tree(&db, tree)?.get(key)?.map(|v| v.to_vec()))
+        Ok(self.kv_tree(tree)?.get(key)?.map(|v| v.to_vec()))
     }
 
     /// Up to `max` entries of `tree` whose key starts with `prefix`, in key
@@ -46,8 +45,7 @@ impl Store {
         after: Option<&[u8]>,
         max: usize,
     ) -> Result<KvEntries, StorageError> {
-        let db = self.db()?;
-        let t = Self::kv_tree(&db, tree)?;
+        let t = self.kv_tree(tree)?;
         let mut out = Vec::new();
         let iter = match after {
             Some(a) if a.starts_with(prefix) => {
@@ -80,16 +78,13 @@ impl Store {
                 KvOp::Delete(k) => batch.remove(k),
             }
         }
-        // Hold the database for the whole write, so that an online
-        // compaction cannot swap it away under this batch.
-        let db = self.db()?;
-        Ok(Self::kv_tree(&db, tree)?.apply_batch(batch)?)
+        Ok(self.kv_tree(tree)?.apply_batch(batch)?)
     }
 
     /// Make every key-value change so far durable now (a sled flush; the
     /// committer's `fdatasync` follows at its next group commit).
     pub fn kv_flush(&self) -> Result<(), StorageError> {
-        self.db()?.flush()?;
+        self.inner.db.flush()?;
         Ok(())
     }
 
@@ -97,10 +92,9 @@ impl Store {
     /// [`Store::topics`]: no offsets or sizes).
     pub fn topic_names(&self, prefix: &str) -> Vec<String> {
         let full = format!("{}{prefix}", super::TOPIC_PREFIX);
-        let Ok(db) = self.db() else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = db
+        let mut out: Vec<String> = self
+            .inner
+            .db
             .tree_names()
             .into_iter()
             .filter_map(|n| {
@@ -115,8 +109,9 @@ impl Store {
     /// A durable cursor's next offset, or `None` when it was never set
     /// (unlike [`Store::cursor`], which reads an unset cursor as 0).
     pub fn cursor_if_set(&self, key: &[u8]) -> Result<Option<u64>, StorageError> {
-        let db = self.db()?;
-        Ok(db
+        Ok(self
+            .inner
+            .db
             .open_tree(committer::CURSOR_TREE)?
             .get(key)?
             .and_then(|v| key_offset(&v)))

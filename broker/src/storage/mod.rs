@@ -11,7 +11,6 @@
 
 pub mod backup;
 pub mod committer;
-pub mod compact;
 pub mod kv;
 pub mod record;
 
@@ -177,26 +176,8 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// A read-locked database (see [`Store::db`]).
-pub(crate) struct DbGuard<'a>(std::sync::RwLockReadGuard<'a, Option<sled::Db>>);
-
-impl std::ops::Deref for DbGuard<'_> {
-    type Target = sled::Db;
-    fn deref(&self) -> &sled::Db {
-        match self.0.as_ref() {
-            Some(db) => db,
-            // `Store::db` hands out a guard only when the slot is filled.
-            None => unreachable!("DbGuard over an empty slot"),
-        }
-    }
-}
-
-/// Where readers find the database: empty only while compaction swaps it.
-pub(crate) type DbSlot = Arc<std::sync::RwLock<Option<sled::Db>>>;
-
 struct Inner {
-    /// The database; replaced (under the write lock) by online compaction.
-    db: DbSlot,
+    db: sled::Db,
     dir: PathBuf,
     ops: std::sync::Mutex<Option<mpsc::Sender<committer::Op>>>,
     committed: watch::Receiver<u64>,
@@ -227,20 +208,21 @@ fn key_offset(k: &[u8]) -> Option<u64> {
 impl Store {
     /// Open (or create) the store in `dir` and start its committer.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StorageError> {
-        compact::recover(dir).map_err(|e| {
-            StorageError::Sled(format!("cannot finish an interrupted compaction: {e}"))
-        })?;
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Sled(format!("cannot create {}: {e}", dir.display())))?;
-        let db = compact::open_db(dir, options.cache_bytes).map_err(|e| match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                StorageError::Locked(dir.display().to_string())
-            }
-            other => StorageError::from(other),
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StorageError::Locked(dir.display().to_string())
+                }
+                other => StorageError::from(other),
+            })?;
         // Make the directory entries of sled's files durable once.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -249,14 +231,10 @@ impl Store {
             .read(true)
             .open(dir.join("db"))
             .ok();
-        let slot: DbSlot = Arc::new(std::sync::RwLock::new(Some(db.clone())));
         let (tx, rx) = mpsc::channel();
         let (committed_tx, committed_rx) = watch::channel(0);
         let committer = committer::Committer {
             db: db.clone(),
-            slot: slot.clone(),
-            cache_bytes: options.cache_bytes,
-            last_compacted: None,
             dir: dir.to_path_buf(),
             durability: options.durability,
             max_batch: options.max_batch.max(1),
@@ -277,7 +255,7 @@ impl Store {
             .map_err(|e| StorageError::Sled(format!("cannot start committer: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db: slot.clone(),
+                db,
                 dir: dir.to_path_buf(),
                 ops: std::sync::Mutex::new(Some(tx)),
                 committed: committed_rx,
@@ -367,27 +345,6 @@ impl Store {
         )
     }
 
-    /// The database, read-locked for as long as the caller holds the
-    /// guard: online compaction swaps it under the write lock, so nobody
-    /// reads from or writes into a database that is being replaced. Bind it
-    /// once per operation (`let db = self.db()?;`), never per statement.
-    pub(crate) fn db(&self) -> Result<DbGuard<'_>, StorageError> {
-        let guard = self.inner.db.read().unwrap_or_else(|p| p.into_inner());
-        if guard.is_some() {
-            Ok(DbGuard(guard))
-        } else {
-            Err(StorageError::Sled("the store is being reopened".into()))
-        }
-    }
-
-    /// Rewrite the store compactly while it runs (see [`compact`]); appends
-    /// wait meanwhile. Returns the bytes on disk before and after.
-    pub fn compact(
-        &self,
-    ) -> impl std::future::Future<Output = Result<(u64, u64), StorageError>> + 'static {
-        self.call(|reply| committer::Op::Compact { reply }, None)
-    }
-
     /// Hand an op to the committer; `false` when the store is closed.
     fn submit(&self, op: committer::Op) -> bool {
         match self.inner.ops.lock() {
@@ -398,9 +355,8 @@ impl Store {
 
     /// Every durable cursor: (key `kind/name/topic`, next offset).
     pub fn cursors(&self) -> Result<Vec<(String, u64)>, StorageError> {
-        let db = self.db()?;
         let mut out = Vec::new();
-        for item in db.open_tree(committer::CURSOR_TREE)?.iter() {
+        for item in self.inner.db.open_tree(committer::CURSOR_TREE)?.iter() {
             let (k, v) = item?;
             let offset = v
                 .as_ref()
@@ -415,8 +371,9 @@ impl Store {
 
     /// A durable cursor's next offset (0 when never set).
     pub fn cursor(&self, key: &[u8]) -> Result<u64, StorageError> {
-        let db = self.db()?;
-        Ok(db
+        Ok(self
+            .inner
+            .db
             .open_tree(committer::CURSOR_TREE)?
             .get(key)?
             .and_then(|v| v.as_ref().try_into().ok())
@@ -426,16 +383,14 @@ impl Store {
 
     /// The oldest offset of `topic`, if it has records.
     pub fn first_offset(&self, topic: &str) -> Result<Option<u64>, StorageError> {
-        let db = self.db()?;
-        Ok(open_topic_tree(&db, topic)?
+        Ok(open_topic_tree(&self.inner.db, topic)?
             .first()?
             .and_then(|(k, _)| key_offset(&k)))
     }
 
     /// The newest offset of `topic`, if it has records.
     pub fn last_offset(&self, topic: &str) -> Result<Option<u64>, StorageError> {
-        let db = self.db()?;
-        last_offset(&open_topic_tree(&db, topic)?)
+        last_offset(&open_topic_tree(&self.inner.db, topic)?)
     }
 
     /// Up to `max` records of `topic` from offset `from` on.
@@ -445,8 +400,7 @@ impl Store {
         from: u64,
         max: usize,
     ) -> Result<Vec<(u64, Record)>, StorageError> {
-        let db = self.db()?;
-        let tree = open_topic_tree(&db, topic)?;
+        let tree = open_topic_tree(&self.inner.db, topic)?;
         let mut out = Vec::new();
         for item in tree.range(from.to_be_bytes()..).take(max) {
             let (k, v) = item?;
@@ -462,22 +416,23 @@ impl Store {
 
     /// Every topic with its offsets.
     pub fn topics(&self) -> Result<Vec<TopicInfo>, StorageError> {
-        let db = self.db()?;
-        let meta = db.open_tree(committer::META_TREE)?;
         let mut out = Vec::new();
-        for name in db.tree_names() {
+        for name in self.inner.db.tree_names() {
             let Some(topic) = name.strip_prefix(TOPIC_PREFIX.as_bytes()) else {
                 continue;
             };
             let topic = String::from_utf8_lossy(topic).into_owned();
-            let tree = db.open_tree(&name)?;
+            let tree = self.inner.db.open_tree(&name)?;
             let first = tree.first()?.and_then(|(k, _)| key_offset(&k));
             let last = last_offset(&tree)?;
             let count = match (first, last) {
                 (Some(f), Some(l)) => l - f + 1,
                 _ => 0,
             };
-            let bytes = meta
+            let bytes = self
+                .inner
+                .db
+                .open_tree(committer::META_TREE)?
                 .get(committer::bytes_key(&topic))?
                 .and_then(|v| v.as_ref().try_into().ok())
                 .map(u64::from_be_bytes)
@@ -502,7 +457,7 @@ impl Store {
 
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(self.db()?.size_on_disk()?)
+        Ok(self.inner.db.size_on_disk()?)
     }
 
     /// Stop accepting appends, let the committer finish what is queued and
