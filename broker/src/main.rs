@@ -169,12 +169,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Rewrite a stopped broker's data directory compactly (reclaims the space sled keeps).
-    Compact {
-        /// Data directory (the broker must be stopped).
-        #[arg(long)]
-        data_dir: PathBuf,
-    },
     /// Restore a backup into a new, empty data directory.
     Restore {
         /// Backup file.
@@ -323,17 +317,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 out.display(),
                 s.entries,
                 s.bytes
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Compact { data_dir } => {
-            let c = cli::backup::compact(&data_dir)?;
-            println!(
-                "compacted {}: {} entries, {} -> {} bytes on disk",
-                data_dir.display(),
-                c.entries,
-                c.before,
-                c.after
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,4 +1,4 @@
-//! `medbus backup`, `medbus restore` and `medbus compact`.
+//! `medbus backup` and `medbus restore`.
 //!
 //! A backup of a stopped broker's data directory is taken directly. A
 //! running broker holds the directory, so the command asks it over its HTTP
@@ -112,76 +112,4 @@ fn remote(data_dir: &Path, out: &Path) -> Result<BackupSummary, BackupCliError> 
 /// Restore `file` into the new data directory `data_dir`.
 pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupSummary, BackupCliError> {
     Ok(restore_dir(file, data_dir)?)
-}
-
-/// What compaction did.
-#[derive(Debug, Clone, Copy)]
-pub struct Compacted {
-    /// Bytes on disk before.
-    pub before: u64,
-    /// Bytes on disk after.
-    pub after: u64,
-    /// Entries copied.
-    pub entries: u64,
-}
-
-fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())?
-        } else {
-            meta.len()
-        };
-    }
-    Ok(total)
-}
-
-/// Rewrite a stopped broker's data directory compactly: export every tree
-/// (a backup), restore it into a fresh directory, then swap the two; the
-/// old directory is kept as `<dir>.before-compact` until the swap is done
-/// and removed afterwards. sled keeps up to 5x the live data on disk before
-/// it reclaims space by itself; this takes it back to about 1x.
-pub fn compact(data_dir: &Path) -> Result<Compacted, BackupCliError> {
-    let store = super::dump::open_offline(data_dir)?;
-    store.close();
-    drop(store);
-    let before = dir_bytes(data_dir)?;
-    let name = data_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".into());
-    let parent = data_dir.parent().unwrap_or(Path::new("."));
-    let snapshot = parent.join(format!(".{name}.compact-backup"));
-    let fresh = parent.join(format!(".{name}.compact-new"));
-    let old = parent.join(format!("{name}.before-compact"));
-    for leftover in [&snapshot, &fresh] {
-        if leftover.exists() {
-            return Err(BackupCliError::Io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists: an earlier compaction did not finish; remove it first",
-                    leftover.display()
-                ),
-            )));
-        }
-    }
-    let summary = backup(data_dir, &snapshot)?;
-    let restored = restore(&snapshot, &fresh);
-    let _ = std::fs::remove_file(&snapshot);
-    restored?;
-    std::fs::rename(data_dir, &old)?;
-    if let Err(e) = std::fs::rename(&fresh, data_dir) {
-        // Put the original back: never leave the broker without its data.
-        let _ = std::fs::rename(&old, data_dir);
-        return Err(e.into());
-    }
-    std::fs::remove_dir_all(&old)?;
-    Ok(Compacted {
-        before,
-        after: dir_bytes(data_dir)?,
-        entries: summary.entries,
-    })
 }
