@@ -412,3 +412,34 @@ pub fn adt_a01(control_id: &str, family: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// Wait (bounded, 60 s) until `cond` holds; panics naming `what` otherwise.
+/// A bound, not a timing assertion: it only turns a hang into a failure.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// One topic as the running broker's `/api/status` reports it.
+pub fn status_topic(broker: &Broker, name: &str) -> Option<serde_json::Value> {
+    let (_, body) = http_get(broker.http?, "/api/status")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == name)
+        .cloned()
+}
+
+/// Records of a topic on the running broker (0 when it does not exist yet).
+pub fn topic_records(broker: &Broker, name: &str) -> u64 {
+    status_topic(broker, name)
+        .and_then(|t| t["records"].as_u64())
+        .unwrap_or(0)
+}

@@ -12,19 +12,9 @@ fn config() -> String {
     )
 }
 
-fn records(broker: &Broker, topic: &str) -> u64 {
-    let (_, body) = http_get(broker.http.expect("http"), "/api/status").expect("status");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    v["topics"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["name"] == topic))
-        .and_then(|t| t["records"].as_u64())
-        .unwrap_or(0)
-}
-
 fn wait_records(broker: &Broker, topic: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while records(broker, topic) != n {
+    while topic_records(broker, topic) != n {
         assert!(Instant::now() < deadline, "{topic} never reached {n}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -77,7 +67,7 @@ fn backup_of_a_running_broker_restores_with_topics_cursors_and_offsets() {
     let broker = Broker::start(&config(), &restored);
     // The route's cursor came along: nothing is routed twice.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(records(&broker, "copy.a"), 5);
+    assert_eq!(topic_records(&broker, "copy.a"), 5);
     MllpClient::connect(broker.mllp("in")).request(&adt_a01("AFTER", "DOE"));
     wait_records(&broker, "copy.a", 6);
     assert_eq!(broker.stop(), Some(0));

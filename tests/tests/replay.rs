@@ -5,28 +5,6 @@
 use medbus_tests::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn records(broker: &Broker, topic: &str) -> u64 {
-    let (_, body) = http_get(broker.http.expect("http"), "/api/status").expect("status");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    v["topics"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["name"] == topic))
-        .and_then(|t| t["records"].as_u64())
-        .unwrap_or(0)
-}
 
 #[test]
 fn a_route_is_replayed_over_a_range() {
@@ -41,7 +19,7 @@ fn a_route_is_replayed_over_a_range() {
     for i in 0..3 {
         c.request(&adt_a01(&format!("R{i}"), "DOE"));
     }
-    wait_for("routing", || records(&broker, "copy.a") == 3);
+    wait_for("routing", || topic_records(&broker, "copy.a") == 3);
     let d = data.to_string_lossy().into_owned();
     let (code, out, err) = medbus(&[
         "replay",
@@ -58,10 +36,10 @@ fn a_route_is_replayed_over_a_range() {
     let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("summary JSON");
     assert_eq!(summary["read"], 2);
     assert_eq!(summary["written"], 2);
-    assert_eq!(records(&broker, "copy.a"), 5);
+    assert_eq!(topic_records(&broker, "copy.a"), 5);
     // The live cursor did not move back: a new message is routed once.
     c.request(&adt_a01("R3", "DOE"));
-    wait_for("routing of R3", || records(&broker, "copy.a") == 6);
+    wait_for("routing of R3", || topic_records(&broker, "copy.a") == 6);
 
     let (code, _, err) = medbus(&["replay", "--route", "nope", "--from", "0", "--data-dir", &d]);
     assert_eq!(code, 2);
@@ -192,7 +170,7 @@ fn replay_through_the_binary_protocol_needs_an_admin_client() {
     for i in 0..3 {
         c.request(&adt_a01(&format!("P{i}"), "DOE"));
     }
-    wait_for("routing", || records(&broker, "copy.a") == 3);
+    wait_for("routing", || topic_records(&broker, "copy.a") == 3);
     let server = broker.protocol();
     let (code, out, err) = medbus(&[
         "replay",
@@ -209,7 +187,7 @@ fn replay_through_the_binary_protocol_needs_an_admin_client() {
     let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("summary JSON");
     assert_eq!(summary["read"], 3);
     assert_eq!(summary["written"], 3);
-    wait_for("replayed outputs", || records(&broker, "copy.a") == 6);
+    wait_for("replayed outputs", || topic_records(&broker, "copy.a") == 6);
     // A client without admin rights is refused.
     let (code, _, err) = medbus(&[
         "replay",
@@ -238,5 +216,5 @@ fn replay_through_the_binary_protocol_needs_an_admin_client() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no route named"), "{err}");
-    assert_eq!(records(&broker, "copy.a"), 6);
+    assert_eq!(topic_records(&broker, "copy.a"), 6);
 }

@@ -3,28 +3,6 @@
 //! holds retention back unless `force = true`.
 
 use medbus_tests::*;
-use std::time::{Duration, Instant};
-
-fn topic(broker: &Broker, name: &str) -> Option<serde_json::Value> {
-    let (_, body) = http_get(broker.http.expect("http"), "/api/status")?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["topics"]
-        .as_array()?
-        .iter()
-        .find(|t| t["name"] == name)
-        .cloned()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn send(broker: &Broker, ids: std::ops::Range<usize>, pad: usize) {
     let mut c = MllpClient::connect(broker.mllp("in"));
@@ -50,9 +28,9 @@ fn retention_by_count_keeps_the_newest_and_never_reuses_offsets() {
     let broker = Broker::start(&cfg, &data);
     send(&broker, 0..12, 10);
     wait_for("retention", || {
-        topic(&broker, "hl7.in").is_some_and(|t| t["first_offset"] == 7)
+        status_topic(&broker, "hl7.in").is_some_and(|t| t["first_offset"] == 7)
     });
-    let t = topic(&broker, "hl7.in").expect("topic");
+    let t = status_topic(&broker, "hl7.in").expect("topic");
     assert_eq!(t["records"], 5);
     let (_, metrics) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
     assert!(
@@ -76,7 +54,7 @@ fn retention_by_age_empties_a_topic_and_offsets_continue_after_restart() {
     let broker = Broker::start(&cfg, &data);
     send(&broker, 0..3, 10);
     wait_for("the topic to empty", || {
-        topic(&broker, "hl7.in").is_some_and(|t| t["records"] == 0)
+        status_topic(&broker, "hl7.in").is_some_and(|t| t["records"] == 0)
     });
     assert_eq!(broker.stop(), Some(0));
     let broker = Broker::start(&cfg, &data);
@@ -97,9 +75,10 @@ fn retention_by_bytes() {
     let broker = Broker::start(&config("max_bytes = \"4KiB\"", ""), &data);
     send(&broker, 0..10, 1000);
     wait_for("the byte limit", || {
-        topic(&broker, "hl7.in").is_some_and(|t| t["bytes"].as_u64().is_some_and(|b| b <= 4096))
+        status_topic(&broker, "hl7.in")
+            .is_some_and(|t| t["bytes"].as_u64().is_some_and(|b| b <= 4096))
     });
-    let t = topic(&broker, "hl7.in").expect("topic");
+    let t = status_topic(&broker, "hl7.in").expect("topic");
     assert!(
         t["records"].as_u64().is_some_and(|n| (2..=4).contains(&n)),
         "{t}"
@@ -123,7 +102,7 @@ fn a_reader_that_has_not_caught_up_holds_retention_back_unless_forced() {
     wait_for("the held-back log line", || {
         broker.log().contains("retention held back")
     });
-    let t = topic(&broker, "hl7.in").expect("topic");
+    let t = status_topic(&broker, "hl7.in").expect("topic");
     assert_eq!(
         t["first_offset"], 0,
         "nothing the destination still needs was removed"
@@ -138,6 +117,6 @@ fn a_reader_that_has_not_caught_up_holds_retention_back_unless_forced() {
     );
     send(&broker, 0..6, 10);
     wait_for("forced retention", || {
-        topic(&broker, "hl7.in").is_some_and(|t| t["records"] == 2)
+        status_topic(&broker, "hl7.in").is_some_and(|t| t["records"] == 2)
     });
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Records per topic, from the running broker's status API.
 fn topic_counts(broker: &Broker) -> HashMap<String, u64> {
@@ -25,18 +25,6 @@ fn topic_counts(broker: &Broker) -> HashMap<String, u64> {
             )
         })
         .collect()
-}
-
-/// Wait (bounded) until `cond` holds; panics with `what` otherwise.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn config(routes: &str) -> String {
