@@ -52,16 +52,31 @@ impl Router {
     }
 }
 
-/// Route every record of `source` from `next` on, one batch; returns the new
-/// next offset, or `None` when there was nothing to read.
-async fn step(
+/// One batch, routed and ready to write.
+struct Prepared {
+    /// Outputs, dead letters and the cursor advance.
+    write: AtomicWrite,
+    /// What happened, for the event once written.
+    source: String,
+    from: u64,
+    to: u64,
+    matched: u64,
+    filtered: u64,
+    dead_lettered: u64,
+    outputs: u64,
+    oldest_received_ms: Option<u64>,
+}
+
+/// Route every record of `source` from `next` on, one batch (no write yet);
+/// `None` when there is nothing to read.
+fn prepare(
     route: &CompiledRoute,
     store: &Store,
     metrics: &Metrics,
     fhir: &ConvertOptions,
     source: &str,
     next: u64,
-) -> Result<Option<u64>, StorageError> {
+) -> Result<Option<Prepared>, StorageError> {
     let batch = store.read(source, next, BATCH_RECORDS)?;
     let Some(&(last, _)) = batch.last() else {
         return Ok(None);
@@ -107,10 +122,9 @@ async fn step(
         .cursors
         .push((cursor_key(CURSOR_KIND, &route.name, source), last + 1));
     let outputs = write.records.len() as u64 - failed;
-    store.write_atomic(write).await?;
-    RouteBatchWritten {
-        route: &route.name,
-        source,
+    Ok(Some(Prepared {
+        write,
+        source: source.to_string(),
         from: next,
         to: last,
         matched,
@@ -118,12 +132,74 @@ async fn step(
         dead_lettered: failed,
         outputs,
         oldest_received_ms: (oldest_ms != u64::MAX).then_some(oldest_ms),
-        now_ms: now_ms(),
-    }
-    .emit(metrics);
-    Ok(Some(last + 1))
+    }))
 }
 
+/// A batch handed to the committer, not yet confirmed.
+struct InFlight {
+    reply: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>>>,
+    >,
+    done: Prepared,
+}
+
+impl InFlight {
+    fn submit(store: &Store, mut prepared: Prepared) -> InFlight {
+        let write = std::mem::take(&mut prepared.write);
+        InFlight {
+            reply: Box::pin(store.write_atomic(write)),
+            done: prepared,
+        }
+    }
+
+    /// Wait for the commit and report it.
+    async fn settle(self, route: &CompiledRoute, metrics: &Metrics) -> Result<(), StorageError> {
+        self.reply.await?;
+        let d = self.done;
+        RouteBatchWritten {
+            route: &route.name,
+            source: &d.source,
+            from: d.from,
+            to: d.to,
+            matched: d.matched,
+            filtered: d.filtered,
+            dead_lettered: d.dead_lettered,
+            outputs: d.outputs,
+            oldest_received_ms: d.oldest_received_ms,
+            now_ms: now_ms(),
+        }
+        .emit(metrics);
+        Ok(())
+    }
+}
+
+/// After a failed write: pause, then take every source's position back from
+/// its durable cursor, so nothing is skipped.
+async fn recover(
+    route: &CompiledRoute,
+    store: &Store,
+    metrics: &Metrics,
+    cursors: &mut [(String, u64)],
+    e: &StorageError,
+) {
+    RouteStalled {
+        route: &route.name,
+        error: e,
+    }
+    .emit(metrics);
+    tokio::time::sleep(route.retry).await;
+    for (source, next) in cursors.iter_mut() {
+        if let Ok(n) = store.cursor(&cursor_key(CURSOR_KIND, &route.name, source)) {
+            *next = n;
+        }
+    }
+}
+
+/// The route's loop. Batches are pipelined one deep: batch N+1 is read and
+/// transformed while batch N commits, and N+1 is handed to the committer
+/// only once N is confirmed — so outputs and cursor still advance in order,
+/// and after a failed write every position is taken back from the durable
+/// cursors.
 async fn run(
     route: Arc<CompiledRoute>,
     store: Store,
@@ -150,8 +226,12 @@ async fn run(
         cursors.push((source.clone(), next));
     }
     tracing::info!(route = %route.name, sources = ?route.sources, "route started");
-    loop {
+    let mut in_flight: Option<InFlight> = None;
+    'outer: loop {
         if *stop.borrow() {
+            if let Some(f) = in_flight.take() {
+                let _ = f.settle(&route, &metrics).await;
+            }
             tracing::info!(route = %route.name, "route stopped");
             return;
         }
@@ -159,38 +239,62 @@ async fn run(
         // lands after this point wakes the wait below.
         commits.borrow_and_update();
         let mut progressed = false;
-        let mut lag = 0u64;
-        for (source, next) in cursors.iter_mut() {
-            match step(&route, &store, &metrics, &fhir, source, *next).await {
-                Ok(Some(n)) => {
-                    *next = n;
-                    progressed = true;
-                }
-                Ok(None) => {}
+        for i in 0..cursors.len() {
+            let (source, next) = (cursors[i].0.clone(), cursors[i].1);
+            let prepared = match prepare(&route, &store, &metrics, &fhir, &source, next) {
+                Ok(p) => p,
                 Err(StorageError::Closed) => return,
                 Err(e) => {
-                    RouteStalled {
-                        route: &route.name,
-                        error: &e,
+                    if let Some(f) = in_flight.take() {
+                        let _ = f.settle(&route, &metrics).await;
                     }
-                    .emit(&metrics);
-                    tokio::time::sleep(route.retry).await;
-                    // Re-read from the durable cursor: nothing is skipped.
-                    if let Ok(n) = store.cursor(&cursor_key(CURSOR_KIND, &route.name, source)) {
-                        *next = n;
+                    recover(&route, &store, &metrics, &mut cursors, &e).await;
+                    continue 'outer;
+                }
+            };
+            // Confirm the previous batch before handing over this one.
+            if let Some(f) = in_flight.take() {
+                match f.settle(&route, &metrics).await {
+                    Ok(()) => {}
+                    Err(StorageError::Closed) => return,
+                    Err(e) => {
+                        recover(&route, &store, &metrics, &mut cursors, &e).await;
+                        continue 'outer;
                     }
-                    progressed = true;
                 }
             }
-            lag += store
-                .last_offset(source)
-                .ok()
-                .flatten()
-                .map(|last| (last + 1).saturating_sub(*next))
-                .unwrap_or(0);
+            if let Some(p) = prepared {
+                cursors[i].1 = p.to + 1;
+                in_flight = Some(InFlight::submit(&store, p));
+                progressed = true;
+            }
         }
+        let lag: u64 = cursors
+            .iter()
+            .map(|(source, next)| {
+                store
+                    .last_offset(source)
+                    .ok()
+                    .flatten()
+                    .map(|last| (last + 1).saturating_sub(*next))
+                    .unwrap_or(0)
+            })
+            .sum();
         metrics.set_route_lag(&route.name, lag);
         if !progressed {
+            // Nothing new: confirm what is in flight, then sleep until the
+            // next commit.
+            if let Some(f) = in_flight.take() {
+                match f.settle(&route, &metrics).await {
+                    Ok(()) => {}
+                    Err(StorageError::Closed) => return,
+                    Err(e) => {
+                        recover(&route, &store, &metrics, &mut cursors, &e).await;
+                        continue;
+                    }
+                }
+                continue;
+            }
             tokio::select! {
                 changed = commits.changed() => if changed.is_err() { return },
                 _ = stop.changed() => {}
