@@ -135,11 +135,13 @@ fn prepare(
     }))
 }
 
+/// The committer's answer to a write, still to come.
+type WriteReply =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>>>>;
+
 /// A batch handed to the committer, not yet confirmed.
 struct InFlight {
-    reply: std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>>>,
-    >,
+    reply: WriteReply,
     done: Prepared,
 }
 
