@@ -241,8 +241,8 @@ impl Worker {
                         return;
                     }
                 }
-                self.report_lag(next);
             }
+            self.report_lag(next);
             // Caught up with what was read: make the position durable now
             // rather than at the next tick.
             if next > self.durable.1 && self.durable.0.elapsed() >= super::progress::DURABLE_EVERY {
@@ -399,7 +399,9 @@ impl Worker {
                 return Delivery::Stopped;
             }
             // Keep the lag current while a message is stuck.
-            self.report_lag(offset);
+            if attempts > 0 {
+                self.report_lag(offset);
+            }
             if self.link.is_none() {
                 match Link::connect(
                     &self.s.connect,
