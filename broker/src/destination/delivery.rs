@@ -394,14 +394,17 @@ impl Worker {
     async fn deliver(&mut self, offset: u64, payload: &[u8], control_id: &str) -> Delivery {
         let mut attempts = 0u32;
         let mut delay = self.s.retry_initial;
+        let mut first_try = true;
         loop {
             if *self.stop.borrow() {
                 return Delivery::Stopped;
             }
-            // Keep the lag current while a message is stuck.
-            if attempts > 0 {
+            // Keep the lag current while a message is stuck (not on the
+            // first try: the loop above reports it once per batch).
+            if !first_try {
                 self.report_lag(offset);
             }
+            first_try = false;
             if self.link.is_none() {
                 match Link::connect(
                     &self.s.connect,
