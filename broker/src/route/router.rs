@@ -26,6 +26,10 @@ use tokio::sync::watch;
 /// atomic write, while amortising the commit.
 pub const BATCH_RECORDS: usize = 4096;
 
+/// Most output bytes one batch gathers before it is written: bounds the
+/// router's memory (and one atomic write) when outputs are large.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
 /// Cursor kind of routes in the cursor tree.
 pub const CURSOR_KIND: &str = "route";
 
@@ -78,13 +82,21 @@ fn prepare(
     next: u64,
 ) -> Result<Option<Prepared>, StorageError> {
     let batch = store.read(source, next, BATCH_RECORDS)?;
-    let Some(&(last, _)) = batch.last() else {
+    if batch.is_empty() {
         return Ok(None);
-    };
+    }
     let mut write = AtomicWrite::default();
     let (mut matched, mut filtered, mut failed) = (0u64, 0u64, 0u64);
     let mut oldest_ms = u64::MAX;
+    let mut last = next;
+    let mut bytes = 0usize;
     for (offset, record) in &batch {
+        // Bound the memory one batch holds (FHIR outputs are many times
+        // the size of their source): the rest waits for the next batch.
+        if bytes >= MAX_BATCH_BYTES {
+            break;
+        }
+        last = *offset;
         let result = route_record(route, source, *offset, record, fhir);
         if let Some((message_type, took)) = &result.conversion {
             metrics.observe_conversion(message_type, *took);
@@ -94,6 +106,7 @@ fn prepare(
             Routed::Outputs(outputs) => {
                 matched += 1;
                 oldest_ms = oldest_ms.min(record.timestamp_ms);
+                bytes += outputs.iter().map(|(_, r)| r.payload.len()).sum::<usize>();
                 write.records.extend(outputs);
             }
             Routed::Failed(reason) => {
