@@ -7,7 +7,6 @@
 use medbus_tests::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The downstream receiver process; killed when dropped.
 struct Peer {
@@ -70,17 +69,6 @@ impl Drop for Peer {
     }
 }
 
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -135,7 +123,7 @@ fn a_corpus_stream_is_delivered_in_order() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out, _) = medbus(&args);
     assert_eq!(code, 0, "{out}");
-    wait_for("the stream to be delivered", 60, || {
+    wait_for("the stream to be delivered", || {
         metric(
             &broker,
             "medbus_destination_lag_records{destination=\"down\"}",
@@ -162,7 +150,7 @@ fn delivery_resumes_when_the_receiver_comes_back() {
     let port = free_port();
     let broker = Broker::start(&config(port, ""), &tmp.path().join("data"));
     send_all(&broker, &["B1", "B2", "B3"]);
-    wait_for("failed connection attempts", 30, || {
+    wait_for("failed connection attempts", || {
         metric(
             &broker,
             "medbus_destination_retries_total{destination=\"down\",reason=\"unreachable\"}",
@@ -184,9 +172,9 @@ fn delivery_resumes_when_the_receiver_comes_back() {
         Some(3.0)
     );
     let peer = Peer::start(tmp.path(), port, &[]);
-    wait_for("delivery after the outage", 30, || peer.firsts().len() == 3);
+    wait_for("delivery after the outage", || peer.firsts().len() == 3);
     assert_eq!(peer.firsts(), vec!["B1", "B2", "B3"]);
-    wait_for("the connected gauge", 10, || {
+    wait_for("the connected gauge", || {
         metric(
             &broker,
             "medbus_destination_connected{destination=\"down\"}",
@@ -217,10 +205,10 @@ fn naks_wrong_acks_late_acks_and_drops_are_retried_and_ar_is_dead_lettered() {
     let broker = Broker::start(&config(peer.port, ""), &data);
     let ids = ["N1", "AE1", "WRONG1", "ARX1", "LATE1", "DROP1", "N2"];
     send_all(&broker, &ids);
-    wait_for("the last message", 60, || {
+    wait_for("the last message", || {
         peer.firsts().last().map(String::as_str) == Some("N2")
     });
-    wait_for("the cursor to pass N2", 30, || {
+    wait_for("the cursor to pass N2", || {
         metric(
             &broker,
             "medbus_destination_lag_records{destination=\"down\"}",
@@ -286,7 +274,7 @@ fn block_holds_later_messages_in_order() {
         &tmp.path().join("data"),
     );
     send_all(&broker, &["ARB1", "AFTER1"]);
-    wait_for("repeated attempts", 30, || peer.received().len() >= 3);
+    wait_for("repeated attempts", || peer.received().len() >= 3);
     assert!(
         peer.received().iter().all(|(c, _)| c == "ARB1"),
         "nothing overtakes the blocked message"
@@ -306,7 +294,7 @@ fn a_broker_killed_mid_delivery_resumes_without_losing_anything() {
     let broker = Broker::start(&cfg, &data);
     let ids: Vec<String> = (0..30).map(|i| format!("K{i}")).collect();
     send_all(&broker, &ids.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_for("some deliveries", 30, || peer.received().len() >= 5);
+    wait_for("some deliveries", || peer.received().len() >= 5);
     broker.kill9();
     let before = peer.received().len();
     assert!(
@@ -314,8 +302,8 @@ fn a_broker_killed_mid_delivery_resumes_without_losing_anything() {
         "the kill came too late to test anything"
     );
     let broker = Broker::start(&cfg, &data);
-    wait_for("the rest", 60, || peer.firsts().len() == ids.len());
-    wait_for("the cursor", 30, || {
+    wait_for("the rest", || peer.firsts().len() == ids.len());
+    wait_for("the cursor", || {
         metric(
             &broker,
             "medbus_destination_lag_records{destination=\"down\"}",
@@ -374,7 +362,7 @@ fn connections_from_outside_the_allowlist_are_refused() {
         c.try_request(&adt_a01("NOPE", "DOE")).is_none(),
         "closed without an answer"
     );
-    wait_for("the refusal counter", 10, || {
+    wait_for("the refusal counter", || {
         metric(
             &broker,
             "medbus_mllp_connections_refused_total{listener=\"guarded\",reason=\"not_allowed\"}",
@@ -389,4 +377,45 @@ fn connections_from_outside_the_allowlist_are_refused() {
     );
     let ack = MllpClient::connect(ok.mllp("open")).request(&adt_a01("YES", "DOE"));
     assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
+}
+
+#[test]
+fn field_rewrites_and_filters_apply_on_the_way() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let peer = Peer::start(tmp.path(), 0, &[]);
+    let extra = "set = { \"MSH-5\" = \"BILLING\", \"MSH-6\" = \"HQ\" }\nwhen = { field = \"PID-8\", eq = \"M\" }";
+    let broker = Broker::start(&config(peer.port, extra), &tmp.path().join("data"));
+    let mut c = MllpClient::connect(broker.mllp("in"));
+    c.request(&adt_a01("SET1", "DOE")); // PID-8 = M: sent, rewritten
+    let female = String::from_utf8(adt_a01("SET2", "ROE"))
+        .expect("utf8")
+        .replace("|M\r", "|F\r");
+    c.request(female.as_bytes()); // filtered out
+    c.request(&adt_a01("SET3", "DOE"));
+    wait_for("delivery", || peer.received().len() == 2);
+    wait_for("the filter count", || {
+        metric(
+            &broker,
+            "medbus_destination_messages_total{destination=\"down\",outcome=\"filtered\"}",
+        ) == Some(1.0)
+    });
+    assert_eq!(peer.firsts(), vec!["SET1", "SET3"]);
+    let log = std::fs::read_to_string(&peer.log).expect("peer log");
+    let first: serde_json::Value =
+        serde_json::from_str(log.lines().next().expect("line")).expect("JSON");
+    let msh = first["message"]
+        .as_str()
+        .expect("message")
+        .split('\r')
+        .next()
+        .expect("MSH")
+        .to_string();
+    let fields: Vec<&str> = msh.split('|').collect();
+    assert_eq!(fields.get(4).copied(), Some("BILLING"), "{msh}");
+    assert_eq!(fields.get(5).copied(), Some("HQ"), "{msh}");
+    assert_eq!(
+        fields.get(2).copied(),
+        Some("HIS"),
+        "sender untouched: {msh}"
+    );
 }
