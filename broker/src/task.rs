@@ -73,3 +73,38 @@ where
         done: done_rx,
     }
 }
+
+/// Sleep `d` unless asked to stop first; `false` when stopping.
+pub async fn pause(stop: &mut watch::Receiver<bool>, d: std::time::Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => !*stop.borrow(),
+        _ = stop.changed() => false,
+    }
+}
+
+/// Jitter for retry delays, so that many retrying loops do not wake in step
+/// (xorshift; not for anything that needs real randomness).
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// Seeded from the clock.
+    pub fn new() -> Jitter {
+        Jitter(crate::storage::now_ms() | 1)
+    }
+
+    /// `d` with full jitter in [d/2, d].
+    pub fn apply(&mut self, d: std::time::Duration) -> std::time::Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let half = d / 2;
+        let extra = half.as_millis() as u64;
+        half + std::time::Duration::from_millis(if extra == 0 { 0 } else { self.0 % (extra + 1) })
+    }
+}
+
+impl Default for Jitter {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -129,7 +129,7 @@ impl Destination {
                 metrics,
                 stop,
                 link: None,
-                seed: now_ms() | 1,
+                seed: crate::task::Jitter::new(),
                 progress,
                 durable: (std::time::Instant::now(), 0),
             }
@@ -154,8 +154,8 @@ struct Worker {
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     link: Option<Link>,
-    /// xorshift state for jitter.
-    seed: u64,
+    /// Jitter for retry delays.
+    seed: crate::task::Jitter,
     /// Progress between durable cursor commits (None: replay, which moves
     /// no cursor).
     progress: Option<Progress>,
@@ -170,24 +170,12 @@ impl Worker {
 
     /// Sleep `d` unless asked to stop; `false` when stopping.
     async fn pause(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => !*self.stop.borrow(),
-            _ = self.stop.changed() => false,
-        }
+        crate::task::pause(&mut self.stop, d).await
     }
 
     /// `d` with full jitter in [d/2, d].
     fn jitter(&mut self, d: Duration) -> Duration {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let half = d / 2;
-        let extra = half.as_millis() as u64;
-        half + Duration::from_millis(if extra == 0 {
-            0
-        } else {
-            self.seed % (extra + 1)
-        })
+        self.seed.apply(d)
     }
 
     async fn run(mut self) {
@@ -535,7 +523,7 @@ pub async fn replay_range(
         metrics,
         stop: stop_rx,
         link: None,
-        seed: now_ms() | 1,
+        seed: crate::task::Jitter::new(),
         progress: None,
         durable: (std::time::Instant::now(), 0),
     };

@@ -196,7 +196,7 @@ async fn manage(
                     metrics: metrics.clone(),
                     registry: registry.clone(),
                     stop: rx,
-                    seed: now_ms() | 1,
+                    seed: crate::task::Jitter::new(),
                 };
                 let done = actix_rt::spawn(worker.run());
                 running.insert(
@@ -234,8 +234,8 @@ struct Worker {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     stop: watch::Receiver<bool>,
-    /// xorshift state for jitter.
-    seed: u64,
+    /// Jitter for retry delays.
+    seed: crate::task::Jitter,
 }
 
 impl Worker {
@@ -243,24 +243,14 @@ impl Worker {
         cursor_key(CURSOR_KIND, &self.spec.id, topic)
     }
 
+    /// Sleep `d` unless asked to stop; `false` when stopping.
     async fn pause(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => !*self.stop.borrow(),
-            _ = self.stop.changed() => false,
-        }
+        crate::task::pause(&mut self.stop, d).await
     }
 
+    /// `d` with full jitter in [d/2, d].
     fn jitter(&mut self, d: Duration) -> Duration {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let half = d / 2;
-        let extra = half.as_millis() as u64;
-        half + Duration::from_millis(if extra == 0 {
-            0
-        } else {
-            self.seed % (extra + 1)
-        })
+        self.seed.apply(d)
     }
 
     async fn run(mut self) {
