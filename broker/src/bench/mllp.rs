@@ -16,16 +16,13 @@ use super::corpus::{check_ack, control_id, AckProblem, Mix, CONTROL_ID_LEN, MAX_
 use super::report::{Live, LoadReport, Progress, Totals};
 use super::spawn::{SpawnOptions, SpawnedBroker};
 use super::{BenchError, DurabilityArg};
-use bytes::BytesMut;
+use crate::mllp::client::{BlockingClient, ExchangeError};
 use medbus_config::{ByteSize, HumanDuration};
-use medbus_mllp::{Decoded, MllpCodec};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use tokio_util::codec::Decoder as _;
 
 /// How long to wait for a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,45 +151,22 @@ struct Shared {
     live: Live,
 }
 
-/// One MLLP connection with its read buffer.
-pub(super) struct Conn {
-    stream: TcpStream,
-    codec: MllpCodec,
-    buf: BytesMut,
-}
+/// One MLLP connection, its errors named for the bench's error table.
+pub(super) struct Conn(BlockingClient);
 
 impl Conn {
     pub(super) fn open(addr: SocketAddr, timeout: Duration) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        Ok(Conn {
-            stream,
-            codec: MllpCodec::new(MAX_ACK),
-            buf: BytesMut::with_capacity(4096),
-        })
+        BlockingClient::connect(addr, CONNECT_TIMEOUT, timeout, MAX_ACK).map(Conn)
     }
 
     /// Send one framed message and read one ACK frame.
     pub(super) fn exchange(&mut self, frame: &[u8]) -> Result<bytes::Bytes, &'static str> {
-        self.stream.write_all(frame).map_err(io_kind("write"))?;
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.codec.decode(&mut self.buf) {
-                Ok(Some(Decoded::Frame(f))) => return Ok(f),
-                Ok(Some(Decoded::Truncated(_) | Decoded::Oversized { .. })) | Err(_) => {
-                    return Err("bad_frame")
-                }
-                Ok(None) => {}
-            }
-            let n = self.stream.read(&mut chunk).map_err(io_kind("read"))?;
-            if n == 0 {
-                return Err("closed");
-            }
-            self.buf
-                .extend_from_slice(chunk.get(..n).unwrap_or_default());
-        }
+        self.0.exchange_framed(frame).map_err(|e| match e {
+            ExchangeError::Write(e) => io_kind("write")(e),
+            ExchangeError::Read(e) => io_kind("read")(e),
+            ExchangeError::Closed => "closed",
+            ExchangeError::Truncated | ExchangeError::TooLarge(_) => "bad_frame",
+        })
     }
 }
 
@@ -478,7 +452,11 @@ fn connection_loop(shared: &Shared, index: usize, conn: Conn, start: Instant) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
+    use medbus_mllp::{Decoded, MllpCodec};
+    use std::io::{Read, Write};
     use std::net::TcpListener;
+    use tokio_util::codec::Decoder as _;
 
     /// A tiny MLLP peer answering every frame with `code`.
     fn peer(code: &'static str) -> SocketAddr {

@@ -5,15 +5,13 @@
 //! sent; anything else is reported, never matched to the next message.
 
 use super::split::split_messages;
-use bytes::BytesMut;
+use crate::mllp::client::BlockingClient;
 use medbus_hl7::Message;
-use medbus_mllp::{Decoded, MllpCodec};
+use medbus_mllp::MllpCodec;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio_util::codec::Decoder;
 
 /// What to send and how.
 pub struct SendOptions {
@@ -93,64 +91,19 @@ impl Summary {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    codec: MllpCodec,
-    buf: BytesMut,
-}
-
-fn connect(to: &str, timeout: Duration) -> std::io::Result<Conn> {
+/// Connect to the first address `to` resolves to that answers.
+fn connect(to: &str, timeout: Duration, max_ack: usize) -> std::io::Result<BlockingClient> {
     let mut last = std::io::Error::new(
         std::io::ErrorKind::NotFound,
         format!("{to} resolves to no address"),
     );
     for addr in to.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(stream) => {
-                stream.set_read_timeout(Some(timeout))?;
-                stream.set_write_timeout(Some(timeout))?;
-                stream.set_nodelay(true)?;
-                return Ok(Conn {
-                    stream,
-                    codec: MllpCodec::new(usize::MAX),
-                    buf: BytesMut::with_capacity(4096),
-                });
-            }
+        match BlockingClient::connect(addr, timeout, timeout, max_ack) {
+            Ok(c) => return Ok(c),
             Err(e) => last = e,
         }
     }
     Err(last)
-}
-
-impl Conn {
-    fn exchange(&mut self, msg: &[u8], max_ack: usize) -> Result<Vec<u8>, String> {
-        self.stream
-            .write_all(&MllpCodec::frame(msg))
-            .map_err(|e| format!("write failed: {e}"))?;
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.codec.decode(&mut self.buf) {
-                Ok(Some(Decoded::Frame(f))) => return Ok(f.to_vec()),
-                Ok(Some(Decoded::Truncated(_))) => return Err("truncated ACK frame".into()),
-                Ok(Some(Decoded::Oversized { limit, .. })) => {
-                    return Err(format!("ACK larger than {limit} bytes"))
-                }
-                Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            if self.buf.len() > max_ack {
-                return Err(format!("ACK larger than {max_ack} bytes"));
-            }
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .map_err(|e| format!("no ACK: {e}"))?;
-            if n == 0 {
-                return Err("connection closed before the ACK".into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
 }
 
 /// Judge an ACK against the control id of the message it should answer;
@@ -185,7 +138,7 @@ pub fn run(opts: &SendOptions) -> Result<Summary, SendError> {
     }
     let bar = indicatif::ProgressBar::new(messages.len() as u64);
     let mut summary = Summary::default();
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<BlockingClient> = None;
     for (name, msg) in &messages {
         let control_id = Message::parse(msg)
             .or_else(|_| Message::parse_header_only(msg))
@@ -194,11 +147,14 @@ pub fn run(opts: &SendOptions) -> Result<Summary, SendError> {
             .unwrap_or_default();
         let result = match conn.as_mut() {
             Some(c) => Ok(c),
-            None => connect(&opts.to, opts.timeout)
+            None => connect(&opts.to, opts.timeout, opts.max_ack)
                 .map(|c| conn.insert(c))
                 .map_err(|e| format!("cannot connect to {}: {e}", opts.to)),
         }
-        .and_then(|c| c.exchange(msg, opts.max_ack));
+        .and_then(|c| {
+            c.exchange_framed(&MllpCodec::frame(msg))
+                .map_err(|e| e.to_string())
+        });
         let (outcome, reason) = match result {
             Ok(ack) => judge_ack(&ack, &control_id),
             Err(e) => {

@@ -207,6 +207,36 @@ impl ClientSession {
         }
     }
 
+    /// Refuse a request whose topic name is malformed or not granted to
+    /// the client; true when it was refused.
+    fn refuse_topic(
+        &mut self,
+        request_id: u64,
+        topic: &str,
+        client: &str,
+        verb: &str,
+        granted: bool,
+    ) -> bool {
+        if !is_valid_topic(topic) {
+            self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!("invalid topic name {topic:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
+            );
+        } else if !granted {
+            self.refuse(
+                request_id,
+                "forbidden",
+                ErrorCode::Forbidden,
+                format!("client {client:?} may not {verb} to {topic:?}"),
+            );
+        } else {
+            return false;
+        }
+        true
+    }
+
     fn publish(
         &mut self,
         principal: &Principal,
@@ -215,21 +245,9 @@ impl ClientSession {
         records: Vec<PublishRecord>,
         ctx: &mut Context<Self>,
     ) {
-        if !is_valid_topic(&topic) {
-            return self.refuse(
-                request_id,
-                "invalid_request",
-                ErrorCode::InvalidRequest,
-                format!("invalid topic name {topic:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
-            );
-        }
-        if !principal.may_publish(&topic) {
-            return self.refuse(
-                request_id,
-                "forbidden",
-                ErrorCode::Forbidden,
-                format!("client {:?} may not publish to {topic:?}", principal.name),
-            );
+        let granted = principal.may_publish(&topic);
+        if self.refuse_topic(request_id, &topic, &principal.name, "publish", granted) {
+            return;
         }
         if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
             return self.refuse(
@@ -314,21 +332,9 @@ impl ClientSession {
         credits: u32,
         ctx: &mut Context<Self>,
     ) {
-        if !is_valid_topic(&topic) {
-            return self.refuse(
-                request_id,
-                "invalid_request",
-                ErrorCode::InvalidRequest,
-                format!("invalid topic name {topic:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
-            );
-        }
-        if !principal.may_subscribe(&topic) {
-            return self.refuse(
-                request_id,
-                "forbidden",
-                ErrorCode::Forbidden,
-                format!("client {:?} may not subscribe to {topic:?}", principal.name),
-            );
+        let granted = principal.may_subscribe(&topic);
+        if self.refuse_topic(request_id, &topic, &principal.name, "subscribe", granted) {
+            return;
         }
         if let Some(g) = &group {
             let valid = !g.is_empty()

@@ -2,6 +2,7 @@
 //! one session actor per connected system.
 //!
 //! # Layout
+//! - [`client`]: a blocking MLLP client for the command-line tools.
 //! - [`listener`]: [`MllpListener`] accepts connections within the
 //!   listener's connection cap and starts a session for each.
 //! - [`ack_mode`]: original vs enhanced (MSH-15) acknowledgment.
@@ -9,6 +10,7 @@
 //!   answers each with an ACK — AA only after the durable commit.
 
 pub mod ack_mode;
+pub mod client;
 pub mod listener;
 pub mod session;
 
