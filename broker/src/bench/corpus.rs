@@ -119,6 +119,15 @@ pub struct Mix {
     templates: Vec<Template>,
 }
 
+/// A run id for unique control ids: differs between runs and between
+/// processes started in the same second.
+pub fn run_id() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32)
+        ^ std::process::id().rotate_left(12)
+}
+
 /// A unique MSH-10: run id (6 hex digits), connection (4 digits), sequence
 /// number (10 digits).
 pub fn control_id(run: u32, connection: usize, seq: u64) -> [u8; CONTROL_ID_LEN] {

@@ -18,8 +18,8 @@
 //! 6's target: at least 0.8); the broker's ingest rate and ACK latency are
 //! reported next to them, since ingest and delivery share the machine.
 
-use super::corpus::{check_ack, control_id, Mix, CONTROL_ID_LEN, MAX_CONNECTIONS};
-use super::e2e::{run_id, start_senders, Senders};
+use super::corpus::{check_ack, control_id, run_id, Mix, CONTROL_ID_LEN, MAX_CONNECTIONS};
+use super::e2e::{start_senders, Senders};
 use super::mllp::{ack_kind, Conn};
 use super::proto::{self, Gate, Pending, SharedLatencies};
 use super::report::{Live, LoadReport, Totals};
@@ -259,11 +259,7 @@ fn bare(
     duration: Duration,
     timeout: Duration,
 ) -> Result<f64, BenchError> {
-    let mut conn =
-        Conn::open(receiver.addr(), timeout).map_err(|source| BenchError::Unreachable {
-            addr: receiver.addr().to_string(),
-            source,
-        })?;
+    let mut conn = Conn::open_for_run(receiver.addr(), timeout)?;
     let live = Live::default();
     let mut progress = super::report::Progress::new(duration.as_millis() as u64);
     let run = run_id();

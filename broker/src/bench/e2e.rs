@@ -14,9 +14,9 @@
 //! sender made unique. A message that was acknowledged but whose Bundle did
 //! not come within `--timeout` after the load is an error (`no_bundle`).
 
-use super::corpus::{check_ack, control_id, Mix, CONTROL_ID_LEN, MAX_CONNECTIONS};
+use super::corpus::{check_ack, control_id, run_id, Mix, CONTROL_ID_LEN, MAX_CONNECTIONS};
 use super::histogram::Latencies;
-use super::mllp::{ack_kind, resolve, Conn};
+use super::mllp::{ack_kind, loses_stream, resolve, Conn, Schedule};
 use super::proto::{self, Gate, Pending, ProtocolTarget};
 use super::report::{Live, LoadReport, Totals};
 use super::spawn::SpawnedBroker;
@@ -80,14 +80,6 @@ impl E2eArgs {
     }
 }
 
-/// A run id for unique control ids.
-pub fn run_id() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32)
-        ^ std::process::id().rotate_left(12)
-}
-
 /// What the MLLP senders share.
 pub struct Senders {
     /// The messages.
@@ -116,24 +108,13 @@ pub(super) fn sender(shared: &Senders, index: usize, mut conn: Conn) -> Totals {
     let start = Instant::now();
     let mut totals = Totals::default();
     let mut frame = Vec::with_capacity(shared.mix.mean_size() + 64);
-    let offset = shared
-        .interval
-        .map(|iv| iv.mul_f64(index as f64 / shared.connections.max(1) as f64));
+    let schedule = Schedule::new(start, shared.interval, index, shared.connections);
     let mut seq: u64 = 0;
     while !shared.done.load(Ordering::Relaxed) {
-        let due = match (shared.interval, offset) {
-            (Some(iv), Some(off)) => {
-                let due = start + off + iv.saturating_mul(u32::try_from(seq).unwrap_or(u32::MAX));
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if shared.done.load(Ordering::Relaxed) {
-                    break;
-                }
-                due
-            }
-            _ => Instant::now(),
+        let due = match schedule.wait(seq) {
+            Some(_) if shared.done.load(Ordering::Relaxed) => break,
+            Some(due) => due,
+            None => Instant::now(),
         };
         let id: [u8; CONTROL_ID_LEN] = control_id(shared.run_id, index, seq);
         let len = shared.mix.frame(seq, &id, &mut frame);
@@ -153,8 +134,7 @@ pub(super) fn sender(shared: &Senders, index: usize, mut conn: Conn) -> Totals {
                 shared.pending.remove(&id);
                 totals.error(kind);
                 shared.acked.errors.fetch_add(1, Ordering::Relaxed);
-                if matches!(kind, "timeout" | "closed" | "write" | "read" | "bad_frame") {
-                    // The stream's state is unknown: stop this connection.
+                if loses_stream(kind) {
                     break;
                 }
             }
@@ -169,15 +149,7 @@ pub(super) fn start_senders(
     shared: &Arc<Senders>,
     gate: &Arc<Gate>,
 ) -> Result<Vec<std::thread::JoinHandle<Totals>>, BenchError> {
-    let mut conns = Vec::with_capacity(shared.connections);
-    for _ in 0..shared.connections {
-        conns.push(Conn::open(shared.addr, shared.timeout).map_err(|source| {
-            BenchError::Unreachable {
-                addr: shared.addr.to_string(),
-                source,
-            }
-        })?);
-    }
+    let conns = Conn::open_all(shared.addr, shared.timeout, shared.connections)?;
     let mut threads = Vec::with_capacity(conns.len());
     for (i, conn) in conns.into_iter().enumerate() {
         let (shared, gate) = (shared.clone(), gate.clone());

@@ -12,7 +12,9 @@
 //! schedule and each latency is measured from the moment its message was
 //! due, so a stall counts against every message it held back.
 
-use super::corpus::{check_ack, control_id, AckProblem, Mix, CONTROL_ID_LEN, MAX_CONNECTIONS};
+use super::corpus::{
+    check_ack, control_id, run_id, AckProblem, Mix, CONTROL_ID_LEN, MAX_CONNECTIONS,
+};
 use super::report::{Live, LoadReport, Progress, Totals};
 use super::spawn::{SpawnOptions, SpawnedBroker};
 use super::{BenchError, DurabilityArg};
@@ -159,6 +161,24 @@ impl Conn {
         BlockingClient::connect(addr, CONNECT_TIMEOUT, timeout, MAX_ACK).map(Conn)
     }
 
+    /// Open a connection before any load: an unreachable target is an
+    /// error of the run, not a line in its error table.
+    pub(super) fn open_for_run(addr: SocketAddr, timeout: Duration) -> Result<Conn, BenchError> {
+        Conn::open(addr, timeout).map_err(|source| BenchError::Unreachable {
+            addr: addr.to_string(),
+            source,
+        })
+    }
+
+    /// [`Conn::open_for_run`] `n` times.
+    pub(super) fn open_all(
+        addr: SocketAddr,
+        timeout: Duration,
+        n: usize,
+    ) -> Result<Vec<Conn>, BenchError> {
+        (0..n).map(|_| Conn::open_for_run(addr, timeout)).collect()
+    }
+
     /// Send one framed message and read one ACK frame.
     pub(super) fn exchange(&mut self, frame: &[u8]) -> Result<bytes::Bytes, &'static str> {
         self.0.exchange_framed(frame).map_err(|e| match e {
@@ -167,6 +187,45 @@ impl Conn {
             ExchangeError::Closed => "closed",
             ExchangeError::Truncated | ExchangeError::TooLarge(_) => "bad_frame",
         })
+    }
+}
+
+/// After one of these errors the stream's state is unknown: a late ACK
+/// must never be matched to the next message, so the connection is dropped.
+pub(super) fn loses_stream(kind: &str) -> bool {
+    matches!(kind, "timeout" | "closed" | "write" | "read" | "bad_frame")
+}
+
+/// The open-loop schedule of one connection: the rate divided among the
+/// connections, their offsets spread over one interval.
+pub(super) struct Schedule {
+    start: Instant,
+    slots: Option<(Duration, Duration)>,
+}
+
+impl Schedule {
+    /// Connection `index` of `connections`, one message per `interval`
+    /// (none: closed loop).
+    pub(super) fn new(
+        start: Instant,
+        interval: Option<Duration>,
+        index: usize,
+        connections: usize,
+    ) -> Schedule {
+        let slots = interval.map(|iv| (iv, iv.mul_f64(index as f64 / connections.max(1) as f64)));
+        Schedule { start, slots }
+    }
+
+    /// Sleep until message `seq` is due and return its due time; `None` in
+    /// a closed loop, where a message is due when the last ACK is back.
+    pub(super) fn wait(&self, seq: u64) -> Option<Instant> {
+        let (iv, off) = self.slots?;
+        let due = self.start + off + iv.saturating_mul(u32::try_from(seq).unwrap_or(u32::MAX));
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        Some(due)
     }
 }
 
@@ -260,14 +319,7 @@ fn drive(
     let timeout = args.timeout.0;
     // Connect everything first: an unreachable broker is an error before
     // any load, and the clock starts with every connection up.
-    let mut conns = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let c = Conn::open(addr, timeout).map_err(|source| BenchError::Unreachable {
-            addr: addr.to_string(),
-            source,
-        })?;
-        conns.push(c);
-    }
+    let conns = Conn::open_all(addr, timeout, args.connections)?;
     let stop = match args.count {
         Some(n) => Stop::Count(n),
         None => Stop::Duration(args.duration.0),
@@ -275,10 +327,7 @@ fn drive(
     let interval = args
         .rate
         .map(|r| Duration::from_secs_f64(args.connections as f64 / r));
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32)
-        ^ std::process::id().rotate_left(12);
+    let run_id = run_id();
     let shared = Arc::new(Shared {
         mix,
         run_id,
@@ -368,10 +417,7 @@ fn connection_loop(shared: &Shared, index: usize, conn: Conn, start: Instant) ->
         Stop::Duration(d) => Some(start + d),
         Stop::Count(_) => None,
     };
-    // Spread the open-loop schedules of the connections over one interval.
-    let offset = shared
-        .interval
-        .map(|i| i.mul_f64(index as f64 / shared.connections.max(1) as f64));
+    let schedule = Schedule::new(start, shared.interval, index, shared.connections);
     let mut seq: u64 = 0;
     loop {
         match shared.stop {
@@ -389,19 +435,10 @@ fn connection_loop(shared: &Shared, index: usize, conn: Conn, start: Instant) ->
             }
         }
         // When this message counts from: its due time (open loop) or now.
-        let due = match (shared.interval, offset) {
-            (Some(iv), Some(off)) => {
-                let due = start + off + iv.saturating_mul(u32::try_from(seq).unwrap_or(u32::MAX));
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if deadline.is_some_and(|d| due >= d) {
-                    break;
-                }
-                due
-            }
-            _ => Instant::now(),
+        let due = match schedule.wait(seq) {
+            Some(due) if deadline.is_some_and(|d| due >= d) => break,
+            Some(due) => due,
+            None => Instant::now(),
         };
         let id: [u8; CONTROL_ID_LEN] = control_id(shared.run_id, index, seq);
         let len = shared.mix.frame(seq, &id, &mut frame);
@@ -436,9 +473,7 @@ fn connection_loop(shared: &Shared, index: usize, conn: Conn, start: Instant) ->
             Err(kind) => {
                 totals.error(kind);
                 shared.live.errors.fetch_add(1, Ordering::Relaxed);
-                // After an I/O problem the stream's state is unknown: a late
-                // ACK must never be matched to the next message.
-                if matches!(kind, "timeout" | "closed" | "write" | "read" | "bad_frame") {
+                if loses_stream(kind) {
                     conn = None;
                 }
             }
