@@ -4,7 +4,6 @@
 use medbus_config::route::compile_route;
 use medbus_config::{parse, Subject};
 use medbus_hl7::Message;
-use std::path::PathBuf;
 
 const LISTENER: &str =
     "[[listeners]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\ntopic = \"hl7.in\"\n";
@@ -91,12 +90,9 @@ fn route_error_table() {
 }
 
 fn corpus(name: &str) -> Vec<u8> {
-    let root = std::env::var_os("MEDBUS_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus"))
-        });
-    let path = root.join("microsoft-fhir-converter/input").join(name);
+    let path = medbus_tests::corpus_dir()
+        .join("microsoft-fhir-converter/input")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

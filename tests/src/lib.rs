@@ -55,8 +55,8 @@ pub fn corpus_dir() -> PathBuf {
     dir
 }
 
-/// Every `.hl7` file of the corpus, sorted.
-pub fn corpus_files() -> Vec<PathBuf> {
+/// Every `.hl7` file under `dir`, sorted.
+pub fn hl7_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -71,8 +71,14 @@ pub fn corpus_files() -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&corpus_dir(), &mut out);
+    walk(dir, &mut out);
     out.sort();
+    out
+}
+
+/// Every `.hl7` file of the corpus, sorted.
+pub fn corpus_files() -> Vec<PathBuf> {
+    let out = hl7_files(&corpus_dir());
     assert!(
         out.len() >= 100,
         "corpus looks incomplete: {} files",

@@ -2,22 +2,16 @@
 //! (target: ≥ 50,000 messages/s on one core).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use medbus_fhir::{convert_bytes, ConvertOptions};
 
 fn input(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("MEDBUS_CORPUS").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        },
-        PathBuf::from,
-    );
-    std::fs::read(dir.join("microsoft-fhir-converter/input").join(name)).unwrap()
+    std::fs::read(
+        medbus_tests::corpus_dir()
+            .join("microsoft-fhir-converter/input")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn bench(c: &mut Criterion) {

@@ -5,21 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use serde_json::Value;
 
-fn corpus() -> PathBuf {
-    std::env::var_os("MEDBUS_CORPUS").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        },
-        PathBuf::from,
-    )
-}
+use medbus_tests::corpus_dir as corpus;
 
 /// One row of DIFFERENCES.md.
 #[derive(Debug)]

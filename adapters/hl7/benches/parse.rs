@@ -1,38 +1,11 @@
 //! Parse throughput over the shared corpus: parse each message and read a handful of fields.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use medbus_hl7::{Message, Path};
 
 fn corpus() -> Vec<Vec<u8>> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "hl7") {
-                out.push(p);
-            }
-        }
-    }
-    let dir = std::env::var_os("MEDBUS_CORPUS").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        },
-        PathBuf::from,
-    );
-    let mut files = Vec::new();
-    walk(&dir, &mut files);
-    files.sort();
-    files
+    medbus_tests::corpus_files()
         .iter()
         .filter_map(|f| std::fs::read(f).ok())
         .filter(|b| Message::parse(b).is_ok())

@@ -1,10 +1,9 @@
 //! Every `*.hl7` file of the shared corpus parses, round-trips byte-identically and has a control
-//! id and message type. Corpus dir: `$MEDBUS_CORPUS`, else `shared/corpus` beside the repository.
+//! id and message type. Corpus dir: `medbus_tests::corpus_dir` (`$MEDBUS_CORPUS` overrides).
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-
 use medbus_hl7::{build_ack, split_messages, AckCode, Message};
+use medbus_tests::{corpus_dir, corpus_files};
 
 /// Corpus files whose MSH-10 (message control id) is empty: LinuxForHealth unit-test messages.
 const KNOWN_EMPTY_MSH10: [&str; 2] = [
@@ -12,46 +11,9 @@ const KNOWN_EMPTY_MSH10: [&str; 2] = [
     "LFH-OML_O21-testOMLO21WithPatientAndOrderWithPriorOrder.hl7",
 ];
 
-fn corpus_dir() -> PathBuf {
-    std::env::var_os("MEDBUS_CORPUS").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        },
-        PathBuf::from,
-    )
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|x| x == "hl7") {
-            out.push(p);
-        }
-    }
-}
-
-pub fn corpus_files() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    collect(&corpus_dir(), &mut files);
-    files.sort();
-    files
-}
-
 #[test]
 fn corpus_parses_and_round_trips() {
     let files = corpus_files();
-    if files.is_empty() {
-        eprintln!("corpus not found at {}; skipping", corpus_dir().display());
-        return;
-    }
     let mut messages = 0;
     let mut rejected = 0;
     for f in &files {

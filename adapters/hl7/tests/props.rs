@@ -131,10 +131,7 @@ proptest! {
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
     ) {
         let files = corpus();
-        if files.is_empty() {
-            return Ok(());
-        }
-        let mut bytes = std::fs::read(pick.get(&files)).unwrap();
+        let mut bytes = std::fs::read(pick.get(files)).unwrap();
         for (at, b, kind) in edits {
             if bytes.is_empty() {
                 break;
@@ -195,31 +192,8 @@ fn exercise(bytes: &[u8]) {
     let _ = medbus_hl7::split_messages(bytes);
 }
 
-fn corpus() -> Vec<PathBuf> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "hl7") {
-                out.push(p);
-            }
-        }
-    }
-    let dir = std::env::var_os("MEDBUS_CORPUS").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        },
-        PathBuf::from,
-    );
-    let mut out = Vec::new();
-    walk(&dir, &mut out);
-    out.sort();
-    out
+/// The corpus files, listed once for all cases.
+fn corpus() -> &'static [PathBuf] {
+    static FILES: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    FILES.get_or_init(medbus_tests::corpus_files)
 }
