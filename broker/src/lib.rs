@@ -22,9 +22,11 @@
 //! - [`server`]: starts every component of a config inside an actix system.
 //! - [`task`]: long-running loops as actors that stop cleanly.
 //! - [`tls`]: rustls acceptors and connectors from the TLS settings.
+//! - [`accept`]: accepted TCP connections as a stream for listener actors.
 //! - [`cli`]: the subcommands other than `serve` (`send`, `dump`, `topics`, …).
 //! - [`bench`]: `medbus bench`, the load generator and the machine's limits.
 
+pub mod accept;
 pub mod ack;
 pub mod bench;
 pub mod cli;

@@ -68,11 +68,7 @@ impl Actor for ClientListener {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(socket) = self.socket.take() {
-            let accepts = futures_util::stream::unfold(socket, |s| async move {
-                let next = s.accept().await;
-                Some((next, s))
-            });
-            ctx.add_stream(accepts);
+            ctx.add_stream(crate::accept::accepts(socket));
         }
     }
 }
