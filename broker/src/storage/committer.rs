@@ -336,6 +336,17 @@ impl Committer {
             .as_ref()
             .err()
             .map(|e| StorageError::Durability(e.to_string()));
+        // Health and metrics first: whoever is told of a failure must find
+        // readiness already showing it.
+        self.last_failed = durable.is_err() || full.is_some();
+        if let Some(observer) = &self.observer {
+            observer(&CommitStats {
+                records,
+                elapsed: started.elapsed(),
+                ok: durable.is_ok() && full.is_none(),
+                topics,
+            });
+        }
         // A waiter that went away (connection closed) is not an error.
         for p in pending {
             match p.reply {
@@ -358,15 +369,6 @@ impl Committer {
                     });
                 }
             }
-        }
-        self.last_failed = durable.is_err() || full.is_some();
-        if let Some(observer) = &self.observer {
-            observer(&CommitStats {
-                records,
-                elapsed: started.elapsed(),
-                ok: durable.is_ok() && full.is_none(),
-                topics,
-            });
         }
     }
 
