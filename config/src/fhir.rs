@@ -35,6 +35,14 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1000;
 /// Default clock skew tolerated on `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Default cap on open websocket connections.
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 256;
+/// Default time a websocket may stay open without binding a Subscription.
+pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval of the server's websocket pings.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Default lifetime of a websocket binding token.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// `[fhir]`: the FHIR REST gateway.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +89,9 @@ pub struct SubscriptionSettings {
     /// Most active Subscriptions (default 1000); more are refused with 422.
     #[serde(default = "default_max_subscriptions")]
     pub max: Spanned<usize>,
+    /// The websocket channel.
+    #[serde(default)]
+    pub websocket: WebsocketSettings,
 }
 
 impl Default for SubscriptionSettings {
@@ -89,6 +100,41 @@ impl Default for SubscriptionSettings {
             retry: RetryConfig::default(),
             timeout: default_hook_timeout(),
             max: default_max_subscriptions(),
+            websocket: WebsocketSettings::default(),
+        }
+    }
+}
+
+/// `[fhir.subscriptions.websocket]`: the websocket channel of Subscriptions
+/// (`[base]/$websocket`, bound with a token from
+/// `Subscription/{id}/$get-ws-binding-token`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebsocketSettings {
+    /// Most open websocket connections (default 256); more are refused
+    /// with 503.
+    #[serde(default = "default_max_websockets")]
+    pub max_connections: Spanned<usize>,
+    /// How long a connection may stay open without binding a Subscription
+    /// (default `"10s"`); then it is closed.
+    #[serde(default = "default_bind_timeout")]
+    pub bind_timeout: HumanDuration,
+    /// Interval of the server's ping frames (default `"30s"`); a connection
+    /// that answered none of the last two is closed.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: HumanDuration,
+    /// How long a binding token may be used (default `"5m"`).
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime: HumanDuration,
+}
+
+impl Default for WebsocketSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_websockets(),
+            bind_timeout: default_bind_timeout(),
+            heartbeat: default_heartbeat(),
+            token_lifetime: default_token_lifetime(),
         }
     }
 }
@@ -133,6 +179,18 @@ fn default_max_subscriptions() -> Spanned<usize> {
 }
 fn default_leeway() -> HumanDuration {
     HumanDuration(DEFAULT_LEEWAY)
+}
+fn default_max_websockets() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_MAX_WEBSOCKETS)
+}
+fn default_bind_timeout() -> HumanDuration {
+    HumanDuration(DEFAULT_BIND_TIMEOUT)
+}
+fn default_heartbeat() -> HumanDuration {
+    HumanDuration(DEFAULT_HEARTBEAT)
+}
+fn default_token_lifetime() -> HumanDuration {
+    HumanDuration(DEFAULT_TOKEN_LIFETIME)
 }
 
 impl FhirConfig {
@@ -258,6 +316,27 @@ pub(crate) fn validate(
             "must be greater than zero".into(),
         );
     }
+    let ws = &s.websocket;
+    if *ws.max_connections.get_ref() == 0 {
+        err(
+            ws.max_connections.span(),
+            "fhir.subscriptions.websocket.max_connections".into(),
+            "must be at least 1".into(),
+        );
+    }
+    for (name, d) in [
+        ("bind_timeout", &ws.bind_timeout),
+        ("heartbeat", &ws.heartbeat),
+        ("token_lifetime", &ws.token_lifetime),
+    ] {
+        if d.0.is_zero() {
+            err(
+                ws.max_connections.span(),
+                format!("fhir.subscriptions.websocket.{name}"),
+                "must be greater than zero".into(),
+            );
+        }
+    }
     if let Some(a) = &f.auth {
         if let Err(e) = check_jwks_file(a.jwks.get_ref()) {
             err(a.jwks.span(), "fhir.auth.jwks".into(), e);
@@ -355,6 +434,10 @@ mod tests {
             (
                 "[fhir]\nmax_page_size = 5000\n",
                 "t.toml:2:17: fhir.max_page_size: 5000 is out of range",
+            ),
+            (
+                "[fhir]\n[fhir.subscriptions.websocket]\nmax_connections = 0\n",
+                "t.toml:3:19: fhir.subscriptions.websocket.max_connections: must be at least 1",
             ),
             (
                 "[fhir]\nbogus = 1\n",

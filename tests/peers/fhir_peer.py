@@ -8,6 +8,9 @@ Subcommands (each prints one JSON document on stdout):
   keys DIR                             make an RSA and an EC key pair, write DIR/jwks.json
   mint DIR ALG CLAIMS_JSON             -> {"token"}; ALG RS256 or ES256, "exp"/"nbf" relative seconds
   hook PORT LOGFILE [STATUS]           a rest-hook endpoint: appends each POST body as a JSON line
+  ws URL FRAME...                      websocket-client: send each FRAME (text; "BINARY:x" sends binary x),
+                                       then print every message received as a JSON line
+                                       ({"text"} or {"closed", "reason"}); also reads FRAMEs from stdin lines
 TOKEN "-" means none.
 """
 import json
@@ -106,6 +109,40 @@ def cmd_hook(port, logfile, status="200"):
     srv = http.server.HTTPServer(("127.0.0.1", int(port)), H)
     print(json.dumps({"listening": srv.server_address[1]}), flush=True)
     srv.serve_forever()
+
+
+def cmd_ws(url, *frames):
+    import threading
+    import websocket
+    ws = websocket.create_connection(url, timeout=60)
+
+    def send(f):
+        if f.startswith("BINARY:"):
+            ws.send_binary(f[len("BINARY:"):].encode())
+        else:
+            ws.send(f)
+
+    for f in frames:
+        send(f)
+
+    def more():
+        for line in sys.stdin:
+            line = line.rstrip("\n")
+            if line:
+                send(line)
+
+    threading.Thread(target=more, daemon=True).start()
+    while True:
+        try:
+            op, data = ws.recv_data()
+        except websocket.WebSocketConnectionClosedException:
+            print(json.dumps({"closed": None, "reason": ""}), flush=True)
+            return
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            print(json.dumps({"closed": code, "reason": data[2:].decode("utf-8", "replace")}), flush=True)
+            return
+        print(json.dumps({"text": data.decode("utf-8")}), flush=True)
 
 
 if __name__ == "__main__":

@@ -461,15 +461,15 @@ fn subscriptions_notify_rest_hooks_across_outages_and_restarts() {
     assert_eq!(created["body"]["status"], "active");
     let sid = created["body"]["id"].as_str().unwrap().to_string();
     validate(&[created["body"].clone()]);
-    // websocket is not offered (the CapabilityStatement says rest-hook).
-    let mut ws = sub.clone();
-    ws["channel"] = json!({"type": "websocket"});
+    // A channel this server does not deliver is refused.
+    let mut email = sub.clone();
+    email["channel"] = json!({"type": "email", "endpoint": "mailto:a@example.org"});
     assert_eq!(
         status(&request(
             "POST",
             &format!("{base_url}/Subscription"),
             "-",
-            Some(&ws),
+            Some(&email),
             dir.path()
         )),
         400
@@ -552,6 +552,242 @@ fn subscriptions_notify_rest_hooks_across_outages_and_restarts() {
         "{metrics}"
     );
     assert!(metrics.contains("medbus_fhir_subscription_deliveries_total{outcome=\"delivered\"}"));
+}
+
+/// A websocket client (Python websocket-client): sends frames, streams
+/// what it receives; killed when dropped.
+struct Ws {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Ws {
+    fn connect(url: &str, frames: &[&str]) -> Ws {
+        let mut child = Command::new(py("fhirclient"))
+            .arg(peer_script("fhir_peer.py"))
+            .arg("ws")
+            .arg(url)
+            .args(frames)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the websocket client");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ws {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next message: `{"text"}` or `{"closed", "reason"}`.
+    fn next(&self) -> Value {
+        self.lines
+            .recv_timeout(WAIT)
+            .expect("a websocket message in time")
+    }
+
+    /// The next text frame as JSON.
+    fn next_json(&self) -> Value {
+        let m = self.next();
+        serde_json::from_str(m["text"].as_str().unwrap_or_else(|| panic!("{m}"))).unwrap()
+    }
+
+    fn send(&mut self, frame: &str) {
+        writeln!(self.stdin, "{frame}").unwrap();
+    }
+}
+
+impl Drop for Ws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `type` of a notification Bundle's SubscriptionStatus.
+fn notification_type(bundle: &Value) -> String {
+    bundle["entry"][0]["resource"]["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "type")
+        .unwrap()["valueCode"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn websocket_subscribers_bind_and_receive_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = config("[fhir.subscriptions.websocket]\nbind_timeout = \"1s\"\n");
+    let b = Broker::start(&cfg, &d.join("d"));
+    let base_url = base(&b);
+    let oru_path = corpus_dir().join("hl7-v2-to-fhir-ig/IG-test-ORU_R01.hl7");
+    let converted = converted(&oru_path);
+    let patient = converted
+        .iter()
+        .find(|(t, _)| t == "Patient")
+        .unwrap()
+        .1
+        .clone();
+    let observations = converted.iter().filter(|(t, _)| t == "Observation").count();
+    assert!(observations > 0);
+    let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "test",
+        "criteria": format!("Observation?patient=Patient/{patient}"),
+        "channel": {"type": "websocket", "payload": "application/fhir+json"}});
+    let created = request(
+        "POST",
+        &format!("{base_url}/Subscription"),
+        "-",
+        Some(&sub),
+        d,
+    );
+    assert_eq!(status(&created), 201, "{created}");
+    let sid = created["body"]["id"].as_str().unwrap().to_string();
+
+    // An event before anyone binds is held, not lost.
+    let oru = corpus_message("IG-test-ORU_R01.hl7");
+    send(&b, &with_control_id(&oru, "WS-1"));
+
+    let t = request(
+        "GET",
+        &format!("{base_url}/Subscription/{sid}/$get-ws-binding-token"),
+        "-",
+        None,
+        d,
+    );
+    assert_eq!(status(&t), 200, "{t}");
+    let param = |name: &str| -> Value {
+        t["body"]["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {t}"))
+    };
+    let token = param("token")["valueString"].as_str().unwrap().to_string();
+    let ws_url = param("websocket-url")["valueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ws_url, format!("ws://{}/fhir/$websocket", b.fhir.unwrap()));
+    assert_eq!(
+        param("subscription")["valueString"],
+        json!(format!("Subscription/{sid}"))
+    );
+
+    let ws = Ws::connect(&ws_url, &[&format!("bind-with-token {token}")]);
+    let handshake = ws.next_json();
+    assert_eq!(handshake["resourceType"], "Bundle");
+    assert_eq!(notification_type(&handshake), "handshake");
+    let mut events = Vec::new();
+    for _ in 0..observations {
+        let n = ws.next_json();
+        assert_eq!(notification_type(&n), "event-notification", "{n}");
+        assert_eq!(n["entry"][1]["resource"]["resourceType"], "Observation");
+        events.push(n);
+    }
+    // Live: the next message's events arrive on the open connection.
+    send(&b, &with_control_id(&oru, "WS-2"));
+    for _ in 0..observations {
+        assert_eq!(notification_type(&ws.next_json()), "event-notification");
+    }
+    let mut checked = vec![t["body"].clone(), handshake];
+    checked.extend(events);
+    validate(&checked);
+
+    // The R4 form: bind <id>, then a ping per event.
+    let ping = Ws::connect(&ws_url, &[&format!("bind {sid}")]);
+    assert_eq!(ping.next()["text"], json!(format!("bound {sid}")));
+    send(&b, &with_control_id(&oru, "WS-3"));
+    for _ in 0..observations {
+        assert_eq!(ping.next()["text"], json!(format!("ping {sid}")));
+        // Every connection bound to the Subscription hears every event.
+        assert_eq!(notification_type(&ws.next_json()), "event-notification");
+    }
+
+    // Bad input: each gets an OperationOutcome, the connection stays.
+    let mut bad = Ws::connect(&ws_url, &["bind-with-token not-a-token"]);
+    let o = bad.next_json();
+    assert_eq!(o["resourceType"], "OperationOutcome");
+    assert_eq!(o["issue"][0]["code"], "security");
+    bad.send("hello");
+    assert_eq!(bad.next_json()["issue"][0]["code"], "not-supported");
+    bad.send("bind no-such-subscription");
+    assert_eq!(bad.next_json()["issue"][0]["code"], "not-found");
+    // ... and a connection that binds nothing is closed after bind_timeout.
+    let closed = bad.next();
+    assert_eq!(closed["closed"], 1008, "{closed}");
+    // A binary frame closes the connection with 1003.
+    let binary = Ws::connect(&ws_url, &["BINARY:xyz"]);
+    assert_eq!(binary.next()["closed"], 1003);
+    // A plain GET of the websocket endpoint is a 400 with an OperationOutcome.
+    let plain = request("GET", &ws_url.replace("ws://", "http://"), "-", None, d);
+    assert_eq!(status(&plain), 400);
+    assert_eq!(plain["body"]["resourceType"], "OperationOutcome");
+    // No token for a rest-hook Subscription, nor an unknown one.
+    let mut hook = sub.clone();
+    hook["channel"] = json!({"type": "rest-hook", "endpoint": "http://127.0.0.1:9/h"});
+    let h = request(
+        "POST",
+        &format!("{base_url}/Subscription"),
+        "-",
+        Some(&hook),
+        d,
+    );
+    let hid = h["body"]["id"].as_str().unwrap();
+    let r = request(
+        "POST",
+        &format!("{base_url}/Subscription/{hid}/$get-ws-binding-token"),
+        "-",
+        None,
+        d,
+    );
+    assert_eq!(status(&r), 422, "{r}");
+    let r = request(
+        "GET",
+        &format!("{base_url}/Subscription/nope/$get-ws-binding-token"),
+        "-",
+        None,
+        d,
+    );
+    assert_eq!(status(&r), 404);
+    validate(&[r["body"].clone(), plain["body"].clone()]);
+
+    // Turning the Subscription off closes its connections.
+    let mut off = created["body"].clone();
+    off["status"] = json!("off");
+    let u = request(
+        "PUT",
+        &format!("{base_url}/Subscription/{sid}"),
+        "-",
+        Some(&off),
+        d,
+    );
+    assert_eq!(status(&u), 200, "{u}");
+    let c = ws.next();
+    assert_eq!(c["closed"], 1000, "{c}");
+    assert_eq!(ping.next()["closed"], 1000);
+    let (_, metrics) = http_get(b.http.unwrap(), "/metrics").unwrap();
+    assert!(
+        metrics.contains("medbus_fhir_requests_total{interaction=\"operation\",status=\"200\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -690,6 +926,39 @@ fn smart_tokens_are_checked() {
         "SMART-on-FHIR"
     );
     outcomes.push(m["body"].clone());
+
+    // Websocket binding tokens need a bearer token that may read what the
+    // Subscription watches; the unauthenticated R4 `bind` is refused.
+    for (id, p) in [("ws-1", "p-1"), ("ws-2", "p-2")] {
+        let sub = json!({"resourceType": "Subscription", "id": id, "status": "requested", "reason": "t",
+            "criteria": format!("Observation?patient=Patient/{p}"), "channel": {"type": "websocket"}});
+        let r = request(
+            "PUT",
+            &format!("{base}/Subscription/{id}"),
+            &writer,
+            Some(&sub),
+            d,
+        );
+        assert_eq!(status(&r), 201, "{r}");
+    }
+    let op = |id: &str| format!("{base}/Subscription/{id}/$get-ws-binding-token");
+    let own_obs = mint(
+        "RS256",
+        claims("patient/Observation.read patient/Subscription.read"),
+    );
+    for (what, url, token, want) in [
+        ("no token", op("ws-1"), "-".to_string(), 401),
+        ("system read", op("ws-1"), writer.clone(), 200),
+        ("own patient", op("ws-1"), own_obs.clone(), 200),
+        ("another patient", op("ws-2"), own_obs.clone(), 403),
+        ("no Observation scope", op("ws-1"), reader_es.clone(), 403),
+    ] {
+        let r = request("GET", &url, &token, None, d);
+        assert_eq!(status(&r), want, "{what}: {r}");
+    }
+    let ws_url = format!("ws://{}/fhir/$websocket", b.fhir.unwrap());
+    let ws = Ws::connect(&ws_url, &["bind ws-1"]);
+    assert_eq!(ws.next_json()["issue"][0]["code"], "security");
     validate(&outcomes);
 }
 

@@ -2,7 +2,8 @@
 //! what this server does — every type takes read, search-type, create,
 //! update and delete; searches take `_id`, `identifier` and (for
 //! patient-compartment types) `patient`; transactions and batches; no
-//! history, no conditional operations; rest-hook Subscriptions; SMART on
+//! history, no conditional operations; rest-hook and websocket
+//! Subscriptions (with `$get-ws-binding-token`); SMART on
 //! FHIR when `[fhir.auth]` is configured. It is public, as SMART requires.
 
 use super::resource::{self, RESOURCE_TYPES};
@@ -39,12 +40,21 @@ pub fn statement(ctx: &Ctx, base_url: &str) -> Value {
                 "searchParam": params,
             });
             if *t == "Subscription" {
-                r["documentation"] = json!("R4 Subscriptions with channel.type rest-hook (http endpoints); criteria: a resource type with optional patient, subject, identifier, code, status and _id parameters");
+                r["documentation"] = json!("R4 Subscriptions with channel.type rest-hook (http endpoints) or websocket (bind-with-token after $get-ws-binding-token, or bind <id> without authorization); criteria: a resource type with optional patient, subject, identifier, code, status and _id parameters");
+                r["operation"] = json!([{
+                    "name": "get-ws-binding-token",
+                    "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token"
+                }]);
             }
             r
         })
         .collect();
+    let ws_url = super::websocket::url(base_url);
     let mut rest = json!({
+        "extension": [{
+            "url": "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket",
+            "valueUri": ws_url
+        }],
         "mode": "server",
         "documentation": "Reads answer from medbus's current-state view of the fhir.* topics; writes are appended durably to topic fhir.inbound before the answer.",
         "resource": resources,

@@ -20,8 +20,9 @@
 //! - [`subscription`]: R4 Subscription resources: checks, criteria,
 //!   notification Bundles.
 //! - [`notifier`]: the subscription manager and one delivery loop per
-//!   active Subscription (rest-hook, retries, dead letters).
+//!   active Subscription (rest-hook or websocket, retries, dead letters).
 //! - [`hook`]: the small HTTP/1.1 client rest-hooks are posted with.
+//! - [`websocket`]: the websocket channel (binding tokens, connections).
 //! - [`auth`]: SMART on FHIR bearer tokens (JWKS, RS256/ES256, scopes).
 
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod read;
 pub mod resource;
 pub mod subscription;
 pub mod view;
+pub mod websocket;
 
 use crate::events::FhirRequestServed;
 use crate::metrics::Metrics;
@@ -79,6 +81,8 @@ pub struct Ctx {
     pub auth: Option<auth::Auth>,
     /// Active Subscriptions, as the manager sees them (for the cap).
     pub subscriptions: Arc<notifier::Registry>,
+    /// Websocket binding tokens and bound connections.
+    pub websockets: Arc<websocket::Bindings>,
 }
 
 impl Ctx {
@@ -131,7 +135,7 @@ impl Ctx {
 pub struct Interaction(pub &'static str);
 
 /// Every interaction label, so the series exist from start-up.
-pub const INTERACTIONS: [&str; 9] = [
+pub const INTERACTIONS: [&str; 11] = [
     "capabilities",
     "read",
     "search-type",
@@ -140,6 +144,8 @@ pub const INTERACTIONS: [&str; 9] = [
     "delete",
     "transaction",
     "batch",
+    "operation",
+    "websocket",
     "unknown",
 ];
 
@@ -178,11 +184,15 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
     let arbiter = actix::Arbiter::new();
     let (view, indexer) = view::Indexer::spawn(store.clone(), metrics.clone(), &arbiter.handle());
     let registry = Arc::new(notifier::Registry::default());
+    let websockets = Arc::new(websocket::Bindings::new(
+        config.subscriptions.websocket.clone(),
+    ));
     let notifier = notifier::Notifier::spawn(
         notifier::Settings::from_config(&config.subscriptions),
         store.clone(),
         metrics.clone(),
         registry.clone(),
+        websockets.clone(),
         &arbiter.handle(),
     );
     let ctx = web::Data::new(Ctx {
@@ -196,6 +206,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
         max_subscriptions: *config.subscriptions.max.get_ref(),
         auth,
         subscriptions: registry,
+        websockets,
     });
     let base = config.base().to_string();
     let server = HttpServer::new(move || {
@@ -226,6 +237,16 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
             .service(
                 web::scope(&base)
                     .route("/metadata", web::get().to(capability::metadata))
+                    .route(websocket::PATH, web::get().to(websocket::connect))
+                    .route(
+                        "/Subscription/{id}/$get-ws-binding-token",
+                        web::route()
+                            .guard(
+                                actix_web::guard::Any(actix_web::guard::Get())
+                                    .or(actix_web::guard::Post()),
+                            )
+                            .to(websocket::binding_token),
+                    )
                     .route("", web::post().to(ingress::bundle))
                     .route("/", web::post().to(ingress::bundle))
                     .route("/{type}", web::get().to(read::search))

@@ -3,8 +3,10 @@
 //!
 //! Each delivery loop reads its sources (`fhir.<Type>` and `fhir.inbound`)
 //! through its own durable cursors (`subscription/<id>/<topic>`), placed at
-//! the topics' ends when the Subscription was stored. A matching record is
-//! posted to the rest-hook until the endpoint answers 2xx; a non-2xx answer
+//! the topics' ends when the Subscription was stored. On a websocket
+//! channel a matching record is sent to the bound connections, waiting
+//! (without skipping) while none is bound (see [`super::websocket`]). On a
+//! rest-hook a matching record is posted until the endpoint answers 2xx; a non-2xx answer
 //! or a timeout spends one of `max_attempts`, after which the notification
 //! goes to `dlq.subscription.<id>` (atomically with the cursor advance) and
 //! the next one goes. An endpoint that cannot be reached is retried forever
@@ -15,7 +17,8 @@
 
 use super::hook;
 use super::resource;
-use super::subscription::{self, Spec, CURSOR_KIND, TOPIC};
+use super::subscription::{self, Channel, Spec, CURSOR_KIND, TOPIC};
+use super::websocket::{self, Bindings};
 use crate::events::{SubscriptionDelivery, SubscriptionOutcome, SubscriptionsChanged};
 use crate::headers;
 use crate::metrics::Metrics;
@@ -102,10 +105,11 @@ impl Notifier {
         store: Store,
         metrics: Arc<Metrics>,
         registry: Arc<Registry>,
+        bindings: Arc<Bindings>,
         arbiter: &actix::ArbiterHandle,
     ) -> NotifierHandle {
         crate::task::spawn("fhir-subscriptions".into(), arbiter, move |stop| {
-            manage(Arc::new(settings), store, metrics, registry, stop)
+            manage(Arc::new(settings), store, metrics, registry, bindings, stop)
         })
     }
 }
@@ -132,6 +136,7 @@ async fn manage(
     store: Store,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    bindings: Arc<Bindings>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut commits = store.commits();
@@ -182,6 +187,11 @@ async fn manage(
             if same {
                 continue;
             }
+            let websocket =
+                matches!(&spec, Some((_, s)) if matches!(s.channel, Channel::Websocket));
+            if !websocket {
+                bindings.forget(&id).await;
+            }
             if let Some(r) = running.remove(&id) {
                 r.stop().await;
                 registry.remove(&id);
@@ -195,6 +205,7 @@ async fn manage(
                     store: store.clone(),
                     metrics: metrics.clone(),
                     registry: registry.clone(),
+                    bindings: bindings.clone(),
                     stop: rx,
                     seed: crate::task::Jitter::new(),
                 };
@@ -217,6 +228,7 @@ async fn manage(
     for (id, r) in running.drain() {
         r.stop().await;
         registry.remove(&id);
+        bindings.forget(&id).await;
     }
 }
 
@@ -233,6 +245,8 @@ struct Worker {
     store: Store,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    /// Websocket connections bound to Subscriptions.
+    bindings: Arc<Bindings>,
     stop: watch::Receiver<bool>,
     /// Jitter for retry delays.
     seed: crate::task::Jitter,
@@ -410,9 +424,48 @@ impl Worker {
         }
     }
 
+    /// Hand one notification to its channel.
+    async fn deliver(&mut self, body: &[u8]) -> Delivery {
+        let spec = self.spec.clone();
+        match &spec.channel {
+            Channel::RestHook { endpoint, headers } => self.post(endpoint, headers, body).await,
+            Channel::Websocket => self.send(body).await,
+        }
+    }
+
+    /// Send one notification to the bound websockets, waiting while none
+    /// is bound.
+    async fn send(&mut self, body: &[u8]) -> Delivery {
+        let mut binds = self.bindings.watch_binds();
+        loop {
+            if *self.stop.borrow() {
+                return Delivery::Stopped;
+            }
+            binds.borrow_and_update();
+            if websocket::send(&self.bindings, &self.spec.id, body, self.settings.timeout).await {
+                return Delivery::Delivered;
+            }
+            SubscriptionDelivery {
+                subscription: &self.spec.id,
+                outcome: SubscriptionOutcome::Unreachable,
+                latency: Duration::ZERO,
+            }
+            .emit(&self.metrics);
+            tokio::select! {
+                c = binds.changed() => if c.is_err() { return Delivery::Stopped },
+                _ = self.stop.changed() => {}
+            }
+        }
+    }
+
     /// Post one notification until it is accepted, out of attempts, or we
     /// are stopping.
-    async fn deliver(&mut self, body: &[u8]) -> Delivery {
+    async fn post(
+        &mut self,
+        endpoint: &hook::Endpoint,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Delivery {
         let mut attempts = 0u32;
         let mut delay = self.settings.initial;
         loop {
@@ -420,8 +473,8 @@ impl Worker {
                 return Delivery::Stopped;
             }
             let result = hook::post(
-                &self.spec.endpoint,
-                &self.spec.headers,
+                endpoint,
+                headers,
                 Some("application/fhir+json"),
                 body,
                 self.settings.timeout,

@@ -4,10 +4,12 @@
 //! Accepted: `criteria` = a resource type with optional `patient`,
 //! `subject`, `identifier`, `code`, `status` and `_id` parameters (all must
 //! hold), e.g. `Observation?patient=Patient/123`; `channel.type` =
-//! `rest-hook` with an `http://` endpoint, optional `channel.header`
-//! entries (`"Name: value"`) and `channel.payload` (`application/fhir+json`
-//! puts the resource in the notification; absent: id only). The server
-//! sets `status` to `active`; `off` stops deliveries.
+//! `rest-hook` with an `http://` endpoint and optional `channel.header`
+//! entries (`"Name: value"`), or `websocket` (no endpoint: clients connect
+//! to `[base]/$websocket` and bind, see [`super::websocket`]);
+//! `channel.payload` (`application/fhir+json` puts the resource in the
+//! notification; absent: id only). The server sets `status` to `active`;
+//! `off` stops deliveries.
 //!
 //! Notifications follow the R4 Subscriptions Backport shape: a `history`
 //! Bundle whose first entry is a `Parameters` SubscriptionStatus naming the
@@ -40,6 +42,20 @@ pub struct Criteria {
     pub params: Vec<(String, String)>,
 }
 
+/// Where a Subscription's notifications go.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    /// POSTed to an HTTP endpoint.
+    RestHook {
+        /// Where notifications are posted.
+        endpoint: Endpoint,
+        /// Extra request headers.
+        headers: Vec<(String, String)>,
+    },
+    /// Sent to the websockets bound to the Subscription.
+    Websocket,
+}
+
 /// A Subscription as the deliveries need it.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -48,9 +64,7 @@ pub struct Spec {
     /// What it watches.
     pub criteria: Criteria,
     /// Where notifications go.
-    pub endpoint: Endpoint,
-    /// Extra request headers.
-    pub headers: Vec<(String, String)>,
+    pub channel: Channel,
     /// Whether notifications carry the resource.
     pub full_resource: bool,
     /// Whether it is active (`status` is `active` or `requested`).
@@ -163,16 +177,49 @@ pub fn spec(r: &Map<String, Value>) -> Result<Spec, String> {
         return Err("a Subscription cannot watch Subscriptions".into());
     }
     let channel = r.get("channel").ok_or("Subscription.channel is required")?;
-    match channel.get("type").and_then(Value::as_str) {
-        Some("rest-hook") => {}
+    let channel_out = match channel.get("type").and_then(Value::as_str) {
+        Some("rest-hook") => rest_hook(channel)?,
+        Some("websocket") => {
+            if channel.get("endpoint").is_some() || channel.get("header").is_some() {
+                return Err("a websocket channel takes no endpoint or header: clients connect to [base]/$websocket and bind".into());
+            }
+            Channel::Websocket
+        }
         Some(other) => {
             return Err(format!(
-                "channel.type {:?} is not supported: this server delivers rest-hook only",
+                "channel.type {:?} is not supported: this server delivers rest-hook and websocket",
                 resource::truncate(other, 32)
             ))
         }
         None => return Err("Subscription.channel.type is required".into()),
-    }
+    };
+    let full_resource = match channel.get("payload").and_then(Value::as_str) {
+        None => false,
+        Some(
+            "application/fhir+json" | "application/json" | "application/fhir+json;fhirVersion=4.0",
+        ) => true,
+        Some(other) => {
+            return Err(format!(
+                "channel.payload {:?} is not supported: use application/fhir+json or leave it out",
+                resource::truncate(other, 64)
+            ))
+        }
+    };
+    let status = r
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("requested");
+    Ok(Spec {
+        id,
+        criteria,
+        channel: channel_out,
+        full_resource,
+        active: matches!(status, "active" | "requested"),
+    })
+}
+
+/// Read a rest-hook channel: its endpoint and headers.
+fn rest_hook(channel: &Value) -> Result<Channel, String> {
     let url = channel
         .get("endpoint")
         .and_then(Value::as_str)
@@ -206,30 +253,7 @@ pub fn spec(r: &Map<String, Value>) -> Result<Spec, String> {
             headers.push((k.to_string(), v.to_string()));
         }
     }
-    let full_resource = match channel.get("payload").and_then(Value::as_str) {
-        None => false,
-        Some(
-            "application/fhir+json" | "application/json" | "application/fhir+json;fhirVersion=4.0",
-        ) => true,
-        Some(other) => {
-            return Err(format!(
-                "channel.payload {:?} is not supported: use application/fhir+json or leave it out",
-                resource::truncate(other, 64)
-            ))
-        }
-    };
-    let status = r
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("requested");
-    Ok(Spec {
-        id,
-        criteria,
-        endpoint,
-        headers,
-        full_resource,
-        active: matches!(status, "active" | "requested"),
-    })
+    Ok(Channel::RestHook { endpoint, headers })
 }
 
 /// Check a Subscription for storing and set its status.
@@ -293,26 +317,13 @@ pub fn notification(
     timestamp: &str,
 ) -> Vec<u8> {
     let focus = format!("{resource_type}/{id}");
-    let status = json!({
-        "resourceType": "Parameters",
-        "id": resource::new_id(),
-        "meta": {"profile": [STATUS_PROFILE]},
-        "parameter": [
-            {"name": "subscription", "valueReference": {"reference": format!("Subscription/{}", s.id)}},
-            {"name": "topic", "valueCanonical": format!("urn:medbus:criteria:{}", s.criteria.resource_type)},
-            {"name": "status", "valueCode": "active"},
-            {"name": "type", "valueCode": "event-notification"},
-            {"name": "notification-event", "part": [
-                {"name": "focus", "valueReference": {"reference": focus}}
-            ]}
-        ]
-    });
-    let mut entries = vec![json!({
-        "fullUrl": format!("urn:uuid:{}", status["id"].as_str().unwrap_or_default()),
-        "resource": status,
-        "request": {"method": "GET", "url": format!("Subscription/{}/$status", s.id)},
-        "response": {"status": "200"}
-    })];
+    let mut entries = vec![status_entry(
+        s,
+        "event-notification",
+        Some(json!({"name": "notification-event", "part": [
+            {"name": "focus", "valueReference": {"reference": focus}}
+        ]})),
+    )];
     if let Some(r) = resource_json.and_then(|j| serde_json::from_slice::<Value>(j).ok()) {
         if s.full_resource {
             entries.push(json!({
@@ -322,6 +333,38 @@ pub fn notification(
             }));
         }
     }
+    history_bundle(entries, timestamp)
+}
+
+/// The handshake Bundle a websocket receives when it binds a Subscription.
+pub fn handshake(s: &Spec, timestamp: &str) -> Vec<u8> {
+    history_bundle(vec![status_entry(s, "handshake", None)], timestamp)
+}
+
+/// The SubscriptionStatus entry opening every notification Bundle.
+fn status_entry(s: &Spec, kind: &str, event: Option<Value>) -> Value {
+    let mut parameter = vec![
+        json!({"name": "subscription", "valueReference": {"reference": format!("Subscription/{}", s.id)}}),
+        json!({"name": "topic", "valueCanonical": format!("urn:medbus:criteria:{}", s.criteria.resource_type)}),
+        json!({"name": "status", "valueCode": "active"}),
+        json!({"name": "type", "valueCode": kind}),
+    ];
+    parameter.extend(event);
+    let status = json!({
+        "resourceType": "Parameters",
+        "id": resource::new_id(),
+        "meta": {"profile": [STATUS_PROFILE]},
+        "parameter": parameter,
+    });
+    json!({
+        "fullUrl": format!("urn:uuid:{}", status["id"].as_str().unwrap_or_default()),
+        "resource": status,
+        "request": {"method": "GET", "url": format!("Subscription/{}/$status", s.id)},
+        "response": {"status": "200"}
+    })
+}
+
+fn history_bundle(entries: Vec<Value>, timestamp: &str) -> Vec<u8> {
     json!({
         "resourceType": "Bundle",
         "id": resource::new_id(),
@@ -374,7 +417,15 @@ mod tests {
         assert_eq!(s.get("status").and_then(Value::as_str), Some("active"));
         let mut ws = s.clone();
         ws.insert("channel".into(), json!({"type": "websocket"}));
+        check(&mut ws).expect("a websocket channel is valid");
+        ws.insert(
+            "channel".into(),
+            json!({"type": "websocket", "endpoint": "ws://elsewhere/"}),
+        );
         assert!(check(&mut ws).is_err());
+        let mut email = s.clone();
+        email.insert("channel".into(), json!({"type": "email"}));
+        assert!(check(&mut email).is_err());
         let mut inj = s.clone();
         inj.insert(
             "channel".into(),
