@@ -24,7 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
 /// Tree holding retransmission keys: key = dedup key, value = expiry (ms,
-/// big-endian u64) + offset (u64) + content fingerprint (u64) + topic.
+/// big-endian u64) + offset (u64) + content fingerprint (u64) + topic. It
+/// lives in its own sled database (see [`super::DEDUP_DIR`]).
 pub(crate) const DEDUP_TREE: &str = "dedup";
 /// How often expired retransmission keys are swept.
 const DEDUP_SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -124,6 +125,11 @@ pub type CommitObserver = Box<dyn Fn(&CommitStats) + Send>;
 
 pub(crate) struct Committer {
     pub db: sled::Db,
+    /// Retransmission keys ([`DEDUP_TREE`] of the dedup database).
+    pub dedup: sled::Tree,
+    /// Where the next dedup sweep resumes (keys are random: each sweep
+    /// looks at the next slice, so every key is visited in turn).
+    pub sweep_from: Option<Vec<u8>>,
     pub dir: PathBuf,
     pub durability: Durability,
     pub max_batch: usize,
@@ -323,11 +329,9 @@ impl Committer {
             tracing::error!(error = %e, records = pending.len(), "group commit failed: answering every append of the batch with an error");
             // A failed batch must not make a resend look like a duplicate of
             // something that was never acknowledged.
-            if let Ok(tree) = self.db.open_tree(DEDUP_TREE) {
-                for p in &pending {
-                    if let Some(k) = &p.dedup_inserted {
-                        let _ = tree.remove(k);
-                    }
+            for p in &pending {
+                if let Some(k) = &p.dedup_inserted {
+                    let _ = self.dedup.remove(k);
                 }
             }
         }
@@ -411,11 +415,7 @@ impl Committer {
             v.extend_from_slice(&offset.to_be_bytes());
             v.extend_from_slice(&dedup.fingerprint.to_be_bytes());
             v.extend_from_slice(req.topic.as_bytes());
-            match self
-                .db
-                .open_tree(DEDUP_TREE)
-                .and_then(|t| t.insert(&dedup.key, v))
-            {
+            match self.dedup.insert(&dedup.key, v) {
                 Ok(_) => inserted = Some(dedup.key.clone()),
                 // The record is stored; losing its dedup key only means a
                 // resend would be stored again.
@@ -540,12 +540,11 @@ impl Committer {
     }
 
     fn check_dedup(
-        &self,
+        &mut self,
         dedup: &DedupKey,
         now: u64,
     ) -> Result<Option<AppendOutcome>, StorageError> {
-        let tree = self.db.open_tree(DEDUP_TREE)?;
-        let Some(v) = tree.get(&dedup.key)? else {
+        let Some(v) = self.dedup.get(&dedup.key)? else {
             return Ok(None);
         };
         let word = |at: usize| {
@@ -564,6 +563,17 @@ impl Committer {
             return Ok(None);
         }
         let topic = String::from_utf8_lossy(v.get(24..).unwrap_or(&[])).into_owned();
+        // The key may have reached the disk without its record (the dedup
+        // database is written on its own schedule): only a record that is
+        // really there, with the same content, makes a duplicate.
+        let (tree, _) = self.topic(&topic)?;
+        let stored = tree
+            .get(offset.to_be_bytes())?
+            .and_then(|b| super::Record::decode(&b).ok())
+            .is_some_and(|r| super::fingerprint(&r.payload) == fp);
+        if !stored {
+            return Ok(None);
+        }
         Ok(Some(AppendOutcome::Duplicate { topic, offset }))
     }
 
@@ -689,24 +699,31 @@ impl Committer {
         Ok(())
     }
 
+    /// Remove expired retransmission keys: look at the next slice of the
+    /// tree (at most `DEDUP_SWEEP_MAX * 4` keys), resuming where the last
+    /// sweep stopped and wrapping around at the end.
     fn sweep_dedup(&mut self) {
-        let Ok(tree) = self.db.open_tree(DEDUP_TREE) else {
-            return;
-        };
         let now = now_ms();
         let mut removed = 0;
-        for item in tree.iter().take(DEDUP_SWEEP_MAX * 4) {
+        let mut seen = 0;
+        let start = self.sweep_from.take().unwrap_or_default();
+        for item in self.dedup.range(start..) {
             let Ok((k, v)) = item else { break };
+            seen += 1;
             let expires = v
                 .get(0..8)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
-            if expires < now && tree.remove(k).is_ok() {
+            if expires < now && self.dedup.remove(&k).is_ok() {
                 removed += 1;
-                if removed >= DEDUP_SWEEP_MAX {
-                    break;
-                }
+            }
+            if removed >= DEDUP_SWEEP_MAX || seen >= DEDUP_SWEEP_MAX * 4 {
+                // Resume just after the last key looked at.
+                let mut next = k.to_vec();
+                next.push(0);
+                self.sweep_from = Some(next);
+                break;
             }
         }
         if removed > 0 {

@@ -8,6 +8,15 @@
 //! On disk: topic `T` is the sled tree `t/T`; a key is the record's offset as
 //! a big-endian u64 (so trees iterate in offset order); a value is a
 //! [`Record`] envelope. Writes go through the single [`committer`] thread.
+//!
+//! Retransmission keys live in a second sled database in the subdirectory
+//! [`DEDUP_DIR`]. They are keyed by control id, so they are written all over
+//! their tree and each lives for the dedup window: in the topics' database
+//! their pages pinned almost every log segment, and sled (which frees a
+//! segment only once nothing in it is live) then never reused the space of
+//! removed records — the log grew by the ingest volume, without end. Kept
+//! apart, the topics' log holds only data that is written in order and
+//! removed in order, and its size follows the live data.
 
 pub mod backup;
 pub mod committer;
@@ -28,6 +37,11 @@ use tokio::sync::{oneshot, watch};
 
 /// Prefix of topic trees.
 const TOPIC_PREFIX: &str = "t/";
+/// Subdirectory of the data directory holding the retransmission keys'
+/// sled database.
+pub const DEDUP_DIR: &str = "dedup";
+/// Page cache of the retransmission keys' database.
+const DEDUP_CACHE_BYTES: u64 = 16 << 20;
 
 /// Errors from the message store.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -178,6 +192,7 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
+    dedup: sled::Db,
     dir: PathBuf,
     ops: std::sync::Mutex<Option<mpsc::Sender<committer::Op>>>,
     committed: watch::Receiver<u64>,
@@ -223,6 +238,7 @@ impl Store {
                 }
                 other => StorageError::from(other),
             })?;
+        let dedup = open_dedup(&db, dir)?;
         // Make the directory entries of sled's files durable once.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -235,6 +251,8 @@ impl Store {
         let (committed_tx, committed_rx) = watch::channel(0);
         let committer = committer::Committer {
             db: db.clone(),
+            dedup: dedup.open_tree(committer::DEDUP_TREE)?,
+            sweep_from: None,
             dir: dir.to_path_buf(),
             durability: options.durability,
             max_batch: options.max_batch.max(1),
@@ -256,6 +274,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
+                dedup,
                 dir: dir.to_path_buf(),
                 ops: std::sync::Mutex::new(Some(tx)),
                 committed: committed_rx,
@@ -455,9 +474,9 @@ impl Store {
         self.inner.committed.clone()
     }
 
-    /// Bytes sled uses on disk.
+    /// Bytes sled uses on disk (both databases).
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(self.inner.db.size_on_disk()?)
+        Ok(self.inner.db.size_on_disk()? + self.inner.dedup.size_on_disk()?)
     }
 
     /// Stop accepting appends, let the committer finish what is queued and
@@ -470,7 +489,34 @@ impl Store {
         if let Some(t) = thread {
             let _ = t.join();
         }
+        if let Err(e) = self.inner.dedup.flush() {
+            tracing::warn!(error = %e, "cannot flush the retransmission keys");
+        }
     }
+}
+
+/// Open the retransmission keys' database in `dir/dedup`, moving the keys
+/// of a data directory written by an older medbus (a `dedup` tree in the
+/// topics' database) over first. Losing them would only mean that a resend
+/// inside the window is stored again; they are moved anyway.
+fn open_dedup(db: &sled::Db, dir: &Path) -> Result<sled::Db, StorageError> {
+    let dedup = sled::Config::new()
+        .path(dir.join(DEDUP_DIR))
+        .cache_capacity(DEDUP_CACHE_BYTES)
+        .open()?;
+    let old_name = committer::DEDUP_TREE.as_bytes();
+    if db.tree_names().iter().any(|n| n.as_ref() == old_name) {
+        let old = db.open_tree(committer::DEDUP_TREE)?;
+        let tree = dedup.open_tree(committer::DEDUP_TREE)?;
+        for item in old.iter() {
+            let (k, v) = item?;
+            tree.insert(k, v)?;
+        }
+        dedup.flush()?;
+        db.drop_tree(committer::DEDUP_TREE)?;
+        db.flush()?;
+    }
+    Ok(dedup)
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ fn retransmissions_are_stored_once() {
     let dedup = Some(DedupKey {
         key: b"k1".to_vec(),
         window: Duration::from_secs(60),
-        fingerprint: 7,
+        fingerprint: fingerprint(b"1"),
     });
     let a = block(store.append(AppendRequest {
         topic: "t".into(),
@@ -126,7 +126,7 @@ fn retransmissions_are_stored_once() {
     let other = Some(DedupKey {
         key: b"k1".to_vec(),
         window: Duration::from_secs(60),
-        fingerprint: 8,
+        fingerprint: fingerprint(b"other"),
     });
     let c = block(store.append(AppendRequest {
         topic: "t".into(),
@@ -145,7 +145,7 @@ fn retransmissions_are_stored_once() {
     let zero = Some(DedupKey {
         key: b"k2".to_vec(),
         window: Duration::ZERO,
-        fingerprint: 7,
+        fingerprint: fingerprint(b"2"),
     });
     block(store.append(AppendRequest {
         topic: "t".into(),
@@ -209,4 +209,84 @@ fn invalid_topic_is_refused() {
         }))
     };
     assert!(matches!(after_close, Err(StorageError::Closed)));
+}
+
+fn with_key(key: &[u8], payload: &[u8]) -> AppendRequest {
+    AppendRequest {
+        topic: "t".into(),
+        record: rec(payload),
+        dedup: Some(DedupKey {
+            key: key.to_vec(),
+            window: Duration::from_secs(60),
+            fingerprint: fingerprint(payload),
+        }),
+    }
+}
+
+#[test]
+fn a_key_without_its_record_is_no_duplicate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    let first = block(store.append(with_key(b"k", b"x"))).expect("first");
+    assert_eq!(
+        first,
+        AppendOutcome::Stored {
+            topic: "t".into(),
+            offset: 0
+        }
+    );
+    // The record is gone (here: trimmed; after a crash: never written)
+    // while its key is still in the window: a resend is stored again, not
+    // answered as a duplicate of nothing.
+    block(store.trim("t", 1)).expect("trim");
+    let again = block(store.append(with_key(b"k", b"x"))).expect("again");
+    assert_eq!(
+        again,
+        AppendOutcome::Stored {
+            topic: "t".into(),
+            offset: 1
+        }
+    );
+}
+
+#[test]
+fn keys_of_an_older_data_directory_are_moved_to_their_own_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let store = open(dir.path());
+        block(store.append(with_key(b"old", b"payload"))).expect("stored");
+        store.close();
+    }
+    // Put the key back where an older medbus kept it: a `dedup` tree in
+    // the topics' database.
+    let moved: Vec<(sled::IVec, sled::IVec)> = {
+        let d = sled::open(dir.path().join(DEDUP_DIR)).expect("dedup db");
+        let t = d.open_tree(committer::DEDUP_TREE).expect("tree");
+        let all = t.iter().map(|i| i.expect("entry")).collect();
+        t.clear().expect("clear");
+        d.flush().expect("flush");
+        all
+    };
+    assert_eq!(moved.len(), 1);
+    {
+        let db = sled::open(dir.path()).expect("topics db");
+        let t = db.open_tree(committer::DEDUP_TREE).expect("tree");
+        for (k, v) in moved {
+            t.insert(k, v).expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    let resend = block(store.append(with_key(b"old", b"payload"))).expect("resend");
+    assert_eq!(
+        resend,
+        AppendOutcome::Duplicate {
+            topic: "t".into(),
+            offset: 0
+        }
+    );
+    let db_trees = store.inner.db.tree_names();
+    assert!(!db_trees
+        .iter()
+        .any(|n| n.as_ref() == committer::DEDUP_TREE.as_bytes()));
 }
