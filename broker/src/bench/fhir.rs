@@ -527,6 +527,8 @@ struct Hook {
     unmatched: AtomicU64,
     /// Requests that were not a readable notification.
     bad: AtomicU64,
+    /// When the last matched notification came ([`proto::stamp`]).
+    last: AtomicU64,
 }
 
 /// Identifier values of the Patients in a notification Bundle.
@@ -559,6 +561,8 @@ impl Hook {
             if let Some(age) = self.pending.arrived(v.as_bytes()) {
                 self.latencies.record(age);
                 self.live.ok.fetch_add(1, Ordering::Relaxed);
+                self.last
+                    .fetch_max(proto::stamp(Instant::now()), Ordering::Relaxed);
                 return;
             }
             if self.warmup.arrived(v.as_bytes()).is_some() {
@@ -742,7 +746,7 @@ fn hook(
     ));
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
-    let (acks, window) = result?;
+    let (acks, window, through) = result?;
     let latencies: Latencies = hook.latencies.snapshot();
     let missing = hook.pending.len() as u64;
     let mut totals = Totals {
@@ -750,7 +754,9 @@ fn hook(
         bytes: latencies.count() * message_bytes as u64,
         errors: acks.errors.clone(),
         latencies,
-        elapsed: window.max(Duration::from_nanos(1)),
+        // Notifications/s over the time they took to arrive, not over the
+        // sending window: a notifier that falls behind shows it here too.
+        elapsed: through.max(Duration::from_nanos(1)),
     };
     if missing > 0 {
         *totals.errors.entry("no_notification".into()).or_default() += missing;
@@ -782,7 +788,8 @@ fn hook(
 }
 
 /// The hook load: senders on their schedule, then the wait for the last
-/// notifications; the senders' totals and the load's window.
+/// notifications; the senders' totals, the sending window, and the time
+/// from the first send to the last notification (or the end of the wait).
 fn drive_hook(
     args: &FhirArgs,
     target: &Target,
@@ -791,7 +798,7 @@ fn drive_hook(
     mix: &Mix,
     run: u32,
     connections: usize,
-) -> Result<(Totals, Duration), BenchError> {
+) -> Result<(Totals, Duration, Duration), BenchError> {
     let shared = Arc::new(Senders {
         mix: mix.clone(),
         run_id: run,
@@ -818,8 +825,14 @@ fn drive_hook(
         drain_until.set(Some(until));
         hook.pending.is_empty() || Instant::now() >= until
     });
+    let last = hook.last.load(Ordering::Relaxed);
+    let through = if hook.pending.is_empty() && last > 0 {
+        Duration::from_nanos(last.saturating_sub(proto::stamp(started)))
+    } else {
+        started.elapsed()
+    };
     let window = started.elapsed().min(args.duration.0);
-    Ok((super::publish::join(senders), window))
+    Ok((super::publish::join(senders), window, through))
 }
 
 #[cfg(test)]
