@@ -11,6 +11,8 @@
 //! - [`metrics`]: the Prometheus registry and every metric family.
 //! - [`events`]: one struct per internal event; `emit` logs and counts.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+//! - [`http1`]: a small HTTP/1.1 client and message reader (rest-hooks,
+//!   `medbus bench fhir`).
 //! - [`gateway`]: the FHIR REST API: reads from a current-state view,
 //!   writes into `fhir.inbound`, Subscriptions, SMART on FHIR tokens.
 //! - [`destination`]: one actor per MLLP destination: ordered, ACK-checked delivery.
@@ -36,6 +38,7 @@ pub mod events;
 pub mod gateway;
 pub mod headers;
 pub mod http;
+pub mod http1;
 pub mod metrics;
 pub mod mllp;
 pub mod replay;

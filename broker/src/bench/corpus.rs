@@ -7,6 +7,11 @@
 //! Every message is cut once into the bytes before MSH-10 and the bytes
 //! after it; sending one is then two copies and a 20-byte id, cheap enough
 //! that the load generator does not compete with the broker for CPU.
+//!
+//! A mix can also put the id into PID-3.1 ([`Mix::builtin_patients`]): each
+//! message then describes its own patient, whose FHIR `Patient` (id derived
+//! from the identifiers) is new, and carries the control id as an
+//! identifier value, so a FHIR notification names the message it came from.
 
 use super::BenchError;
 use medbus_mllp::{END_BLOCK, START_BLOCK, TRAILER};
@@ -18,18 +23,22 @@ pub const CONTROL_ID_LEN: usize = 20;
 /// Most connections a control id can number (4 decimal digits).
 pub const MAX_CONNECTIONS: usize = 9_999;
 
-/// One message with a hole where MSH-10 goes.
+/// One message with holes where the control id goes: MSH-10, and PID-3.1
+/// when asked for.
 #[derive(Debug, Clone)]
 struct Template {
     /// Everything up to and including the separator before MSH-10.
     head: Vec<u8>,
-    /// Everything after MSH-10, NTE padding included, ending in CR.
+    /// Everything after MSH-10 up to the next hole (if any).
+    mid: Vec<Vec<u8>>,
+    /// Everything after the last hole, NTE padding included, ending in CR.
     tail: Vec<u8>,
 }
 
 impl Template {
-    /// Cut `msg` around its MSH-10 and pad it to `size` bytes.
-    fn cut(msg: &[u8], size: usize) -> Option<Template> {
+    /// Cut `msg` around its MSH-10 (and its first PID-3.1 when `pid` is
+    /// set) and pad it to `size` bytes.
+    fn cut(msg: &[u8], size: usize, pid: bool) -> Option<Template> {
         if !msg.starts_with(b"MSH") {
             return None;
         }
@@ -62,14 +71,57 @@ impl Template {
         if tail.last() != Some(&b'\r') {
             tail.push(b'\r');
         }
-        let mut t = Template { head, tail };
+        let mut t = Template {
+            head,
+            mid: Vec::new(),
+            tail,
+        };
+        if pid {
+            t.hole_at_pid3(sep)?;
+        }
         t.pad_to(size, sep);
         Some(t)
     }
 
+    /// Cut the tail again at the first component of PID-3 (the patient's
+    /// first identifier value); `None` without a PID-3.
+    fn hole_at_pid3(&mut self, sep: u8) -> Option<()> {
+        let seg = self.tail.windows(5).position(|w| {
+            w.first() == Some(&b'\r') && w.get(1..4) == Some(&b"PID"[..]) && w.get(4) == Some(&sep)
+        })? + 1;
+        // PID-3 follows the third separator of the segment.
+        let mut seen = 0;
+        let mut start = None;
+        for (i, &b) in self.tail.get(seg..)?.iter().enumerate() {
+            if b == b'\r' {
+                return None;
+            }
+            if b == sep {
+                seen += 1;
+                if seen == 3 {
+                    start = Some(seg + i + 1);
+                    break;
+                }
+            }
+        }
+        let start = start?;
+        // The value ends at the next component, repetition or field.
+        let end = start
+            + self
+                .tail
+                .get(start..)?
+                .iter()
+                .position(|&b| b == sep || b == b'^' || b == b'~' || b == b'\r')?;
+        let rest = self.tail.split_off(end);
+        self.tail.truncate(start);
+        self.mid.push(std::mem::replace(&mut self.tail, rest));
+        Some(())
+    }
+
     /// Message length in bytes (without MLLP framing).
     fn len(&self) -> usize {
-        self.head.len() + CONTROL_ID_LEN + self.tail.len()
+        let mid: usize = self.mid.iter().map(Vec::len).sum();
+        self.head.len() + CONTROL_ID_LEN * (1 + self.mid.len()) + mid + self.tail.len()
     }
 
     /// Append an `NTE|1|L|xxxx` segment so the message is `size` bytes; a
@@ -148,12 +200,22 @@ impl Mix {
     /// The built-in mix (ADT^A01, ORU^R01, SIU^S12 in turn), each padded to
     /// `size` bytes.
     pub fn builtin(size: usize) -> Mix {
+        Mix::builtin_with(size, false)
+    }
+
+    /// The built-in mix with the control id also in PID-3.1: one new
+    /// patient per message, identified by the message's control id.
+    pub fn builtin_patients(size: usize) -> Mix {
+        Mix::builtin_with(size, true)
+    }
+
+    fn builtin_with(size: usize, pid: bool) -> Mix {
         let ts = crate::ack::hl7_now();
         let templates = BUILTIN
             .iter()
             .filter_map(|t| {
                 let text = t.replace("{TS}", &ts).replace('\n', "\r");
-                Template::cut(text.as_bytes(), size)
+                Template::cut(text.as_bytes(), size, pid)
             })
             .collect();
         Mix { templates }
@@ -172,7 +234,7 @@ impl Mix {
                 .into_iter()
                 .enumerate()
             {
-                let t = Template::cut(&msg, size).ok_or_else(|| {
+                let t = Template::cut(&msg, size, false).ok_or_else(|| {
                     BenchError::Usage(format!(
                         "{} message {}: not an HL7 message with an MSH-10 field",
                         path.display(),
@@ -217,6 +279,10 @@ impl Mix {
         out.push(START_BLOCK);
         out.extend_from_slice(&t.head);
         out.extend_from_slice(id);
+        for part in &t.mid {
+            out.extend_from_slice(part);
+            out.extend_from_slice(id);
+        }
         out.extend_from_slice(&t.tail);
         out.push(END_BLOCK);
         out.push(TRAILER);
@@ -327,6 +393,29 @@ mod tests {
             types.push(h.message_type());
         }
         assert_eq!(types, ["ADT^A01", "ORU^R01", "SIU^S12"]);
+    }
+
+    #[test]
+    fn patient_mix_puts_the_id_in_pid_3() {
+        let mix = Mix::builtin_patients(2048);
+        assert_eq!(mix.len(), 3);
+        for seq in 0..3 {
+            let id = control_id(0x12, 1, seq);
+            let msg = message(&mix, seq, &id);
+            assert_eq!(msg.len(), 2048);
+            let m = Message::parse(&msg).expect("parses");
+            assert_eq!(
+                m.header().control_id.as_deref(),
+                std::str::from_utf8(&id).ok()
+            );
+            let pid = msg
+                .split(|&b| b == b'\r')
+                .find(|s| s.starts_with(b"PID|"))
+                .expect("PID");
+            let pid3 = pid.split(|&b| b == b'|').nth(3).expect("PID-3");
+            assert!(pid3.starts_with(&id), "{}", String::from_utf8_lossy(pid3));
+            assert_eq!(pid3.get(20), Some(&b'^'));
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   subscriber of `fhir.bundles`; end-to-end latency.
 //! - [`destination`]: a built-in fast MLLP receiver fed by a broker's
 //!   `[[destinations]]`, against a bare MLLP client; delivered/s and ratio.
+//! - [`fhir`]: the FHIR gateway: `read` (keep-alive `GET Patient/{id}`,
+//!   requests/s) and `hook` (MLLP in at a fixed rate → rest-hook
+//!   notification of a Subscription; notification latency).
 //! - [`proto`]: what the protocol modes share (runtime per thread, connect,
 //!   start gate, timestamps, progress loop).
 //! - [`limits`]: this machine's fdatasync, loopback round trip and loopback
@@ -31,6 +34,7 @@ pub mod corpus;
 pub mod destination;
 pub mod e2e;
 pub mod fanout;
+pub mod fhir;
 pub mod histogram;
 pub mod limits;
 pub mod mllp;
@@ -126,6 +130,8 @@ pub enum BenchCommand {
     E2e(e2e::E2eArgs),
     /// A broker delivering to a fast MLLP receiver, against a bare MLLP client; delivered/s and ratio.
     Destination(destination::DestinationArgs),
+    /// The FHIR gateway: `read` = keep-alive GET Patient/{id}, requests/s; `hook` = MLLP in at a fixed rate → rest-hook notification latency.
+    Fhir(fhir::FhirArgs),
 }
 
 impl BenchCommand {
@@ -138,6 +144,7 @@ impl BenchCommand {
             BenchCommand::Fanout(a) => a.json,
             BenchCommand::E2e(a) => a.json,
             BenchCommand::Destination(a) => a.json,
+            BenchCommand::Fhir(a) => a.json,
         }
     }
 }
@@ -187,5 +194,6 @@ pub fn run(command: &BenchCommand) -> Result<Report, BenchError> {
         BenchCommand::Fanout(a) => fanout::run(a).map(Report::Load),
         BenchCommand::E2e(a) => e2e::run(a).map(Report::Load),
         BenchCommand::Destination(a) => destination::run(a).map(Report::Load),
+        BenchCommand::Fhir(a) => fhir::run(a).map(Report::Load),
     }
 }

@@ -219,6 +219,8 @@ impl LoadReport {
             "fanout" => "deliveries/s",
             "e2e" => "bundles/s",
             "destination" => "delivered/s",
+            "fhir-read" => "requests/s",
+            "fhir-hook" => "notifications/s",
             _ => "msgs/s",
         }
     }

@@ -5,9 +5,10 @@
 //! The child runs `medbus serve` with a generated config (one MLLP listener
 //! on `127.0.0.1:0`; on request also the binary protocol on `127.0.0.1:0`,
 //! the `normalise` route from the listener's topic to `fhir.bundles` and
-//! `fhir.{resourceType}`, and one MLLP destination) on a fresh data
-//! directory; we learn its ports from the `mllp listener "NAME" on ADDR ->
-//! topic T` and `protocol listener on ADDR` lines it prints before `ready`,
+//! `fhir.{resourceType}`, the FHIR gateway on `127.0.0.1:0`, and one MLLP
+//! destination) on a fresh data directory; we learn its ports from the
+//! `mllp listener "NAME" on ADDR -> topic T`, `protocol listener on ADDR`
+//! and `fhir gateway on ADDR` lines it prints before `ready`,
 //! sample its RSS from `/proc/<pid>/status` while the load runs, and SIGTERM
 //! it at the end (killed outright if it does not stop in time, and on drop).
 
@@ -48,6 +49,8 @@ pub struct SpawnOptions {
     pub normalise: bool,
     /// Also deliver the listener's topic to this MLLP receiver (`[[destinations]]`).
     pub destination: Option<SocketAddr>,
+    /// Also serve the FHIR gateway (`[fhir]`).
+    pub fhir: bool,
 }
 
 impl SpawnOptions {
@@ -60,6 +63,7 @@ impl SpawnOptions {
             protocol: false,
             normalise: false,
             destination: None,
+            fhir: false,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct SpawnedBroker {
     addr: SocketAddr,
     /// The binary protocol listener's address, when asked for.
     protocol: Option<SocketAddr>,
+    /// The FHIR gateway's address, when asked for.
+    fhir: Option<SocketAddr>,
     /// Scratch directory: the config and the child's stderr log.
     scratch: PathBuf,
     /// The data directory, when we created it (removed on drop).
@@ -139,6 +145,12 @@ fn config_text(opts: &SpawnOptions) -> String {
              to = [\"fhir.bundles\", \"fhir.{{resourceType}}\"]\n"
         ));
     }
+    if opts.fhir {
+        text.push_str(
+            "\n[fhir]\n\
+             listen = \"127.0.0.1:0\"\n",
+        );
+    }
     if let Some(addr) = opts.destination {
         text.push_str(&format!(
             "\n[[destinations]]\n\
@@ -151,12 +163,10 @@ fn config_text(opts: &SpawnOptions) -> String {
     text
 }
 
-/// The address in `protocol listener on 127.0.0.1:4321`.
-fn protocol_addr(line: &str) -> Option<SocketAddr> {
-    line.strip_prefix("protocol listener on ")?
-        .trim()
-        .parse()
-        .ok()
+/// The address in `protocol listener on 127.0.0.1:4321` (or `fhir gateway
+/// on …`, with that `prefix`).
+fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
+    line.strip_prefix(prefix)?.trim().parse().ok()
 }
 
 /// The address in `mllp listener "bench" on 127.0.0.1:4321 -> topic …`.
@@ -179,6 +189,7 @@ impl SpawnedBroker {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             protocol: None,
+            fhir: None,
             scratch: scratch.clone(),
             owned_data_dir: None,
             peak_rss: 0,
@@ -238,8 +249,11 @@ impl SpawnedBroker {
                     if let Some(a) = listener_addr(&line) {
                         addr = Some(a);
                     }
-                    if let Some(a) = protocol_addr(&line) {
+                    if let Some(a) = addr_after(&line, "protocol listener on ") {
                         broker.protocol = Some(a);
+                    }
+                    if let Some(a) = addr_after(&line, "fhir gateway on ") {
+                        broker.fhir = Some(a);
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -257,6 +271,9 @@ impl SpawnedBroker {
             addr.ok_or_else(|| broker.failed("printed `ready` but no MLLP listener address"))?;
         if opts.protocol && broker.protocol.is_none() {
             return Err(broker.failed("printed `ready` but no protocol listener address"));
+        }
+        if opts.fhir && broker.fhir.is_none() {
+            return Err(broker.failed("printed `ready` but no FHIR gateway address"));
         }
         broker.sample_rss();
         Ok(broker)
@@ -294,6 +311,11 @@ impl SpawnedBroker {
     /// The binary protocol listener's address (when started with `protocol`).
     pub fn protocol_addr(&self) -> Option<SocketAddr> {
         self.protocol
+    }
+
+    /// The FHIR gateway's address (when started with `fhir`).
+    pub fn fhir_addr(&self) -> Option<SocketAddr> {
+        self.fhir
     }
 
     /// The child's process id (for `perf` and friends), while it runs.
@@ -391,8 +413,15 @@ mod tests {
         );
         assert_eq!(listener_addr("ready"), None);
         assert_eq!(
-            protocol_addr("protocol listener on 127.0.0.1:7001"),
+            addr_after(
+                "protocol listener on 127.0.0.1:7001",
+                "protocol listener on "
+            ),
             Some(SocketAddr::from(([127, 0, 0, 1], 7001)))
+        );
+        assert_eq!(
+            addr_after("fhir gateway on 127.0.0.1:8001", "fhir gateway on "),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8001)))
         );
     }
 
@@ -409,11 +438,13 @@ mod tests {
         all.protocol = true;
         all.normalise = true;
         all.destination = Some(SocketAddr::from(([127, 0, 0, 1], 9)));
+        all.fhir = true;
         std::fs::write(&f, config_text(&all)).expect("write");
         let c = medbus_config::load(&f).expect("valid config");
         assert!(c.protocol.is_some());
         assert_eq!(c.routes.len(), 1);
         assert_eq!(c.destinations.len(), 1);
+        assert!(c.fhir.is_some());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

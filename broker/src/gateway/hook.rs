@@ -1,14 +1,10 @@
-//! The HTTP/1.1 client that posts rest-hook notifications: one request per
-//! connection (`Connection: close`), plain `http://` endpoints, a bounded
-//! wait for the status line. Small on purpose: a notification needs a POST
-//! and a status code, nothing more.
+//! Rest-hook endpoints and how a notification is posted: one request per
+//! connection (`Connection: close`) with the crate's HTTP/1.1 client
+//! ([`crate::http1`]), plain `http://` endpoints, a bounded wait for the
+//! response head. Small on purpose: a notification needs a POST and a
+//! status code, nothing more.
 
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// Largest response head read: the status line is all we need.
-const MAX_HEAD: usize = 8 << 10;
 
 /// Where a rest-hook posts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,69 +86,28 @@ pub async fn post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<u16, HookError> {
-    let addr = (ep.host.as_str(), ep.port);
-    let mut s = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(HookError::Unreachable(e.to_string())),
-        Err(_) => {
-            return Err(HookError::Unreachable(format!(
-                "no connection within {timeout:?}"
-            )))
-        }
-    };
-    let _ = s.set_nodelay(true);
-    let host = if ep.host.contains(':') {
-        format!("[{}]:{}", ep.host, ep.port)
-    } else {
-        format!("{}:{}", ep.host, ep.port)
-    };
-    let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: medbus/{}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        ep.path,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
+    let mut c = crate::http1::Client::connect(&ep.host, ep.port, timeout)
+        .await
+        .map_err(|e| HookError::Unreachable(e.to_string()))?;
+    let head = crate::http1::request_head(
+        "POST",
+        &ep.path,
+        c.host(),
+        headers,
+        content_type,
+        body.len(),
+        true,
     );
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
     let exchange = async {
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body).await?;
-        s.flush().await?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 1024];
-        loop {
-            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-                return Ok::<_, std::io::Error>(Some(buf[..end].to_vec()));
-            }
-            if buf.len() > MAX_HEAD {
-                return Ok(None);
-            }
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        c.send(&head, body).await?;
+        c.response_head().await
     };
-    let line = match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => return Err(HookError::Timeout(timeout)),
-        Ok(Err(e)) => return Err(HookError::Protocol(e.to_string())),
-        Ok(Ok(None)) => return Err(HookError::Protocol("no status line".into())),
-        Ok(Ok(Some(l))) => l,
-    };
-    let line = String::from_utf8_lossy(&line);
-    let mut parts = line.split_whitespace();
-    match (
-        parts.next(),
-        parts.next().and_then(|c| c.parse::<u16>().ok()),
-    ) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
-        _ => Err(HookError::Protocol("not an HTTP status line".into())),
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(HookError::Timeout(timeout)),
+        Ok(Err(e)) => Err(HookError::Protocol(e.to_string())),
+        Ok(Ok(h)) => h
+            .status()
+            .ok_or_else(|| HookError::Protocol("not an HTTP status line".into())),
     }
 }
 
