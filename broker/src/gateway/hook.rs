@@ -1,8 +1,9 @@
-//! Rest-hook endpoints and how a notification is posted: one request per
-//! connection (`Connection: close`) with the crate's HTTP/1.1 client
-//! ([`crate::http1`]), plain `http://` endpoints, a bounded wait for the
-//! response head. Small on purpose: a notification needs a POST and a
-//! status code, nothing more.
+//! Rest-hook endpoints and how a notification is posted: with the crate's
+//! HTTP/1.1 client ([`crate::http1`]) over one kept-alive connection per
+//! Subscription (a new TCP connection per notification would cap a busy
+//! Subscription at a few hundred notifications a second), plain `http://`
+//! endpoints, a bounded wait for the whole exchange. Small on purpose: a
+//! notification needs a POST and a status code, nothing more.
 
 use std::time::Duration;
 
@@ -78,36 +79,85 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
     })
 }
 
-/// POST `body` to `ep`; the response status.
-pub async fn post(
-    ep: &Endpoint,
-    headers: &[(String, String)],
-    content_type: Option<&str>,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<u16, HookError> {
-    let mut c = crate::http1::Client::connect(&ep.host, ep.port, timeout)
-        .await
-        .map_err(|e| HookError::Unreachable(e.to_string()))?;
-    let head = crate::http1::request_head(
-        "POST",
-        &ep.path,
-        c.host(),
-        headers,
-        content_type,
-        body.len(),
-        true,
-    );
-    let exchange = async {
-        c.send(&head, body).await?;
-        c.response_head().await
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Err(HookError::Timeout(timeout)),
-        Ok(Err(e)) => Err(HookError::Protocol(e.to_string())),
-        Ok(Ok(h)) => h
-            .status()
-            .ok_or_else(|| HookError::Protocol("not an HTTP status line".into())),
+/// Largest response body read (and thrown away) so that the connection can
+/// carry the next notification; a larger one ends the connection.
+const MAX_RESPONSE_BODY: usize = 64 << 10;
+
+/// Posts notifications to one endpoint over a kept-alive connection,
+/// reconnecting when the endpoint closes it.
+pub struct Poster {
+    endpoint: Endpoint,
+    conn: Option<crate::http1::Client>,
+}
+
+impl Poster {
+    /// No connection yet: the first post connects.
+    pub fn new(endpoint: Endpoint) -> Poster {
+        Poster {
+            endpoint,
+            conn: None,
+        }
+    }
+
+    /// POST `body`; the status code, or why there is none. A connection
+    /// reused from an earlier post that turns out closed is replaced once
+    /// (the endpoint may close idle connections whenever it likes).
+    pub async fn post(
+        &mut self,
+        headers: &[(String, String)],
+        content_type: Option<&str>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u16, HookError> {
+        let reused = self.conn.is_some();
+        match self.exchange(headers, content_type, body, timeout).await {
+            Err(HookError::Protocol(_)) if reused => {
+                self.exchange(headers, content_type, body, timeout).await
+            }
+            other => other,
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        headers: &[(String, String)],
+        content_type: Option<&str>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u16, HookError> {
+        let mut c = match self.conn.take() {
+            Some(c) => c,
+            None => crate::http1::Client::connect(&self.endpoint.host, self.endpoint.port, timeout)
+                .await
+                .map_err(|e| HookError::Unreachable(e.to_string()))?,
+        };
+        let head = crate::http1::request_head(
+            "POST",
+            &self.endpoint.path,
+            c.host(),
+            headers,
+            content_type,
+            body.len(),
+            false,
+        );
+        let exchange = async {
+            c.send(&head, body).await?;
+            let mut sink = Vec::new();
+            c.response(MAX_RESPONSE_BODY, &mut sink).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(HookError::Timeout(timeout)),
+            Ok(Err(e)) => Err(HookError::Protocol(e.to_string())),
+            Ok(Ok(h)) => {
+                let status = h
+                    .status()
+                    .ok_or_else(|| HookError::Protocol("not an HTTP status line".into()))?;
+                if !h.close {
+                    self.conn = Some(c);
+                }
+                Ok(status)
+            }
+        }
     }
 }
 

@@ -206,6 +206,7 @@ async fn manage(
                     metrics: metrics.clone(),
                     registry: registry.clone(),
                     bindings: bindings.clone(),
+                    poster: None,
                     stop: rx,
                     seed: crate::task::Jitter::new(),
                 };
@@ -247,6 +248,8 @@ struct Worker {
     registry: Arc<Registry>,
     /// Websocket connections bound to Subscriptions.
     bindings: Arc<Bindings>,
+    /// The rest-hook's kept-alive connection.
+    poster: Option<hook::Poster>,
     stop: watch::Receiver<bool>,
     /// Jitter for retry delays.
     seed: crate::task::Jitter,
@@ -326,11 +329,15 @@ impl Worker {
         tracing::info!(subscription = %self.spec.id, "subscription deliveries stopped");
     }
 
-    /// Deliver every match of a batch; the cursor ends after its last
-    /// record. `None` when stopping.
+    /// Deliver every match of a batch, then write the cursor (after the
+    /// batch's last record) and the batch's dead letters in one atomic
+    /// write. One durable write per batch, not per notification: after a
+    /// crash the notifications of the batch in flight may be sent again
+    /// (at-least-once), none is skipped. `None` when stopping.
     async fn handle_batch(&mut self, topic: &str, batch: &[(u64, Record)]) -> Option<()> {
         let want = self.spec.criteria.resource_type.clone();
-        let mut pending_skip: Option<u64> = None;
+        let mut write = AtomicWrite::default();
+        let mut outcomes = Vec::new();
         for (offset, record) in batch {
             let matched = record.header(headers::FHIR_RESOURCE_TYPE) == Some(want.as_str())
                 && record.header(headers::FHIR_DELETED) != Some("true")
@@ -338,7 +345,6 @@ impl Worker {
                     .map(|m| self.spec.criteria.matches(&m))
                     .unwrap_or(false);
             if !matched {
-                pending_skip = Some(offset + 1);
                 continue;
             }
             let id = record
@@ -352,10 +358,9 @@ impl Worker {
                 Some(&record.payload),
                 &resource::instant(now_ms()),
             );
-            let outcome = self.deliver(&body).await;
-            let mut write = AtomicWrite::default();
-            let result = match outcome {
-                Delivery::Stopped => return None,
+            let result = match self.deliver(&body).await {
+                // What was delivered before the stop still moves the cursor.
+                Delivery::Stopped => break,
                 Delivery::Delivered => SubscriptionOutcome::Delivered,
                 Delivery::Failed(reason) => {
                     let mut h = vec![
@@ -386,26 +391,27 @@ impl Worker {
                     SubscriptionOutcome::DeadLettered
                 }
             };
-            write.cursors.push((self.key(topic), offset + 1));
-            if !self.write(write).await {
-                return None;
+            write.cursors = vec![(self.key(topic), offset + 1)];
+            outcomes.push((result, record.timestamp_ms));
+        }
+        let stopped = *self.stop.borrow();
+        if !stopped {
+            if let Some(&(last, _)) = batch.last() {
+                write.cursors = vec![(self.key(topic), last + 1)];
             }
-            pending_skip = None;
+        }
+        if write.cursors.is_empty() || !self.write(write).await {
+            return None;
+        }
+        for (outcome, timestamp_ms) in outcomes {
             SubscriptionDelivery {
                 subscription: &self.spec.id,
-                outcome: result,
-                latency: Duration::from_millis(now_ms().saturating_sub(record.timestamp_ms)),
+                outcome,
+                latency: Duration::from_millis(now_ms().saturating_sub(timestamp_ms)),
             }
             .emit(&self.metrics);
         }
-        if let Some(n) = pending_skip {
-            let mut w = AtomicWrite::default();
-            w.cursors.push((self.key(topic), n));
-            if !self.write(w).await {
-                return None;
-            }
-        }
-        Some(())
+        (!stopped).then_some(())
     }
 
     /// Write until it lands (the cursor must move) or we are stopping.
@@ -472,14 +478,17 @@ impl Worker {
             if *self.stop.borrow() {
                 return Delivery::Stopped;
             }
-            let result = hook::post(
-                endpoint,
-                headers,
-                Some("application/fhir+json"),
-                body,
-                self.settings.timeout,
-            )
-            .await;
+            let poster = self
+                .poster
+                .get_or_insert_with(|| hook::Poster::new(endpoint.clone()));
+            let result = poster
+                .post(
+                    headers,
+                    Some("application/fhir+json"),
+                    body,
+                    self.settings.timeout,
+                )
+                .await;
             let failure = match result {
                 Ok(code) if (200..300).contains(&code) => return Delivery::Delivered,
                 Ok(code) => {
