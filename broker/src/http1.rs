@@ -402,8 +402,12 @@ impl Client {
         if body.is_empty() {
             s.write_all(head).await?;
         } else {
-            s.write_all(head).await?;
-            s.write_all(body).await?;
+            // One write, so head and body leave in one segment when they fit
+            // and the peer is woken once.
+            let mut all = Vec::with_capacity(head.len() + body.len());
+            all.extend_from_slice(head);
+            all.extend_from_slice(body);
+            s.write_all(&all).await?;
         }
         s.flush().await
     }

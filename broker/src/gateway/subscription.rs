@@ -308,7 +308,9 @@ pub fn initial_cursors(
     Ok(out)
 }
 
-/// The notification Bundle for one event.
+/// The notification Bundle for one event. The resource's JSON is spliced
+/// in as it is stored (checked to be JSON, not parsed into a tree and
+/// written again): a busy Subscription builds one of these per event.
 pub fn notification(
     s: &Spec,
     resource_type: &str,
@@ -317,23 +319,37 @@ pub fn notification(
     timestamp: &str,
 ) -> Vec<u8> {
     let focus = format!("{resource_type}/{id}");
-    let mut entries = vec![status_entry(
+    let status = status_entry(
         s,
         "event-notification",
         Some(json!({"name": "notification-event", "part": [
             {"name": "focus", "valueReference": {"reference": focus}}
         ]})),
-    )];
-    if let Some(r) = resource_json.and_then(|j| serde_json::from_slice::<Value>(j).ok()) {
-        if s.full_resource {
-            entries.push(json!({
-                "resource": r,
-                "request": {"method": "PUT", "url": focus},
-                "response": {"status": "200"}
-            }));
-        }
+    );
+    let resource = resource_json
+        .filter(|_| s.full_resource)
+        .filter(|j| serde_json::from_slice::<serde::de::IgnoredAny>(j).is_ok());
+    let head = json!({
+        "resourceType": "Bundle",
+        "id": resource::new_id(),
+        "type": "history",
+        "timestamp": timestamp,
+    })
+    .to_string();
+    let mut out = Vec::with_capacity(1024 + resource.map_or(0, <[u8]>::len));
+    // `head` is an object: reopen it to add the entries.
+    out.extend_from_slice(head.trim_end_matches('}').as_bytes());
+    out.extend_from_slice(b",\"entry\":[");
+    out.extend_from_slice(status.to_string().as_bytes());
+    if let Some(r) = resource {
+        out.extend_from_slice(b",{\"resource\":");
+        out.extend_from_slice(r);
+        out.extend_from_slice(b",\"request\":{\"method\":\"PUT\",\"url\":");
+        out.extend_from_slice(Value::String(focus).to_string().as_bytes());
+        out.extend_from_slice(b"},\"response\":{\"status\":\"200\"}}");
     }
-    history_bundle(entries, timestamp)
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// The handshake Bundle a websocket receives when it binds a Subscription.
@@ -403,6 +419,39 @@ mod tests {
         assert!(parse_criteria("Nope?x=1").is_err());
         assert!(parse_criteria("Observation?name=x").is_err());
         assert!(parse_criteria("Observation").is_ok());
+    }
+
+    #[test]
+    fn notifications_carry_the_resource_when_asked() {
+        let mut r = obj(
+            json!({"resourceType": "Subscription", "id": "s1", "reason": "r",
+            "criteria": "Patient", "channel": {"type": "websocket", "payload": "application/fhir+json"}}),
+        );
+        check(&mut r).expect("valid");
+        let mut s = spec(&r).expect("spec");
+        let patient = br#"{"resourceType":"Patient","id":"p\"1"}"#;
+        let full: Value = serde_json::from_slice(&notification(
+            &s,
+            "Patient",
+            "p\"1",
+            Some(patient),
+            "2026-01-01T00:00:00Z",
+        ))
+        .expect("JSON");
+        assert_eq!(full["type"], "history");
+        assert_eq!(full["entry"].as_array().map(Vec::len), Some(2));
+        assert_eq!(full["entry"][1]["resource"]["id"], "p\"1");
+        assert_eq!(full["entry"][1]["request"]["url"], "Patient/p\"1");
+        // Not asked for, or not JSON: the status entry only.
+        let broken: Value =
+            serde_json::from_slice(&notification(&s, "Patient", "p", Some(b"{not json"), "t"))
+                .expect("JSON");
+        assert_eq!(broken["entry"].as_array().map(Vec::len), Some(1));
+        s.full_resource = false;
+        let id_only: Value =
+            serde_json::from_slice(&notification(&s, "Patient", "p", Some(patient), "t"))
+                .expect("JSON");
+        assert_eq!(id_only["entry"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]
