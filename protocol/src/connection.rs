@@ -191,9 +191,7 @@ impl<In, Out: Encode> tokio_util::codec::Encoder<Out> for FrameCodec<In, Out> {
     type Error = ConnectionError;
 
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), ConnectionError> {
-        let mut out = Vec::new();
-        frame::encode(&item, &mut out, self.max_out)?;
-        dst.extend_from_slice(&out);
+        frame::encode(&item, dst, self.max_out)?;
         Ok(())
     }
 }

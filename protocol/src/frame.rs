@@ -123,13 +123,56 @@ pub fn parse<T: Decode<()>>(buf: &[u8], max: usize) -> Result<(T, usize), FrameE
     Ok((msg, LENGTH_BYTES + len))
 }
 
+/// A buffer frames are appended to: `Vec<u8>`, or the `BytesMut` of a
+/// codec (encoding straight into it saves a copy of every frame).
+pub trait FrameBuf: bytes::BufMut {
+    /// Bytes in the buffer.
+    fn len(&self) -> usize;
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Cut it back to `len` bytes.
+    fn truncate(&mut self, len: usize);
+    /// The bytes, to patch the length prefix.
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl FrameBuf for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len)
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl FrameBuf for bytes::BytesMut {
+    fn len(&self) -> usize {
+        bytes::BytesMut::len(self)
+    }
+    fn truncate(&mut self, len: usize) {
+        bytes::BytesMut::truncate(self, len)
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
 /// Append the frame of `msg` to `out`; refuses a frame over `max`, leaving
 /// `out` as it was.
-pub fn encode<T: Encode>(msg: &T, out: &mut Vec<u8>, max: usize) -> Result<(), FrameError> {
+pub fn encode<T: Encode, B: FrameBuf>(msg: &T, out: &mut B, max: usize) -> Result<(), FrameError> {
     let start = out.len();
-    out.extend_from_slice(&[0; LENGTH_BYTES]);
-    out.push(FRAME_VERSION);
-    if let Err(e) = bincode::encode_into_std_write(msg, out, bincode::config::legacy()) {
+    out.put_slice(&[0; LENGTH_BYTES]);
+    out.put_u8(FRAME_VERSION);
+    let written = {
+        let mut w = bytes::BufMut::writer(&mut *out);
+        bincode::encode_into_std_write(msg, &mut w, bincode::config::legacy())
+    };
+    if let Err(e) = written {
         out.truncate(start);
         return Err(FrameError::Encode(e.to_string()));
     }
@@ -141,7 +184,7 @@ pub fn encode<T: Encode>(msg: &T, out: &mut Vec<u8>, max: usize) -> Result<(), F
     let prefix = u32::try_from(len)
         .map_err(|_| FrameError::TooLarge { len, max })?
         .to_be_bytes();
-    if let Some(slot) = out.get_mut(start..start + LENGTH_BYTES) {
+    if let Some(slot) = out.bytes_mut().get_mut(start..start + LENGTH_BYTES) {
         slot.copy_from_slice(&prefix);
     }
     Ok(())

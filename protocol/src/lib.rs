@@ -27,5 +27,6 @@ pub mod message;
 
 pub use client::{Client, ClientError, ClientOptions, Delivery, SubscribeOptions, Subscription};
 pub use message::{
-    ClientFrame, ErrorCode, PublishRecord, Record, ReplayTarget, ServerFrame, StartAt, TopicSummary,
+    ClientFrame, ErrorCode, PublishRecord, Record, ReplayTarget, ServerFrame, ServerOut, StartAt,
+    TopicSummary,
 };

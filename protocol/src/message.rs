@@ -352,3 +352,84 @@ impl ErrorCode {
         Self::ALL.into_iter().find(|c| c.as_u16() == n)
     }
 }
+
+/// What a broker writes: a [`ServerFrame`], or a [`ServerFrame::Deliver`]
+/// whose record is already encoded — the broker stores records in the same
+/// bincode layout as [`Record`], so a delivery can go out as the stored
+/// bytes, without decoding and encoding every record for every subscriber.
+/// Both encode exactly as the equivalent [`ServerFrame`] does.
+#[derive(Debug, Clone)]
+pub enum ServerOut<R> {
+    /// Any frame.
+    Frame(ServerFrame),
+    /// A delivery of a pre-encoded record.
+    Deliver {
+        /// Which subscription.
+        subscription: u64,
+        /// The record's offset in the topic.
+        offset: u64,
+        /// A [`Record`] as bincode (`legacy()` config) encodes it.
+        record: R,
+    },
+}
+
+/// The variant index of [`ServerFrame::Deliver`] (bincode writes it as a
+/// u32 before the fields).
+const DELIVER_VARIANT: u32 = 3;
+
+impl<R: AsRef<[u8]>> Encode for ServerOut<R> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        match self {
+            ServerOut::Frame(f) => f.encode(encoder),
+            ServerOut::Deliver {
+                subscription,
+                offset,
+                record,
+            } => {
+                DELIVER_VARIANT.encode(encoder)?;
+                subscription.encode(encoder)?;
+                offset.encode(encoder)?;
+                bincode::enc::write::Writer::write(encoder.writer(), record.as_ref())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod server_out_tests {
+    use super::*;
+
+    #[test]
+    fn a_pre_encoded_delivery_is_byte_for_byte_a_deliver_frame() {
+        let record = Record {
+            timestamp_ms: 1_700_000_000_123,
+            headers: vec![("hl7.control_id".into(), "X1".into())],
+            content_type: "application/hl7-v2".into(),
+            payload: b"MSH|^~\\&|A\r".to_vec(),
+        };
+        let frame = ServerFrame::Deliver {
+            subscription: 7,
+            offset: 42,
+            record: record.clone(),
+        };
+        let body = bincode::encode_to_vec(&record, bincode::config::legacy()).expect("record");
+        let out: ServerOut<Vec<u8>> = ServerOut::Deliver {
+            subscription: 7,
+            offset: 42,
+            record: body,
+        };
+        let a = crate::frame::to_bytes(&frame, 1 << 20).expect("frame");
+        let b = crate::frame::to_bytes(&out, 1 << 20).expect("out");
+        assert_eq!(a, b);
+        let (decoded, _) = crate::frame::parse::<ServerFrame>(&b, 1 << 20).expect("parses");
+        assert_eq!(decoded, frame);
+        let pong = ServerFrame::Pong { request_id: 1 };
+        assert_eq!(
+            crate::frame::to_bytes(&pong, 64).expect("pong"),
+            crate::frame::to_bytes(&ServerOut::<Vec<u8>>::Frame(pong), 64).expect("out")
+        );
+    }
+}

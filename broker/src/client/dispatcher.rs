@@ -20,7 +20,7 @@
 
 use crate::events::ConsumerLagChanged;
 use crate::metrics::Metrics;
-use crate::storage::{cursor_key, AtomicWrite, Record, StorageError, Store};
+use crate::storage::{cursor_key, AtomicWrite, RawRecord, StorageError, Store};
 use actix::prelude::*;
 use medbus_protocol::StartAt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -51,8 +51,8 @@ pub struct Deliver {
     pub subscription: u64,
     /// The record's offset.
     pub offset: u64,
-    /// The record.
-    pub record: Record,
+    /// The record, as stored: sent on without decoding.
+    pub record: RawRecord,
 }
 
 /// A subscriber joins; answered with the first offset it will be given.
@@ -229,7 +229,7 @@ impl Dispatcher {
                 break;
             }
             if let Some(offset) = self.redeliver.pop_first() {
-                match self.store.read(&self.topic, offset, 1) {
+                match self.store.read_raw(&self.topic, offset, 1) {
                     Ok(found) => {
                         if let Some((o, record)) = found.into_iter().next() {
                             if o == offset {
@@ -250,7 +250,7 @@ impl Dispatcher {
             if want == 0 {
                 break;
             }
-            let batch = match self.store.read(&self.topic, self.next, want as usize) {
+            let batch = match self.store.read_raw(&self.topic, self.next, want as usize) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, error = %e, "subscription read failed; retried on the next commit");
@@ -273,7 +273,7 @@ impl Dispatcher {
 
     /// Give `record` to the next member with room (there is one: `pump`
     /// only reads as many records as there is room).
-    fn assign(&mut self, offset: u64, record: Record) {
+    fn assign(&mut self, offset: u64, record: RawRecord) {
         let after = (Bound::Excluded(self.last_member), Bound::Unbounded);
         let id = self
             .members

@@ -17,7 +17,9 @@ use super::listener::ProtocolContext;
 use super::Principal;
 use crate::events::{ClientAuthenticated, ClientDisconnected, ProtocolErrorSent};
 use crate::headers;
-use crate::storage::{is_valid_topic, now_ms, AppendOutcome, AppendRequest, AtomicWrite, Record};
+use crate::storage::{
+    is_valid_topic, now_ms, AppendOutcome, AppendRequest, AtomicWrite, RawRecord, Record,
+};
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use medbus_protocol::client::Io;
@@ -28,7 +30,8 @@ use medbus_protocol::message::{
     MAX_TOKEN_BYTES, PROTOCOL_VERSION,
 };
 use medbus_protocol::{
-    ClientFrame, ErrorCode, PublishRecord, ReplayTarget, ServerFrame, StartAt, TopicSummary,
+    ClientFrame, ErrorCode, PublishRecord, ReplayTarget, ServerFrame, ServerOut, StartAt,
+    TopicSummary,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,16 +55,27 @@ pub const MAX_PENDING_REQUESTS: usize = 64;
 
 type BoxIo = Box<dyn Io>;
 type Codec = FrameCodec<ClientFrame, ServerFrame>;
+/// Frames written: deliveries go out as the stored bytes.
+type WriteCodec = FrameCodec<ClientFrame, ServerOut<RawRecord>>;
 
 /// Queues frames for the socket. `actix::io::SinkWrite` rather than
 /// `actix::io::FramedWrite`: its `close` wakes the writer, so a close with
 /// nothing left to write still completes.
-struct Writer(SinkWrite<ServerFrame, FramedWrite<WriteHalf<BoxIo>, Codec>>);
+struct Writer(SinkWrite<ServerOut<RawRecord>, FramedWrite<WriteHalf<BoxIo>, WriteCodec>>);
 
 impl Writer {
     fn write(&mut self, frame: ServerFrame) {
         // Refused only once closing: nothing more is owed to the peer then.
-        let _ = self.0.write(frame);
+        let _ = self.0.write(ServerOut::Frame(frame));
+    }
+
+    /// A delivery, sent as the record is stored.
+    fn deliver(&mut self, subscription: u64, offset: u64, record: RawRecord) {
+        let _ = self.0.write(ServerOut::Deliver {
+            subscription,
+            offset,
+            record,
+        });
     }
 
     fn close(&mut self) {
@@ -107,7 +121,7 @@ impl ClientSession {
             actor_ctx.add_stream(FramedRead::new(read, Codec::new(max_frame, MAX_FRAME)));
             ClientSession {
                 writer: Writer(SinkWrite::new(
-                    FramedWrite::new(write, Codec::new(max_frame, MAX_FRAME)),
+                    FramedWrite::new(write, WriteCodec::new(max_frame, MAX_FRAME)),
                     actor_ctx,
                 )),
                 ctx,
@@ -754,16 +768,7 @@ impl Handler<Deliver> for ClientSession {
         if self.closing || !self.subs.contains_key(&msg.subscription) {
             return;
         }
-        let r = msg.record;
-        self.writer.write(ServerFrame::Deliver {
-            subscription: msg.subscription,
-            offset: msg.offset,
-            record: medbus_protocol::Record {
-                timestamp_ms: r.timestamp_ms,
-                headers: r.headers,
-                content_type: r.content_type,
-                payload: r.payload,
-            },
-        });
+        self.writer
+            .deliver(msg.subscription, msg.offset, msg.record);
     }
 }

@@ -25,7 +25,7 @@ pub mod record;
 
 pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend, Trimmed, TRIM_BATCH};
 pub use kv::KvOp;
-pub use record::{Record, RecordError};
+pub use record::{RawRecord, Record, RecordError};
 
 use medbus_config::Durability;
 use std::path::{Path, PathBuf};
@@ -419,6 +419,24 @@ impl Store {
         from: u64,
         max: usize,
     ) -> Result<Vec<(u64, Record)>, StorageError> {
+        self.read_raw(topic, from, max)?
+            .into_iter()
+            .map(|(offset, raw)| {
+                raw.decode()
+                    .map(|r| (offset, r))
+                    .map_err(|e| StorageError::Record(format!("{topic}@{offset}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Up to `max` records of `topic` from offset `from` on, as stored
+    /// (not decoded: for sending on as they are).
+    pub fn read_raw(
+        &self,
+        topic: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, RawRecord)>, StorageError> {
         let tree = open_topic_tree(&self.inner.db, topic)?;
         let mut out = Vec::new();
         for item in tree.range(from.to_be_bytes()..).take(max) {
@@ -426,7 +444,7 @@ impl Store {
             let Some(offset) = key_offset(&k) else {
                 continue;
             };
-            let record = Record::decode(&v)
+            let record = RawRecord::new(v)
                 .map_err(|e| StorageError::Record(format!("{topic}@{offset}: {e}")))?;
             out.push((offset, record));
         }

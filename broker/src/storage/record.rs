@@ -83,6 +83,35 @@ impl Record {
     }
 }
 
+/// A stored record as it is on disk, not decoded: what a subscriber's
+/// delivery is sent from ([`AsRef`] gives the bincode body, which is the
+/// protocol's `Record` layout). Cheap to clone (shares the stored bytes).
+#[derive(Debug, Clone)]
+pub struct RawRecord(sled::IVec);
+
+impl RawRecord {
+    /// Wrap a stored value, checking its version byte.
+    pub(crate) fn new(value: sled::IVec) -> Result<RawRecord, RecordError> {
+        match value.first() {
+            None => Err(RecordError::Empty),
+            Some(&RECORD_VERSION) => Ok(RawRecord(value)),
+            Some(&v) => Err(RecordError::Version(v)),
+        }
+    }
+
+    /// Decode it.
+    pub fn decode(&self) -> Result<Record, RecordError> {
+        Record::decode(&self.0)
+    }
+}
+
+impl AsRef<[u8]> for RawRecord {
+    /// The bincode body, after the version byte.
+    fn as_ref(&self) -> &[u8] {
+        self.0.get(1..).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
