@@ -159,8 +159,11 @@ pub struct Gateway {
     indexer: view::IndexerHandle,
     /// Stops the subscription manager and its deliveries.
     notifier: notifier::NotifierHandle,
-    /// The thread the indexer and the deliveries run on.
+    /// The thread the indexer runs on (its storage calls block it).
     arbiter: actix::Arbiter,
+    /// The thread the deliveries run on: apart from the indexer, so a
+    /// notification never waits behind a batch being indexed.
+    deliveries: actix::Arbiter,
 }
 
 impl Gateway {
@@ -171,6 +174,7 @@ impl Gateway {
         self.notifier.stop().await;
         self.indexer.stop().await;
         self.arbiter.stop();
+        self.deliveries.stop();
     }
 }
 
@@ -182,6 +186,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
     };
     metrics.init_fhir(&INTERACTIONS);
     let arbiter = actix::Arbiter::new();
+    let deliveries = actix::Arbiter::new();
     let (view, indexer) = view::Indexer::spawn(store.clone(), metrics.clone(), &arbiter.handle());
     let registry = Arc::new(notifier::Registry::default());
     let websockets = Arc::new(websocket::Bindings::new(
@@ -193,7 +198,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
         metrics.clone(),
         registry.clone(),
         websockets.clone(),
-        &arbiter.handle(),
+        &deliveries.handle(),
     );
     let ctx = web::Data::new(Ctx {
         store,
@@ -277,6 +282,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
         indexer,
         notifier,
         arbiter,
+        deliveries,
     })
 }
 
