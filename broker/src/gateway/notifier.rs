@@ -207,6 +207,7 @@ async fn manage(
                     registry: registry.clone(),
                     bindings: bindings.clone(),
                     poster: None,
+                    in_flight: None,
                     stop: rx,
                     seed: crate::task::Jitter::new(),
                 };
@@ -233,6 +234,17 @@ async fn manage(
     }
 }
 
+/// A batch's write on its way to durable storage, with what it settles.
+struct InFlight {
+    write: AtomicWrite,
+    done: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>>>,
+    >,
+    /// (outcome, record timestamp) of each notification of the batch,
+    /// counted once the write is durable.
+    outcomes: Vec<(SubscriptionOutcome, u64)>,
+}
+
 /// What became of one notification.
 enum Delivery {
     Delivered,
@@ -250,6 +262,9 @@ struct Worker {
     bindings: Arc<Bindings>,
     /// The rest-hook's kept-alive connection.
     poster: Option<hook::Poster>,
+    /// The last batch's write (cursor and dead letters), still in flight:
+    /// the next batch is delivered while it is made durable.
+    in_flight: Option<InFlight>,
     stop: watch::Receiver<bool>,
     /// Jitter for retry delays.
     seed: crate::task::Jitter,
@@ -320,19 +335,24 @@ impl Worker {
             }
             self.registry.set(&self.spec.id, lag, &self.metrics);
             if !progressed {
+                if !self.settle().await {
+                    break;
+                }
                 tokio::select! {
                     c = commits.changed() => if c.is_err() { break },
                     _ = self.stop.changed() => {}
                 }
             }
         }
+        self.settle().await;
         tracing::info!(subscription = %self.spec.id, "subscription deliveries stopped");
     }
 
-    /// Deliver every match of a batch, then write the cursor (after the
-    /// batch's last record) and the batch's dead letters in one atomic
-    /// write. One durable write per batch, not per notification: after a
-    /// crash the notifications of the batch in flight may be sent again
+    /// Deliver every match of a batch, then hand over the cursor (after the
+    /// batch's last record) and the batch's dead letters as one atomic
+    /// write, made durable while the next batch is delivered. One durable
+    /// write per batch, not per notification: after a crash the
+    /// notifications of the last batch or two may be sent again
     /// (at-least-once), none is skipped. `None` when stopping.
     async fn handle_batch(&mut self, topic: &str, batch: &[(u64, Record)]) -> Option<()> {
         let want = self.spec.criteria.resource_type.clone();
@@ -403,10 +423,41 @@ impl Worker {
                 write.cursors = vec![(self.key(topic), last + 1)];
             }
         }
-        if write.cursors.is_empty() || !self.write(write).await {
+        // One write in flight at a time, in order: the previous batch's
+        // lands before this one is handed over.
+        if !self.settle().await || write.cursors.is_empty() {
             return None;
         }
-        for (outcome, timestamp_ms) in outcomes {
+        self.in_flight = Some(InFlight {
+            done: Box::pin(self.store.write_atomic(write.clone())),
+            write,
+            outcomes,
+        });
+        if stopped {
+            self.settle().await;
+            return None;
+        }
+        Some(())
+    }
+
+    /// Wait for the write in flight (writing it again until it lands),
+    /// then count its notifications. `false` when stopping or closed.
+    async fn settle(&mut self) -> bool {
+        let Some(f) = self.in_flight.take() else {
+            return true;
+        };
+        let landed = match f.done.await {
+            Ok(_) => true,
+            Err(StorageError::Closed) => false,
+            Err(e) => {
+                tracing::error!(subscription = %self.spec.id, error = %e, "cannot advance the cursor; retrying");
+                self.pause(self.settings.initial).await && self.write(f.write).await
+            }
+        };
+        if !landed {
+            return false;
+        }
+        for (outcome, timestamp_ms) in f.outcomes {
             SubscriptionDelivery {
                 subscription: &self.spec.id,
                 outcome,
@@ -414,7 +465,7 @@ impl Worker {
             }
             .emit(&self.metrics);
         }
-        (!stopped).then_some(())
+        true
     }
 
     /// Write until it lands (the cursor must move) or we are stopping.
