@@ -234,12 +234,14 @@ async fn manage(
     }
 }
 
+/// A storage write's answer, awaited later.
+type PendingWrite =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>>>>;
+
 /// A batch's write on its way to durable storage, with what it settles.
 struct InFlight {
     write: AtomicWrite,
-    done: std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>>>,
-    >,
+    done: PendingWrite,
     /// (outcome, record timestamp) of each notification of the batch,
     /// counted once the write is durable.
     outcomes: Vec<(SubscriptionOutcome, u64)>,
