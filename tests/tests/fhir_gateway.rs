@@ -649,14 +649,7 @@ fn websocket_subscribers_bind_and_receive_their_events() {
     let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "test",
         "criteria": format!("Observation?patient=Patient/{patient}"),
         "channel": {"type": "websocket", "payload": "application/fhir+json"}});
-    let created = request(
-        "POST",
-        &format!("{base_url}/Subscription"),
-        "-",
-        Some(&sub),
-        d,
-    );
-    assert_eq!(status(&created), 201, "{created}");
+    let created = create_subscription(&base_url, &sub, d);
     let sid = created["body"]["id"].as_str().unwrap().to_string();
 
     // An event before anyone binds is held, not lost.
@@ -788,6 +781,68 @@ fn websocket_subscribers_bind_and_receive_their_events() {
         metrics.contains("medbus_fhir_requests_total{interaction=\"operation\",status=\"200\"}"),
         "{metrics}"
     );
+}
+
+/// POST a Subscription; the 201 response.
+fn create_subscription(base_url: &str, sub: &Value, dir: &Path) -> Value {
+    let created = request(
+        "POST",
+        &format!("{base_url}/Subscription"),
+        "-",
+        Some(sub),
+        dir,
+    );
+    assert_eq!(status(&created), 201, "{created}");
+    created
+}
+
+/// The value of a metric line starting with `name` (labels included).
+fn metric(b: &Broker, name: &str) -> Option<f64> {
+    let (_, body) = http_get(b.http.unwrap(), "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_deleted_subscription_no_longer_holds_retention_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = format!(
+        "{}\n[retention]\ninterval = \"1s\"\n[[retention.topics]]\ntopic = \"fhir.Observation\"\nmax_records = 1\n",
+        config("")
+    );
+    let b = Broker::start(&cfg, &d.join("d"));
+    let base_url = base(&b);
+    // A websocket Subscription nobody binds: its cursor stays where it was
+    // placed, before the first Observation.
+    let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "t",
+        "criteria": "Observation", "channel": {"type": "websocket"}});
+    let created = create_subscription(&base_url, &sub, d);
+    let sid = created["body"]["id"].as_str().unwrap().to_string();
+    let oru = corpus_message("IG-test-ORU_R01.hl7");
+    send(&b, &with_control_id(&oru, "RET-1"));
+    send(&b, &with_control_id(&oru, "RET-2"));
+    let first = "medbus_topic_first_offset{topic=\"fhir.Observation\"}";
+    eventually("fhir.Observation records", || {
+        metric(&b, "medbus_topic_records_total{topic=\"fhir.Observation\"}").filter(|n| *n >= 2.0)
+    });
+    // Several retention rounds: the Subscription's cursor holds them back.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(metric(&b, first), Some(0.0));
+    let del = request(
+        "DELETE",
+        &format!("{base_url}/Subscription/{sid}"),
+        "-",
+        None,
+        d,
+    );
+    assert!(status(&del) == 200 || status(&del) == 204, "{del}");
+    // Its cursors are released; retention trims down to one record.
+    eventually("retention after the delete", || {
+        metric(&b, first).filter(|f| *f > 0.0)
+    });
 }
 
 #[test]

@@ -427,6 +427,7 @@ impl Handler<Ack> for Dispatcher {
                 let write = self.store.write_atomic(AtomicWrite {
                     records: Vec::new(),
                     cursors: vec![(key.clone(), self.committed)],
+                    released: Vec::new(),
                 });
                 Box::pin(async move { write.await.map(|_| ()) })
             }

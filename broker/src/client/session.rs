@@ -311,6 +311,7 @@ impl ClientSession {
             let atomic = self.ctx.store.write_atomic(AtomicWrite {
                 records: stored,
                 cursors: Vec::new(),
+                released: Vec::new(),
             });
             Box::pin(async move {
                 atomic

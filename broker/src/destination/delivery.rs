@@ -250,6 +250,7 @@ impl Worker {
         let write = AtomicWrite {
             records: Vec::new(),
             cursors: vec![(self.cursor_key(), next)],
+            released: Vec::new(),
         };
         match self.store.write_atomic(write).await {
             Ok(_) => self.durable = (std::time::Instant::now(), next),
@@ -574,7 +575,7 @@ pub async fn replay_range(
                                 payload: record.payload.clone(),
                             },
                         )],
-                        cursors: Vec::new(),
+                        ..AtomicWrite::default()
                     };
                     store.write_atomic(write).await?;
                     summary.dead_lettered += 1;

@@ -164,11 +164,17 @@ async fn manage(
             continue;
         }
         let mut latest: HashMap<String, Option<(u64, Spec)>> = HashMap::new();
+        let mut deleted: HashSet<String> = HashSet::new();
         for (offset, record) in &batch {
             next = offset + 1;
             let Some(id) = record.header(headers::FHIR_ID) else {
                 continue;
             };
+            if record.header(headers::FHIR_DELETED) == Some("true") {
+                deleted.insert(id.to_string());
+            } else {
+                deleted.remove(id);
+            }
             let spec = (record.header(headers::FHIR_DELETED) != Some("true"))
                 .then(|| resource::parse_resource(&record.payload).ok())
                 .flatten()
@@ -180,6 +186,14 @@ async fn manage(
             );
         }
         for (id, spec) in latest {
+            // Cursors nobody will read again: all of a deleted
+            // Subscription's, and those of topics an updated one no longer
+            // reads. (An `off` one keeps its place, to resume there.)
+            let keep: Option<Vec<String>> = if deleted.contains(&id) {
+                Some(Vec::new())
+            } else {
+                spec.as_ref().map(|(_, s)| s.criteria.sources().to_vec())
+            };
             let same = match (&spec, running.get(&id)) {
                 (Some((v, _)), Some(r)) => r.version == *v,
                 _ => false,
@@ -195,6 +209,9 @@ async fn manage(
             if let Some(r) = running.remove(&id) {
                 r.stop().await;
                 registry.remove(&id);
+            }
+            if let Some(keep) = keep {
+                release_cursors(&store, &id, &keep).await;
             }
             if let Some((version, spec)) = spec {
                 registry.set(&id, 0, &metrics);
@@ -245,6 +262,37 @@ struct InFlight {
     /// (outcome, record timestamp) of each notification of the batch,
     /// counted once the write is durable.
     outcomes: Vec<(SubscriptionOutcome, u64)>,
+}
+
+/// Remove the cursors of Subscription `id` on topics outside `keep` (its
+/// delivery loop is stopped). Best effort: a cursor left behind holds
+/// retention back (and says so in the log), it loses nothing.
+async fn release_cursors(store: &Store, id: &str, keep: &[String]) {
+    let prefix = String::from_utf8_lossy(&cursor_key(CURSOR_KIND, id, "")).into_owned();
+    let released: Vec<Vec<u8>> = match store.cursors() {
+        Ok(all) => all
+            .into_iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(&prefix)
+                    .is_some_and(|topic| !keep.iter().any(|t| t == topic))
+            })
+            .map(|(k, _)| k.into_bytes())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(subscription = %id, error = %e, "cannot list cursors to release");
+            return;
+        }
+    };
+    if released.is_empty() {
+        return;
+    }
+    let write = AtomicWrite {
+        released,
+        ..AtomicWrite::default()
+    };
+    if let Err(e) = store.write_atomic(write).await {
+        tracing::warn!(subscription = %id, error = %e, "cannot release the cursors of a Subscription");
+    }
 }
 
 /// What became of one notification.

@@ -515,6 +515,9 @@ impl Committer {
                 for (key, offset) in &write.cursors {
                     tx.insert(key.as_slice(), &offset.to_be_bytes())?;
                 }
+                for key in &write.released {
+                    tx.remove(key.as_slice())?;
+                }
             }
             Ok(assigned)
         });

@@ -146,6 +146,9 @@ pub struct AtomicWrite {
     pub records: Vec<(String, Record)>,
     /// (cursor key, next offset) to set; see [`cursor_key`].
     pub cursors: Vec<(Vec<u8>, u64)>,
+    /// Cursor keys to remove: their reader is gone, and a cursor left
+    /// behind would hold retention back for ever.
+    pub released: Vec<Vec<u8>>,
 }
 
 /// The key of a durable cursor: `kind/name/topic`.
