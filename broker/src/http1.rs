@@ -417,6 +417,16 @@ impl Client {
         self.reader.head().await?.ok_or(Http1Error::Closed)
     }
 
+    /// Read the body that follows `head` into `out` (at most `max` bytes).
+    pub async fn body(
+        &mut self,
+        head: &Head,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Http1Error> {
+        self.reader.body(head, max, out).await
+    }
+
     /// Read a whole response, its body into `out` (at most `max` bytes).
     pub async fn response(&mut self, max: usize, out: &mut Vec<u8>) -> Result<Head, Http1Error> {
         let head = self.response_head().await?;

@@ -357,7 +357,10 @@ impl ErrorCode {
 /// whose record is already encoded — the broker stores records in the same
 /// bincode layout as [`Record`], so a delivery can go out as the stored
 /// bytes, without decoding and encoding every record for every subscriber.
-/// Both encode exactly as the equivalent [`ServerFrame`] does.
+/// Both encode exactly as the equivalent [`ServerFrame`] does under the
+/// frame format's bincode `legacy()` (fixed-int) config, the only one
+/// [`crate::frame`] uses; the record bytes must be a `Record` encoded with
+/// that same config.
 #[derive(Debug, Clone)]
 pub enum ServerOut<R> {
     /// Any frame.

@@ -723,6 +723,9 @@ fn websocket_subscribers_bind_and_receive_their_events() {
     assert_eq!(bad.next_json()["issue"][0]["code"], "not-supported");
     bad.send("bind no-such-subscription");
     assert_eq!(bad.next_json()["issue"][0]["code"], "not-found");
+    // A binding token binds once.
+    bad.send(&format!("bind-with-token {token}"));
+    assert_eq!(bad.next_json()["issue"][0]["code"], "security");
     // ... and a connection that binds nothing is closed after bind_timeout.
     let closed = bad.next();
     assert_eq!(closed["closed"], 1008, "{closed}");

@@ -142,22 +142,36 @@ impl Poster {
         );
         let exchange = async {
             c.send(&head, body).await?;
-            let mut sink = Vec::new();
-            c.response(MAX_RESPONSE_BODY, &mut sink).await
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(HookError::Timeout(timeout)),
-            Ok(Err(e)) => Err(HookError::Protocol(e.to_string())),
-            Ok(Ok(h)) => {
-                let status = h
-                    .status()
-                    .ok_or_else(|| HookError::Protocol("not an HTTP status line".into()))?;
-                if !h.close {
-                    self.conn = Some(c);
+            // Interim answers (100 Continue, 103 Early Hints) have no body
+            // and are followed by the real one.
+            loop {
+                let h = c.response_head().await?;
+                match h.status() {
+                    Some(s) if (100..200).contains(&s) && s != 101 => continue,
+                    _ => return Ok::<_, crate::http1::Http1Error>(h),
                 }
-                Ok(status)
+            }
+        };
+        let head = match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => return Err(HookError::Timeout(timeout)),
+            Ok(Err(e)) => return Err(HookError::Protocol(e.to_string())),
+            Ok(Ok(h)) => h,
+        };
+        let status = head
+            .status()
+            .ok_or_else(|| HookError::Protocol("not an HTTP status line".into()))?;
+        // The status is the answer. The body is read (and thrown away) only
+        // so the connection can carry the next notification; one too large
+        // or too slow ends the connection, not the notification.
+        if !head.close {
+            let mut sink = Vec::new();
+            let read =
+                tokio::time::timeout(timeout, c.body(&head, MAX_RESPONSE_BODY, &mut sink)).await;
+            if matches!(read, Ok(Ok(()))) {
+                self.conn = Some(c);
             }
         }
+        Ok(status)
     }
 }
 

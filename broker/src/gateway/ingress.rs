@@ -128,10 +128,10 @@ async fn commit(ctx: &Ctx, writes: &[Write]) -> Result<Vec<(String, u64)>, FhirE
     let mut w = AtomicWrite::default();
     for x in writes {
         if x.resource_type == "Subscription" {
-            w.cursors.extend(
-                subscription::initial_cursors(&ctx.store, &x.id, &x.record)
-                    .map_err(|e| FhirError::storage(&e))?,
-            );
+            let (place, release) = subscription::cursor_changes(&ctx.store, &x.id, &x.record)
+                .map_err(|e| FhirError::storage(&e))?;
+            w.cursors.extend(place);
+            w.released.extend(release);
         }
         w.records.push((x.topic.to_string(), x.record.clone()));
     }

@@ -12,8 +12,10 @@
 //! the next one goes. An endpoint that cannot be reached is retried forever
 //! with the same bounded backoff without spending attempts: while it is
 //! down nothing is lost, and it gets everything once back. After a crash a
-//! loop resumes at its cursor: the notification in flight may be sent again
-//! (at-least-once), none is skipped.
+//! loop resumes at its cursor, written once per batch: the notifications of
+//! the last batch or two may be sent again (at-least-once), none is
+//! skipped. Cursors are placed, kept and released by the writes of the
+//! Subscription itself ([`super::subscription::cursor_changes`]).
 
 use super::hook;
 use super::resource;
@@ -147,53 +149,56 @@ async fn manage(
             break;
         }
         commits.borrow_and_update();
-        let batch = match store.read(TOPIC, next, READ_BATCH) {
-            Ok(b) => b,
-            Err(StorageError::Closed) => break,
-            Err(e) => {
+        // Everything there is to read, before acting: only each
+        // Subscription's latest state counts (at start, a long history
+        // must not start and stop loops for states long gone).
+        let mut latest: HashMap<String, Option<(u64, Spec)>> = HashMap::new();
+        let mut failed = None;
+        loop {
+            let batch = match store.read(TOPIC, next, READ_BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let full = batch.len() == READ_BATCH;
+            for (offset, record) in &batch {
+                next = offset + 1;
+                let Some(id) = record.header(headers::FHIR_ID) else {
+                    continue;
+                };
+                let spec = (record.header(headers::FHIR_DELETED) != Some("true"))
+                    .then(|| resource::parse_resource(&record.payload).ok())
+                    .flatten()
+                    .and_then(|m| subscription::spec(&m).ok())
+                    .filter(|s| s.active);
+                latest.insert(
+                    id.to_string(),
+                    spec.map(|s| (crate::storage::fingerprint(&record.payload), s)),
+                );
+            }
+            if !full {
+                break;
+            }
+        }
+        match failed {
+            Some(StorageError::Closed) => break,
+            Some(e) if latest.is_empty() => {
                 tracing::error!(error = %e, "subscriptions: cannot read; retrying");
                 tokio::time::sleep(settings.initial).await;
                 continue;
             }
-        };
-        if batch.is_empty() {
+            _ => {}
+        }
+        if latest.is_empty() {
             tokio::select! {
                 c = commits.changed() => if c.is_err() { break },
                 _ = stop.changed() => {}
             }
             continue;
         }
-        let mut latest: HashMap<String, Option<(u64, Spec)>> = HashMap::new();
-        let mut deleted: HashSet<String> = HashSet::new();
-        for (offset, record) in &batch {
-            next = offset + 1;
-            let Some(id) = record.header(headers::FHIR_ID) else {
-                continue;
-            };
-            if record.header(headers::FHIR_DELETED) == Some("true") {
-                deleted.insert(id.to_string());
-            } else {
-                deleted.remove(id);
-            }
-            let spec = (record.header(headers::FHIR_DELETED) != Some("true"))
-                .then(|| resource::parse_resource(&record.payload).ok())
-                .flatten()
-                .and_then(|m| subscription::spec(&m).ok())
-                .filter(|s| s.active);
-            latest.insert(
-                id.to_string(),
-                spec.map(|s| (crate::storage::fingerprint(&record.payload), s)),
-            );
-        }
         for (id, spec) in latest {
-            // Cursors nobody will read again: all of a deleted
-            // Subscription's, and those of topics an updated one no longer
-            // reads. (An `off` one keeps its place, to resume there.)
-            let keep: Option<Vec<String>> = if deleted.contains(&id) {
-                Some(Vec::new())
-            } else {
-                spec.as_ref().map(|(_, s)| s.criteria.sources().to_vec())
-            };
             let same = match (&spec, running.get(&id)) {
                 (Some((v, _)), Some(r)) => r.version == *v,
                 _ => false,
@@ -201,17 +206,12 @@ async fn manage(
             if same {
                 continue;
             }
-            let websocket =
-                matches!(&spec, Some((_, s)) if matches!(s.channel, Channel::Websocket));
-            if !websocket {
-                bindings.forget(&id).await;
-            }
+            // Changed, off or gone: its websockets bind again (and are
+            // checked again against what it now watches).
+            bindings.forget(&id);
             if let Some(r) = running.remove(&id) {
                 r.stop().await;
                 registry.remove(&id);
-            }
-            if let Some(keep) = keep {
-                release_cursors(&store, &id, &keep).await;
             }
             if let Some((version, spec)) = spec {
                 registry.set(&id, 0, &metrics);
@@ -247,7 +247,7 @@ async fn manage(
     for (id, r) in running.drain() {
         r.stop().await;
         registry.remove(&id);
-        bindings.forget(&id).await;
+        bindings.forget(&id);
     }
 }
 
@@ -262,37 +262,6 @@ struct InFlight {
     /// (outcome, record timestamp) of each notification of the batch,
     /// counted once the write is durable.
     outcomes: Vec<(SubscriptionOutcome, u64)>,
-}
-
-/// Remove the cursors of Subscription `id` on topics outside `keep` (its
-/// delivery loop is stopped). Best effort: a cursor left behind holds
-/// retention back (and says so in the log), it loses nothing.
-async fn release_cursors(store: &Store, id: &str, keep: &[String]) {
-    let prefix = String::from_utf8_lossy(&cursor_key(CURSOR_KIND, id, "")).into_owned();
-    let released: Vec<Vec<u8>> = match store.cursors() {
-        Ok(all) => all
-            .into_iter()
-            .filter(|(k, _)| {
-                k.strip_prefix(&prefix)
-                    .is_some_and(|topic| !keep.iter().any(|t| t == topic))
-            })
-            .map(|(k, _)| k.into_bytes())
-            .collect(),
-        Err(e) => {
-            tracing::warn!(subscription = %id, error = %e, "cannot list cursors to release");
-            return;
-        }
-    };
-    if released.is_empty() {
-        return;
-    }
-    let write = AtomicWrite {
-        released,
-        ..AtomicWrite::default()
-    };
-    if let Err(e) = store.write_atomic(write).await {
-        tracing::warn!(subscription = %id, error = %e, "cannot release the cursors of a Subscription");
-    }
 }
 
 /// What became of one notification.
@@ -340,7 +309,27 @@ impl Worker {
         let sources = self.spec.criteria.sources();
         let mut next: Vec<u64> = Vec::new();
         for t in &sources {
-            next.push(self.store.cursor(&self.key(t)).unwrap_or(0));
+            // Cursors are placed when the Subscription is stored; one that
+            // is missing (a store from before that, or a failed write)
+            // starts at the topic's end rather than replaying its history.
+            let at = match self.store.cursor_if_set(&self.key(t)) {
+                Ok(Some(n)) => n,
+                Err(e) => {
+                    tracing::error!(subscription = %self.spec.id, topic = %t, error = %e, "cannot read the cursor: starting at the topic's start");
+                    0
+                }
+                Ok(None) => {
+                    let end = self
+                        .store
+                        .last_offset(t)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |l| l + 1);
+                    tracing::warn!(subscription = %self.spec.id, topic = %t, offset = end, "no cursor for this topic: starting at its end");
+                    end
+                }
+            };
+            next.push(at);
         }
         tracing::info!(subscription = %self.spec.id, "subscription deliveries started");
         'outer: loop {

@@ -19,6 +19,7 @@
 use super::hook::{self, Endpoint};
 use super::outcome::FhirError;
 use super::resource::{self, check_id, id_of};
+use crate::headers;
 use crate::storage::{cursor_key, Record, StorageError, Store};
 use serde_json::{json, Map, Value};
 
@@ -283,29 +284,51 @@ pub fn check(r: &mut Map<String, Value>) -> Result<(), FhirError> {
     Ok(())
 }
 
-/// Cursors to place for a Subscription being written: its sources' current
-/// ends, for each cursor not yet set (a new Subscription hears what comes
-/// next; an updated one keeps its place).
-pub fn initial_cursors(
+/// (cursor key, offset) pairs to place, and cursor keys to release.
+pub type CursorChanges = (Vec<(Vec<u8>, u64)>, Vec<Vec<u8>>);
+
+/// How a Subscription being written (or deleted) moves its cursors, in
+/// the same atomic write as the record: (cursors to place, cursors to
+/// release). A new Subscription hears what comes next (its sources' current
+/// ends); an updated one keeps its place on the topics it still reads and
+/// releases the others; a deleted one releases all — a cursor nobody reads
+/// would hold retention back for ever. (An `off` one keeps its place.)
+pub fn cursor_changes(
     store: &Store,
     id: &str,
     record: &Record,
-) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
-    let Ok(map) = resource::parse_resource(&record.payload) else {
-        return Ok(Vec::new());
+) -> Result<CursorChanges, StorageError> {
+    let sources: Vec<String> = if record.header(headers::FHIR_DELETED) == Some("true") {
+        Vec::new()
+    } else {
+        match resource::parse_resource(&record.payload)
+            .ok()
+            .and_then(|m| spec(&m).ok())
+        {
+            Some(s) => s.criteria.sources().to_vec(),
+            // Not a Subscription we can read: leave its cursors alone.
+            None => return Ok((Vec::new(), Vec::new())),
+        }
     };
-    let Ok(s) = spec(&map) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for topic in s.criteria.sources() {
-        let key = cursor_key(CURSOR_KIND, id, &topic);
+    let mut place = Vec::new();
+    for topic in &sources {
+        let key = cursor_key(CURSOR_KIND, id, topic);
         if store.cursor_if_set(&key)?.is_none() {
-            let next = store.last_offset(&topic)?.map(|l| l + 1).unwrap_or(0);
-            out.push((key, next));
+            let next = store.last_offset(topic)?.map(|l| l + 1).unwrap_or(0);
+            place.push((key, next));
         }
     }
-    Ok(out)
+    let prefix = String::from_utf8_lossy(&cursor_key(CURSOR_KIND, id, "")).into_owned();
+    let release = store
+        .cursors()?
+        .into_iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(&prefix)
+                .is_some_and(|topic| !sources.iter().any(|t| t == topic))
+        })
+        .map(|(k, _)| k.into_bytes())
+        .collect();
+    Ok((place, release))
 }
 
 /// The notification Bundle for one event. The resource's JSON is spliced

@@ -16,20 +16,27 @@
 //! authorization: `bind <id>` is answered `bound <id>`, and each event is
 //! announced as `ping <id>` (the client then reads what changed).
 //!
-//! A connection may bind several Subscriptions (up to
+//! A binding token binds once, expires after `token_lifetime`, and at most
+//! [`MAX_TOKENS_PER_SUBSCRIPTION`] are outstanding per Subscription. A
+//! connection may bind several Subscriptions (up to
 //! [`MAX_BINDS_PER_CONNECTION`]). The server pings every `heartbeat`; a
 //! connection that answered none of the last two pings is closed, as is one
 //! that binds nothing within `bind_timeout`. A text frame the server does
 //! not understand is answered with an OperationOutcome and the connection
-//! stays; a frame over [`MAX_CLIENT_FRAME`] bytes or a binary frame closes
-//! it.
+//! stays, up to [`MAX_BAD_COMMANDS`]; a frame over [`MAX_CLIENT_FRAME`]
+//! bytes or a binary frame closes it. When a Subscription changes, is
+//! turned off or deleted, its connections are closed (to bind again, and be
+//! checked again, after a change).
 //!
 //! Delivery stays with the Subscription's own loop ([`super::notifier`])
 //! and its durable cursor: a notification counts as delivered once it is
-//! queued on at least one bound connection; while none is bound the loop
-//! waits (nothing is skipped) and goes on as soon as a client binds.
-//! Each connection's queue is small and bounded: a client that stops
-//! reading is cut off after the delivery timeout instead of holding memory.
+//! queued on at least one bound connection (one queued on a connection that
+//! then drops is not sent again); while none is bound the loop waits
+//! (nothing is skipped) and goes on as soon as a client binds. Each
+//! connection's queue is small and bounded, and every write to it is bounded
+//! in time: a client that stops reading is cut off (after the delivery
+//! timeout, or [`WRITE_WAIT`] for the server's own frames) instead of
+//! holding memory, a delivery loop or a connection slot.
 
 use super::outcome::{operation_outcome, FhirError, FHIR_JSON};
 use super::resource::{self, check_id};
@@ -53,6 +60,15 @@ pub const MAX_CLIENT_FRAME: usize = 4096;
 pub const MAX_BINDS_PER_CONNECTION: usize = 16;
 /// Most binding tokens outstanding at once (expired ones are dropped first).
 pub const MAX_TOKENS: usize = 10_000;
+/// Most binding tokens outstanding for one Subscription.
+pub const MAX_TOKENS_PER_SUBSCRIPTION: usize = 64;
+/// Commands the server does not understand before it closes the connection.
+pub const MAX_BAD_COMMANDS: u32 = 8;
+/// Longest wait to queue a frame on a connection (its queue is small and
+/// drains only as the client reads): a client that does not read is cut off.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// Longest wait to queue a close frame before giving up on the connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// The resource type bindings are about.
 const SUBSCRIPTION: &str = "Subscription";
 /// Path of the websocket endpoint under the base path.
@@ -76,6 +92,26 @@ pub struct Bound {
     pub session: Session,
     /// What it receives.
     pub style: Style,
+    /// Ends the connection's own task (which owns its reading side).
+    pub cancel: Arc<Cancel>,
+}
+
+/// Tells a connection's task to close, and why.
+#[derive(Default)]
+pub struct Cancel {
+    notify: tokio::sync::Notify,
+    reason: Mutex<Option<CloseReason>>,
+}
+
+impl Bound {
+    /// Give up on the connection: its task closes it (never waited for by
+    /// the caller).
+    fn drop_connection(self, reason: CloseReason) {
+        if let Ok(mut r) = self.cancel.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.cancel.notify.notify_one();
+    }
 }
 
 struct Token {
@@ -117,19 +153,27 @@ impl Bindings {
     }
 
     /// Issue a binding token for `subscription`; `None` when too many are
-    /// outstanding.
+    /// outstanding (in all, or for this Subscription) or there is no
+    /// randomness to make one from.
     fn issue(&self, subscription: &str) -> Option<(String, u64)> {
         let now = now_ms();
         let lifetime =
             u64::try_from(self.settings.token_lifetime.0.as_millis()).unwrap_or(u64::MAX);
         let mut inner = self.lock();
-        if inner.tokens.len() >= MAX_TOKENS {
+        let for_this = |inner: &Inner| {
+            inner
+                .tokens
+                .values()
+                .filter(|t| t.subscription == subscription)
+                .count()
+        };
+        if inner.tokens.len() >= MAX_TOKENS || for_this(&inner) >= MAX_TOKENS_PER_SUBSCRIPTION {
             inner.tokens.retain(|_, t| t.expires_ms > now);
-            if inner.tokens.len() >= MAX_TOKENS {
+            if inner.tokens.len() >= MAX_TOKENS || for_this(&inner) >= MAX_TOKENS_PER_SUBSCRIPTION {
                 return None;
             }
         }
-        let token = format!("{}{}", resource::new_id(), resource::new_id()).replace('-', "");
+        let token = random_token()?;
         let expires_ms = now.saturating_add(lifetime);
         inner.tokens.insert(
             token.clone(),
@@ -141,14 +185,14 @@ impl Bindings {
         Some((token, expires_ms))
     }
 
-    /// The Subscription a token binds, while it is valid.
+    /// The Subscription a token binds, while it is valid. A token binds
+    /// once: redeeming it uses it up.
     fn redeem(&self, token: &str) -> Option<String> {
-        let inner = self.lock();
-        inner
+        self.lock()
             .tokens
-            .get(token)
+            .remove(token)
             .filter(|t| t.expires_ms > now_ms())
-            .map(|t| t.subscription.clone())
+            .map(|t| t.subscription)
     }
 
     fn bind(&self, subscription: &str, b: Bound) {
@@ -183,22 +227,20 @@ impl Bindings {
         self.binds.subscribe()
     }
 
-    /// The Subscription is gone or no longer a websocket one: close its
-    /// connections' bindings and void its tokens.
-    pub async fn forget(&self, subscription: &str) {
+    /// The Subscription is gone or changed: close its connections (a
+    /// changed one is bound again, and checked again) and void its tokens.
+    /// Never waits for a client.
+    pub fn forget(&self, subscription: &str) {
         let gone = {
             let mut inner = self.lock();
             inner.tokens.retain(|_, t| t.subscription != subscription);
             inner.bound.remove(subscription).unwrap_or_default()
         };
         for b in gone {
-            let _ = b
-                .session
-                .close(Some(CloseReason {
-                    code: CloseCode::Normal,
-                    description: Some(format!("Subscription/{subscription} ended")),
-                }))
-                .await;
+            b.drop_connection(CloseReason {
+                code: CloseCode::Normal,
+                description: Some(format!("Subscription/{subscription} ended or changed")),
+            });
         }
     }
 
@@ -206,6 +248,14 @@ impl Bindings {
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
+}
+
+/// A binding token: 256 random bits, hex; `None` without system randomness.
+fn random_token() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut b).ok()?;
+    Some(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Counts a connection as open until dropped, and unbinds it.
@@ -364,7 +414,21 @@ fn outcome_frame(code: &str, diagnostics: &str) -> String {
     operation_outcome("error", code, diagnostics).to_string()
 }
 
+/// Queue a frame on a connection, waiting at most [`WRITE_WAIT`] for
+/// room; `false` when the connection is closed or does not read.
+async fn put(session: &mut Session, frame: Message) -> bool {
+    let sent = match frame {
+        Message::Text(t) => tokio::time::timeout(WRITE_WAIT, session.text(t)).await,
+        Message::Ping(b) => tokio::time::timeout(WRITE_WAIT, session.ping(&b)).await,
+        Message::Pong(b) => tokio::time::timeout(WRITE_WAIT, session.pong(&b)).await,
+        _ => return true,
+    };
+    matches!(sent, Ok(Ok(())))
+}
+
 /// One connection: read commands, answer pings, ping, close when idle.
+/// Every write is bounded in time, so a client that stops reading cannot
+/// hold the task (or its slot) for longer than [`WRITE_WAIT`].
 async fn serve(
     ctx: web::Data<Ctx>,
     open: Open,
@@ -377,7 +441,9 @@ async fn serve(
         tokio::time::Instant::now() + settings.heartbeat.0,
         settings.heartbeat.0,
     );
+    let cancel = Arc::new(Cancel::default());
     let mut unanswered = 0u32;
+    let mut bad = 0u32;
     let mut bound: Vec<String> = Vec::new();
     let close = loop {
         tokio::select! {
@@ -391,7 +457,7 @@ async fn serve(
                     let asked = match command(&text) {
                         Command::BindWithToken(token) => match ctx.websockets.redeem(token) {
                             Some(id) => Ok((id, Style::Bundles)),
-                            None => Err(outcome_frame("security", "the binding token is unknown or expired: get one from Subscription/{id}/$get-ws-binding-token")),
+                            None => Err(outcome_frame("security", "the binding token is unknown, used or expired: get one from Subscription/{id}/$get-ws-binding-token")),
                         },
                         Command::Bind(id) if ctx.auth.is_none() => Ok((id.to_string(), Style::Pings)),
                         Command::Bind(_) => Err(outcome_frame("security", "this server checks tokens: use bind-with-token with a token from Subscription/{id}/$get-ws-binding-token")),
@@ -404,25 +470,33 @@ async fn serve(
                     match answer {
                         // The answer goes out before the first notification can.
                         Ok((frame, id, style)) => {
-                            if session.text(frame).await.is_err() {
+                            if !put(&mut session, Message::Text(frame.into())).await {
                                 break None;
                             }
                             ctx.websockets.bind(&id, Bound {
                                 connection: open.connection,
                                 session: session.clone(),
                                 style,
+                                cancel: cancel.clone(),
                             });
                             bound.push(id);
                         }
                         Err(frame) => {
-                            if session.text(frame).await.is_err() {
+                            bad += 1;
+                            if !put(&mut session, Message::Text(frame.into())).await {
                                 break None;
+                            }
+                            if bad >= MAX_BAD_COMMANDS {
+                                break Some(CloseReason {
+                                    code: CloseCode::Policy,
+                                    description: Some(format!("{MAX_BAD_COMMANDS} commands refused")),
+                                });
                             }
                         }
                     }
                 }
                 Some(Ok(Message::Ping(b))) => {
-                    if session.pong(&b).await.is_err() {
+                    if !put(&mut session, Message::Pong(b)).await {
                         break None;
                     }
                 }
@@ -442,7 +516,7 @@ async fn serve(
                     });
                 }
                 unanswered += 1;
-                if session.ping(b"medbus").await.is_err() {
+                if !put(&mut session, Message::Ping(actix_web::web::Bytes::from_static(b"medbus"))).await {
                     break None;
                 }
             }
@@ -452,10 +526,15 @@ async fn serve(
                     description: Some(format!("no Subscription bound within {:?}", settings.bind_timeout.0)),
                 });
             }
+            // A delivery gave up on this connection, or its Subscription
+            // ended or changed.
+            _ = cancel.notify.notified() => {
+                break cancel.reason.lock().ok().and_then(|mut r| r.take());
+            }
         }
     };
     drop(open);
-    let _ = session.close(close).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, session.close(close)).await;
 }
 
 /// Whether this connection may bind `id`: the frame to answer with (the
@@ -484,9 +563,10 @@ fn check_bind(ctx: &Ctx, bound: &[String], id: &str, style: Style) -> Result<Str
     })
 }
 
-/// Send one notification to every connection bound to a Subscription.
-/// `Ok(true)` when at least one took it, `Ok(false)` when none is bound.
-/// Connections that cannot take it within `timeout` are closed.
+/// Send one notification to every connection bound to a Subscription;
+/// `true` when at least one took it (queued on the connection), `false`
+/// when none is bound. A connection that cannot take it within `timeout`
+/// (it does not read) is given up on, without waiting for it.
 pub async fn send(
     bindings: &Bindings,
     subscription: &str,
@@ -504,13 +584,10 @@ pub async fn send(
             Ok(Ok(())) => delivered = true,
             _ => {
                 bindings.unbind(b.connection);
-                let _ = b
-                    .session
-                    .close(Some(CloseReason {
-                        code: CloseCode::Away,
-                        description: Some("the connection does not keep up".into()),
-                    }))
-                    .await;
+                b.drop_connection(CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("the connection does not keep up".into()),
+                });
             }
         }
     }

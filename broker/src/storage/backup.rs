@@ -1,5 +1,7 @@
 //! Backups: a consistent snapshot of the whole message store in one file,
-//! and its restore into a new data directory.
+//! and its restore into a new data directory. Retransmission keys (their
+//! own database, see [`super::DEDUP_DIR`]) are not in it: after a restore,
+//! a resend inside the dedup window is stored again.
 //!
 //! The snapshot is written by the committer thread itself — the only writer
 //! — so no append, route output or cursor move can land half-way through:

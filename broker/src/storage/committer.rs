@@ -27,13 +27,18 @@ use tokio::sync::{oneshot, watch};
 /// big-endian u64) + offset (u64) + content fingerprint (u64) + topic. It
 /// lives in its own sled database (see [`super::DEDUP_DIR`]).
 pub(crate) const DEDUP_TREE: &str = "dedup";
+/// The retransmission keys in expiry order: key = expiry (ms, u64 BE) +
+/// dedup key, empty value; the sweep reads it from the front, so it only
+/// ever looks at keys that have expired.
+pub(crate) const DEDUP_EXPIRY_TREE: &str = "dedup-expiry";
 /// How often expired retransmission keys are swept.
-const DEDUP_SWEEP_EVERY: Duration = Duration::from_secs(30);
+const DEDUP_SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Longest a sweep runs (then it goes on at the next one): 2 % of the
+/// committer's time at most.
+const DEDUP_SWEEP_BUDGET: Duration = Duration::from_millis(100);
 /// How long the committer waits for work before doing its idle chores
 /// (health re-check after a failure, dedup sweep).
 const IDLE_TICK: Duration = Duration::from_secs(1);
-/// Most keys removed per sweep, so a sweep never stalls ingest.
-const DEDUP_SWEEP_MAX: usize = 10_000;
 
 /// Work for the committer thread.
 pub(crate) enum Op {
@@ -127,9 +132,8 @@ pub(crate) struct Committer {
     pub db: sled::Db,
     /// Retransmission keys ([`DEDUP_TREE`] of the dedup database).
     pub dedup: sled::Tree,
-    /// Where the next dedup sweep resumes (keys are random: each sweep
-    /// looks at the next slice, so every key is visited in turn).
-    pub sweep_from: Option<Vec<u8>>,
+    /// The same keys in expiry order ([`DEDUP_EXPIRY_TREE`]).
+    pub dedup_expiry: sled::Tree,
     pub dir: PathBuf,
     pub durability: Durability,
     pub max_batch: usize,
@@ -386,7 +390,9 @@ impl Committer {
             match self.check_dedup(dedup, now) {
                 Ok(Some(hit)) => return (Ok(hit), None),
                 Ok(None) => {}
-                Err(e) => return (Err(e), None),
+                // Not knowing is not a reason to refuse: stored again, at
+                // worst twice.
+                Err(e) => tracing::warn!(error = %e, "cannot check for a retransmission: storing"),
             }
         }
         let value = match req.record.encode() {
@@ -415,7 +421,13 @@ impl Committer {
             v.extend_from_slice(&offset.to_be_bytes());
             v.extend_from_slice(&dedup.fingerprint.to_be_bytes());
             v.extend_from_slice(req.topic.as_bytes());
-            match self.dedup.insert(&dedup.key, v) {
+            let mut by_expiry = expires.to_be_bytes().to_vec();
+            by_expiry.extend_from_slice(&dedup.key);
+            match self
+                .dedup
+                .insert(&dedup.key, v)
+                .and_then(|_| self.dedup_expiry.insert(by_expiry, &[]))
+            {
                 Ok(_) => inserted = Some(dedup.key.clone()),
                 // The record is stored; losing its dedup key only means a
                 // resend would be stored again.
@@ -702,30 +714,31 @@ impl Committer {
         Ok(())
     }
 
-    /// Remove expired retransmission keys: look at the next slice of the
-    /// tree (at most `DEDUP_SWEEP_MAX * 4` keys), resuming where the last
-    /// sweep stopped and wrapping around at the end.
+    /// Remove expired retransmission keys, oldest first, for at most
+    /// [`DEDUP_SWEEP_BUDGET`]; what is left waits for the next sweep.
     fn sweep_dedup(&mut self) {
+        let started = Instant::now();
         let now = now_ms();
-        let mut removed = 0;
-        let mut seen = 0;
-        let start = self.sweep_from.take().unwrap_or_default();
-        for item in self.dedup.range(start..) {
-            let Ok((k, v)) = item else { break };
-            seen += 1;
-            let expires = v
-                .get(0..8)
-                .and_then(|b| b.try_into().ok())
+        let mut removed = 0u64;
+        for item in self.dedup_expiry.range(..now.to_be_bytes().to_vec()) {
+            let Ok((ek, _)) = item else { break };
+            let Some(key) = ek.get(8..) else { continue };
+            // The key may have been stored again since, with a later
+            // expiry (then a later index entry stands for it).
+            let expired = self
+                .dedup
+                .get(key)
+                .ok()
+                .flatten()
+                .and_then(|v| v.get(0..8).and_then(|b| b.try_into().ok()))
                 .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            if expires < now && self.dedup.remove(&k).is_ok() {
-                removed += 1;
+                .is_none_or(|e| e < now);
+            if expired {
+                let _ = self.dedup.remove(key);
             }
-            if removed >= DEDUP_SWEEP_MAX || seen >= DEDUP_SWEEP_MAX * 4 {
-                // Resume just after the last key looked at.
-                let mut next = k.to_vec();
-                next.push(0);
-                self.sweep_from = Some(next);
+            let _ = self.dedup_expiry.remove(&ek);
+            removed += 1;
+            if removed.is_multiple_of(256) && started.elapsed() >= DEDUP_SWEEP_BUDGET {
                 break;
             }
         }

@@ -255,7 +255,7 @@ impl Store {
         let committer = committer::Committer {
             db: db.clone(),
             dedup: dedup.open_tree(committer::DEDUP_TREE)?,
-            sweep_from: None,
+            dedup_expiry: dedup.open_tree(committer::DEDUP_EXPIRY_TREE)?,
             dir: dir.to_path_buf(),
             durability: options.durability,
             max_batch: options.max_batch.max(1),
@@ -536,6 +536,19 @@ fn open_dedup(db: &sled::Db, dir: &Path) -> Result<sled::Db, StorageError> {
         dedup.flush()?;
         db.drop_tree(committer::DEDUP_TREE)?;
         db.flush()?;
+    }
+    // Keys without their expiry index (moved just now, or written before
+    // the index existed): index them, so the sweep finds them.
+    let tree = dedup.open_tree(committer::DEDUP_TREE)?;
+    let by_expiry = dedup.open_tree(committer::DEDUP_EXPIRY_TREE)?;
+    if by_expiry.is_empty() && !tree.is_empty() {
+        for item in tree.iter() {
+            let (k, v) = item?;
+            let mut ek = v.get(0..8).unwrap_or(&[0; 8]).to_vec();
+            ek.extend_from_slice(&k);
+            by_expiry.insert(ek, &[])?;
+        }
+        dedup.flush()?;
     }
     Ok(dedup)
 }

@@ -264,6 +264,10 @@ fn keys_of_an_older_data_directory_are_moved_to_their_own_database() {
         let t = d.open_tree(committer::DEDUP_TREE).expect("tree");
         let all = t.iter().map(|i| i.expect("entry")).collect();
         t.clear().expect("clear");
+        d.open_tree(committer::DEDUP_EXPIRY_TREE)
+            .expect("expiry tree")
+            .clear()
+            .expect("clear");
         d.flush().expect("flush");
         all
     };
@@ -285,6 +289,12 @@ fn keys_of_an_older_data_directory_are_moved_to_their_own_database() {
             offset: 0
         }
     );
+    let by_expiry = store
+        .inner
+        .dedup
+        .open_tree(committer::DEDUP_EXPIRY_TREE)
+        .expect("expiry index");
+    assert_eq!(by_expiry.len(), 1, "moved keys are indexed by expiry");
     let db_trees = store.inner.db.tree_names();
     assert!(!db_trees
         .iter()
