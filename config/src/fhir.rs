@@ -118,14 +118,14 @@ pub struct WebsocketSettings {
     /// How long a connection may stay open without binding a Subscription
     /// (default `"10s"`); then it is closed.
     #[serde(default = "default_bind_timeout")]
-    pub bind_timeout: HumanDuration,
+    pub bind_timeout: Spanned<HumanDuration>,
     /// Interval of the server's ping frames (default `"30s"`); a connection
     /// that answered none of the last two is closed.
     #[serde(default = "default_heartbeat")]
-    pub heartbeat: HumanDuration,
+    pub heartbeat: Spanned<HumanDuration>,
     /// How long a binding token may be used (default `"5m"`).
     #[serde(default = "default_token_lifetime")]
-    pub token_lifetime: HumanDuration,
+    pub token_lifetime: Spanned<HumanDuration>,
 }
 
 impl Default for WebsocketSettings {
@@ -183,14 +183,14 @@ fn default_leeway() -> HumanDuration {
 fn default_max_websockets() -> Spanned<usize> {
     Spanned::new(0..0, DEFAULT_MAX_WEBSOCKETS)
 }
-fn default_bind_timeout() -> HumanDuration {
-    HumanDuration(DEFAULT_BIND_TIMEOUT)
+fn default_bind_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(DEFAULT_BIND_TIMEOUT))
 }
-fn default_heartbeat() -> HumanDuration {
-    HumanDuration(DEFAULT_HEARTBEAT)
+fn default_heartbeat() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(DEFAULT_HEARTBEAT))
 }
-fn default_token_lifetime() -> HumanDuration {
-    HumanDuration(DEFAULT_TOKEN_LIFETIME)
+fn default_token_lifetime() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(DEFAULT_TOKEN_LIFETIME))
 }
 
 impl FhirConfig {
@@ -329,9 +329,9 @@ pub(crate) fn validate(
         ("heartbeat", &ws.heartbeat),
         ("token_lifetime", &ws.token_lifetime),
     ] {
-        if d.0.is_zero() {
+        if d.get_ref().0.is_zero() {
             err(
-                ws.max_connections.span(),
+                d.span(),
                 format!("fhir.subscriptions.websocket.{name}"),
                 "must be greater than zero".into(),
             );
@@ -438,6 +438,10 @@ mod tests {
             (
                 "[fhir]\n[fhir.subscriptions.websocket]\nmax_connections = 0\n",
                 "t.toml:3:19: fhir.subscriptions.websocket.max_connections: must be at least 1",
+            ),
+            (
+                "[fhir]\n[fhir.subscriptions.websocket]\nheartbeat = \"0s\"\n",
+                "t.toml:3:13: fhir.subscriptions.websocket.heartbeat: must be greater than zero",
             ),
             (
                 "[fhir]\nbogus = 1\n",

@@ -40,6 +40,7 @@ pub use route::{Condition, RouteConfig, Subject, Transform};
 pub use schema::{
     AckPolicy, Config, Durability, HttpConfig, ListenerConfig, MappingConfig, StorageConfig,
 };
+pub use serde_spanned::Spanned;
 pub use units::{ByteSize, HumanDuration};
 
 /// The embedded default configuration, as TOML text.

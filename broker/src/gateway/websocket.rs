@@ -158,7 +158,7 @@ impl Bindings {
     fn issue(&self, subscription: &str) -> Option<(String, u64)> {
         let now = now_ms();
         let lifetime =
-            u64::try_from(self.settings.token_lifetime.0.as_millis()).unwrap_or(u64::MAX);
+            u64::try_from(self.settings.token_lifetime.get_ref().0.as_millis()).unwrap_or(u64::MAX);
         let mut inner = self.lock();
         let for_this = |inner: &Inner| {
             inner
@@ -436,10 +436,10 @@ async fn serve(
     mut stream: actix_ws::MessageStream,
 ) {
     let settings = open.bindings.settings.clone();
-    let bind_deadline = tokio::time::Instant::now() + settings.bind_timeout.0;
+    let bind_deadline = tokio::time::Instant::now() + settings.bind_timeout.get_ref().0;
     let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + settings.heartbeat.0,
-        settings.heartbeat.0,
+        tokio::time::Instant::now() + settings.heartbeat.get_ref().0,
+        settings.heartbeat.get_ref().0,
     );
     let cancel = Arc::new(Cancel::default());
     let mut unanswered = 0u32;
@@ -523,7 +523,7 @@ async fn serve(
             _ = tokio::time::sleep_until(bind_deadline), if bound.is_empty() => {
                 break Some(CloseReason {
                     code: CloseCode::Policy,
-                    description: Some(format!("no Subscription bound within {:?}", settings.bind_timeout.0)),
+                    description: Some(format!("no Subscription bound within {:?}", settings.bind_timeout.get_ref().0)),
                 });
             }
             // A delivery gave up on this connection, or its Subscription
@@ -617,7 +617,10 @@ mod tests {
         assert_eq!(b.redeem(&t).as_deref(), Some("s1"));
         assert_eq!(b.redeem("nope"), None);
         let short = Bindings::new(WebsocketSettings {
-            token_lifetime: medbus_config::HumanDuration(Duration::from_millis(1)),
+            token_lifetime: medbus_config::Spanned::new(
+                0..0,
+                medbus_config::HumanDuration(Duration::from_millis(1)),
+            ),
             ..WebsocketSettings::default()
         });
         let (t, _) = short.issue("s1").expect("issued");
