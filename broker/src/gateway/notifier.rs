@@ -536,6 +536,7 @@ impl Worker {
     /// is bound.
     async fn send(&mut self, body: &[u8]) -> Delivery {
         let mut binds = self.bindings.watch_binds();
+        let mut counted = false;
         loop {
             if *self.stop.borrow() {
                 return Delivery::Stopped;
@@ -544,12 +545,16 @@ impl Worker {
             if websocket::send(&self.bindings, &self.spec.id, body, self.settings.timeout).await {
                 return Delivery::Delivered;
             }
-            SubscriptionDelivery {
-                subscription: &self.spec.id,
-                outcome: SubscriptionOutcome::Unreachable,
-                latency: Duration::ZERO,
+            // Counted once per notification that has to wait for a client.
+            if !counted {
+                counted = true;
+                SubscriptionDelivery {
+                    subscription: &self.spec.id,
+                    outcome: SubscriptionOutcome::Unreachable,
+                    latency: Duration::ZERO,
+                }
+                .emit(&self.metrics);
             }
-            .emit(&self.metrics);
             tokio::select! {
                 c = binds.changed() => if c.is_err() { return Delivery::Stopped },
                 _ = self.stop.changed() => {}
