@@ -9,6 +9,10 @@
 //! over one interval), and latency is counted from the scheduled time, so a
 //! stall shows in every message it held back (no coordinated omission).
 //!
+//! Bundles/s counts over the time from the first send to the last Bundle
+//! received (at least the sending window), so a pipeline that falls behind
+//! and drains after the load does not look faster than it is.
+//!
 //! How a Bundle is matched to its message: the route copies the inbound
 //! record's headers, so the Bundle carries `hl7.control_id`, the MSH-10 the
 //! sender made unique. A message that was acknowledged but whose Bundle did
@@ -220,7 +224,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                 Ok(rt) => rt,
                 Err(e) => {
                     gate.ready(Err(e));
-                    return Latencies::new();
+                    return (Latencies::new(), None);
                 }
             };
             rt.block_on(async {
@@ -241,12 +245,13 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                     Ok(s) => s,
                     Err(e) => {
                         gate.ready(Err(e));
-                        return Latencies::new();
+                        return (Latencies::new(), None);
                     }
                 };
                 let mut lat = Latencies::new();
+                let mut last = None;
                 if !gate.ready(Ok(())) {
-                    return lat;
+                    return (lat, last);
                 }
                 let mut unacked = Vec::new();
                 let mut drain_deadline = None;
@@ -269,6 +274,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                                 .map(|(_, v)| v.as_bytes());
                             if let Some(age) = id.and_then(|id| pending.arrived(id)) {
                                 lat.record(age);
+                                last = Some(Instant::now());
                                 live.ok.fetch_add(1, Ordering::Relaxed);
                             }
                             unacked.push(d.offset);
@@ -288,7 +294,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                         }
                     }
                 }
-                lat
+                (lat, last)
             })
         })?
     };
@@ -326,14 +332,21 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
     );
     let window = started.elapsed().min(args.duration.0);
     let acks = publish_join(senders);
-    let latencies = receiver.join().unwrap_or_default();
+    let (latencies, last_bundle) = receiver.join().unwrap_or_default();
+    // Bundles/s over the time they took to arrive (first send → last
+    // Bundle), not over the sending window: a pipeline that falls behind
+    // and drains afterwards shows it here.
+    let through = last_bundle
+        .map(|l| l.saturating_duration_since(started))
+        .unwrap_or_default()
+        .max(window);
     let missing = shared.pending.len() as u64;
     let mut totals = Totals {
         ok: latencies.count(),
         bytes: latencies.count() * message_bytes as u64,
         errors: acks.errors.clone(),
         latencies,
-        elapsed: window.max(Duration::from_nanos(1)),
+        elapsed: through.max(Duration::from_nanos(1)),
     };
     if missing > 0 {
         *totals.errors.entry("no_bundle".into()).or_default() += missing;
