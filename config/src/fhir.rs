@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1000;
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// Default cap on open websocket connections.
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 256;
+/// Default cap on open websocket connections from one IP address.
+pub const DEFAULT_MAX_WEBSOCKETS_PER_PEER: usize = 32;
 /// Default time a websocket may stay open without binding a Subscription.
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default interval of the server's websocket pings.
@@ -115,6 +117,10 @@ pub struct WebsocketSettings {
     /// with 503.
     #[serde(default = "default_max_websockets")]
     pub max_connections: Spanned<usize>,
+    /// Most open websocket connections from one IP address (default 32);
+    /// more are refused with 503, so one source cannot take every slot.
+    #[serde(default = "default_max_websockets_per_peer")]
+    pub max_per_peer: Spanned<usize>,
     /// How long a connection may stay open without binding a Subscription
     /// (default `"10s"`); then it is closed.
     #[serde(default = "default_bind_timeout")]
@@ -132,6 +138,7 @@ impl Default for WebsocketSettings {
     fn default() -> Self {
         Self {
             max_connections: default_max_websockets(),
+            max_per_peer: default_max_websockets_per_peer(),
             bind_timeout: default_bind_timeout(),
             heartbeat: default_heartbeat(),
             token_lifetime: default_token_lifetime(),
@@ -182,6 +189,9 @@ fn default_leeway() -> HumanDuration {
 }
 fn default_max_websockets() -> Spanned<usize> {
     Spanned::new(0..0, DEFAULT_MAX_WEBSOCKETS)
+}
+fn default_max_websockets_per_peer() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_MAX_WEBSOCKETS_PER_PEER)
 }
 fn default_bind_timeout() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(DEFAULT_BIND_TIMEOUT))
@@ -317,12 +327,17 @@ pub(crate) fn validate(
         );
     }
     let ws = &s.websocket;
-    if *ws.max_connections.get_ref() == 0 {
-        err(
-            ws.max_connections.span(),
-            "fhir.subscriptions.websocket.max_connections".into(),
-            "must be at least 1".into(),
-        );
+    for (name, n) in [
+        ("max_connections", &ws.max_connections),
+        ("max_per_peer", &ws.max_per_peer),
+    ] {
+        if *n.get_ref() == 0 {
+            err(
+                n.span(),
+                format!("fhir.subscriptions.websocket.{name}"),
+                "must be at least 1".into(),
+            );
+        }
     }
     for (name, d) in [
         ("bind_timeout", &ws.bind_timeout),

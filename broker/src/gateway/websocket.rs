@@ -19,7 +19,9 @@
 //! A binding token binds once, expires after `token_lifetime`, and at most
 //! [`MAX_TOKENS_PER_SUBSCRIPTION`] are outstanding per Subscription. A
 //! connection may bind several Subscriptions (up to
-//! [`MAX_BINDS_PER_CONNECTION`]). The server pings every `heartbeat`; a
+//! [`MAX_BINDS_PER_CONNECTION`]); connections are capped in all and per
+//! client address (`max_connections`, `max_per_peer`), so one source
+//! cannot take every slot. The server pings every `heartbeat`; a
 //! connection that answered none of the last two pings is closed, as is one
 //! that binds nothing within `bind_timeout`. A text frame the server does
 //! not understand is answered with an OperationOutcome and the connection
@@ -123,6 +125,8 @@ struct Token {
 struct Inner {
     tokens: HashMap<String, Token>,
     bound: HashMap<String, Vec<Bound>>,
+    /// Open connections per peer address.
+    peers: HashMap<std::net::IpAddr, usize>,
 }
 
 /// Binding tokens and bound connections, shared by the HTTP workers (which
@@ -248,6 +252,30 @@ impl Bindings {
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
+
+    /// Take a connection slot for a client at `peer`; why not, when a cap
+    /// (in all, or from that address) is reached.
+    fn admit(self: &Arc<Self>, peer: std::net::IpAddr) -> Result<Open, String> {
+        let max = *self.settings.max_connections.get_ref();
+        let per_peer = *self.settings.max_per_peer.get_ref();
+        let mut inner = self.lock();
+        if self.open.load(Ordering::Relaxed) >= max {
+            return Err(format!("too many websocket connections (at most {max})"));
+        }
+        let n = inner.peers.entry(peer).or_default();
+        if *n >= per_peer {
+            return Err(format!(
+                "too many websocket connections from this address (at most {per_peer})"
+            ));
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Open {
+            bindings: self.clone(),
+            connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            peer,
+        })
+    }
 }
 
 /// A binding token: 256 random bits, hex; `None` without system randomness.
@@ -262,11 +290,19 @@ fn random_token() -> Option<String> {
 struct Open {
     bindings: Arc<Bindings>,
     connection: u64,
+    peer: std::net::IpAddr,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.bindings.unbind(self.connection);
+        let mut inner = self.bindings.lock();
+        if let Some(n) = inner.peers.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.peers.remove(&self.peer);
+            }
+        }
         self.bindings.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -356,23 +392,18 @@ fn binding_token_inner(ctx: &Ctx, req: &HttpRequest, id: &str) -> Result<HttpRes
 
 /// `GET [base]/$websocket`: upgrade and serve one connection.
 pub async fn connect(ctx: web::Data<Ctx>, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let bindings = ctx.websockets.clone();
-    let max = *bindings.settings.max_connections.get_ref();
-    if bindings.open.fetch_add(1, Ordering::Relaxed) >= max {
-        bindings.open.fetch_sub(1, Ordering::Relaxed);
-        return tagged(
-            "websocket",
-            FhirError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "throttled",
-                format!("too many websocket connections (at most {max})"),
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let open = match ctx.websockets.admit(peer) {
+        Ok(o) => o,
+        Err(why) => {
+            return tagged(
+                "websocket",
+                FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "throttled", why).response(),
             )
-            .response(),
-        );
-    }
-    let open = Open {
-        connection: bindings.next_connection.fetch_add(1, Ordering::Relaxed),
-        bindings,
+        }
     };
     let (response, session, stream) = match actix_ws::handle(&req, body) {
         Ok(x) => x,
@@ -607,6 +638,26 @@ mod tests {
         assert_eq!(command(" bind s1 \n"), Command::Bind("s1"));
         assert_eq!(command("bind"), Command::Unknown);
         assert_eq!(command("hello"), Command::Unknown);
+    }
+
+    #[test]
+    fn connections_are_capped_in_all_and_per_address() {
+        let b = Arc::new(Bindings::new(WebsocketSettings {
+            max_connections: medbus_config::Spanned::new(0..0, 3),
+            max_per_peer: medbus_config::Spanned::new(0..0, 2),
+            ..WebsocketSettings::default()
+        }));
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let c: std::net::IpAddr = [10, 0, 0, 2].into();
+        let a1 = b.admit(a).expect("first from a");
+        let _a2 = b.admit(a).expect("second from a");
+        assert!(b.admit(a).is_err(), "third from one address");
+        let _c1 = b.admit(c).expect("another address");
+        assert!(b.admit(c).is_err(), "the global cap");
+        assert_eq!(b.open(), 3);
+        drop(a1);
+        assert_eq!(b.open(), 2);
+        b.admit(a).expect("a slot freed");
     }
 
     #[test]
