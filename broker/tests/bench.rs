@@ -22,6 +22,15 @@ fn json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// The table a successful run printed, with its rate column (`unit`) and
+/// percentiles.
+fn table(out: &Output, unit: &str) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(unit) && text.contains("p99.9 ms"), "{text}");
+    text
+}
+
 fn num(v: &serde_json::Value, key: &str) -> f64 {
     v.get(key)
         .and_then(serde_json::Value::as_f64)
@@ -67,12 +76,7 @@ fn mllp_table_by_count() {
         "--durability",
         "none",
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("msgs/s") && text.contains("p99.9 ms"),
-        "{text}"
-    );
+    let text = table(&out, "msgs/s");
     let row = text
         .lines()
         .find(|l| l.starts_with("mllp "))
@@ -211,12 +215,7 @@ fn protocol_modes_table() {
         "--batch",
         "5",
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("records/s") && text.contains("p99.9 ms"),
-        "{text}"
-    );
+    let text = table(&out, "records/s");
     assert!(text.lines().any(|l| l.starts_with("publish ")), "{text}");
 }
 

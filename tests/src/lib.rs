@@ -109,6 +109,19 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The port a started peer (`mllp_peer.py`) listens on, from its first
+/// line of output (`listening <port>`).
+pub fn peer_port(child: &mut Child) -> u16 {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("the peer's stdout is piped"))
+        .read_line(&mut line)
+        .expect("peer output");
+    line.trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("peer did not start: {line:?}"))
+}
+
 /// A `medbus serve` child process; killed when dropped.
 pub struct Broker {
     /// The child.

@@ -5,7 +5,6 @@
 //! enhanced-mode commit ACKs and the source-address allowlist.
 
 use medbus_tests::*;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 /// The downstream receiver process; killed when dropped.
@@ -25,15 +24,7 @@ impl Peer {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the downstream peer");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("peer output");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("peer did not start: {line:?}"));
+        let port = peer_port(&mut child);
         Peer { child, port, log }
     }
 

@@ -3,7 +3,6 @@
 //! its (real, python-hl7) receiver; bad requests are refused clearly.
 
 use medbus_tests::*;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 #[test]
@@ -99,15 +98,7 @@ fn a_destination_sends_a_range_again() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("peer");
-    let mut line = String::new();
-    BufReader::new(peer_proc.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("peer output");
-    let port: u16 = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = peer_port(&mut peer_proc);
     let data = tmp.path().join("data");
     let cfg = format!(
         "{}\n[[destinations]]\nname = \"down\"\nfrom = \"hl7.in\"\nconnect = \"127.0.0.1:{port}\"\n",

@@ -5,7 +5,6 @@
 
 use medbus_tests::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,15 +174,7 @@ fn a_tls_destination_delivers_with_a_client_certificate() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("peer");
-    let mut line = String::new();
-    BufReader::new(peer_proc.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("peer output");
-    let port: u16 = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = peer_port(&mut peer_proc);
     let config = format!(
         "{}\n[[destinations]]\nname = \"lab\"\nfrom = \"hl7.in\"\nconnect = \"127.0.0.1:{port}\"\n\
          tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\", server_name = \"localhost\" }}\n",

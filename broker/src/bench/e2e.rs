@@ -333,36 +333,26 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
     let window = started.elapsed().min(args.duration.0);
     let acks = publish_join(senders);
     let (latencies, last_bundle) = receiver.join().unwrap_or_default();
-    // Bundles/s over the time they took to arrive (first send → last
-    // Bundle), not over the sending window: a pipeline that falls behind
-    // and drains afterwards shows it here.
+    // First send → last Bundle, at least the sending window.
     let through = last_bundle
         .map(|l| l.saturating_duration_since(started))
         .unwrap_or_default()
         .max(window);
-    let missing = shared.pending.len() as u64;
-    let mut totals = Totals {
-        ok: latencies.count(),
-        bytes: latencies.count() * message_bytes as u64,
-        errors: acks.errors.clone(),
-        latencies,
-        elapsed: through.max(Duration::from_nanos(1)),
-    };
-    if missing > 0 {
-        *totals.errors.entry("no_bundle".into()).or_default() += missing;
-    }
     let peak = proto::stop_broker(broker);
-    let mut report = LoadReport::new(
+    let mut report = arrivals_report(
         "e2e",
         format!("{addr} → {proto_addr}"),
         args.connections,
-        &totals,
+        &acks,
+        Arrivals {
+            latencies,
+            through,
+            window,
+            lost: vec![("no_bundle", shared.pending.len() as u64)],
+        },
+        message_bytes,
+        args.rate,
     );
-    report.message_bytes = message_bytes;
-    report.rate = Some(args.rate);
-    report.ingested = Some(acks.ok);
-    report.ingest_per_sec = Some(acks.ok as f64 / window.as_secs_f64().max(1e-9));
-    report.ack_latency = Some(acks.latencies.summary());
     report.latency_of = Some(
         "scheduled MLLP send → FHIR Bundle received by a fhir.bundles subscriber (open loop)"
             .into(),
@@ -372,6 +362,53 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         report.peak_rss_bytes = peak;
     }
     Ok(report)
+}
+
+/// What reached the far end of an open-loop MLLP load (Bundles at a
+/// subscriber, notifications at a rest-hook).
+pub(super) struct Arrivals {
+    /// Scheduled send → arrival, of each message that arrived.
+    pub latencies: Latencies,
+    /// First send → last arrival: the rate counts over it, not over the
+    /// sending window, so a pipeline that falls behind and drains
+    /// afterwards shows it.
+    pub through: Duration,
+    /// The sending window.
+    pub window: Duration,
+    /// Errors counted at the far end, by kind (e.g. `no_bundle`).
+    pub lost: Vec<(&'static str, u64)>,
+}
+
+/// The report of an open-loop MLLP load measured at its far end, with the
+/// senders' ACK figures (`acks`) beside the arrivals.
+pub(super) fn arrivals_report(
+    mode: &str,
+    target: String,
+    connections: usize,
+    acks: &Totals,
+    arrivals: Arrivals,
+    message_bytes: usize,
+    rate: f64,
+) -> LoadReport {
+    let mut totals = Totals {
+        ok: arrivals.latencies.count(),
+        bytes: arrivals.latencies.count() * message_bytes as u64,
+        errors: acks.errors.clone(),
+        latencies: arrivals.latencies,
+        elapsed: arrivals.through.max(Duration::from_nanos(1)),
+    };
+    for (kind, n) in arrivals.lost {
+        if n > 0 {
+            *totals.errors.entry(kind.into()).or_default() += n;
+        }
+    }
+    let mut report = LoadReport::new(mode, target, connections, &totals);
+    report.message_bytes = message_bytes;
+    report.rate = Some(rate);
+    report.ingested = Some(acks.ok);
+    report.ingest_per_sec = Some(acks.ok as f64 / arrivals.window.as_secs_f64().max(1e-9));
+    report.ack_latency = Some(acks.latencies.summary());
+    report
 }
 
 fn publish_join(threads: Vec<std::thread::JoinHandle<Totals>>) -> Totals {

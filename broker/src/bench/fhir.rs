@@ -35,7 +35,6 @@
 
 use super::corpus::{check_ack, control_id, run_id, Mix, CONTROL_ID_LEN, MAX_CONNECTIONS};
 use super::e2e::{start_senders, Senders};
-use super::histogram::Latencies;
 use super::mllp::{ack_kind, resolve, Conn};
 use super::proto::{self, Gate, Pending, SharedLatencies};
 use super::report::{Live, LoadReport, Totals};
@@ -305,6 +304,21 @@ fn seed(
     Ok(ids)
 }
 
+/// `GET path` during set-up: the body of a 200, anything else an error.
+async fn get_ok(client: &mut Client, path: &str) -> Result<Vec<u8>, BenchError> {
+    let (status, body) = client
+        .request("GET", path, None, b"", MAX_RESPONSE)
+        .await
+        .map_err(|e| setup_error(format!("GET {path}"), e))?;
+    if status != 200 {
+        return Err(setup_error(
+            format!("GET {path}"),
+            format!("answered {status}: {}", String::from_utf8_lossy(&body)),
+        ));
+    }
+    Ok(body)
+}
+
 /// The id of the Patient with identifier `value`, once the view has it.
 async fn patient_id(
     client: &mut Client,
@@ -314,16 +328,7 @@ async fn patient_id(
 ) -> Result<String, BenchError> {
     let path = target.path(&format!("Patient?identifier={value}"));
     loop {
-        let (status, body) = client
-            .request("GET", &path, None, b"", MAX_RESPONSE)
-            .await
-            .map_err(|e| setup_error(format!("GET {path}"), e))?;
-        if status != 200 {
-            return Err(setup_error(
-                format!("GET {path}"),
-                format!("answered {status}: {}", String::from_utf8_lossy(&body)),
-            ));
-        }
+        let body = get_ok(client, &path).await?;
         let found = serde_json::from_slice::<Value>(&body).ok().and_then(|b| {
             b.get("entry")?
                 .get(0)?
@@ -364,16 +369,7 @@ fn read(
         for v in &values {
             let id = patient_id(&mut client, target, v, deadline).await?;
             let path = target.path(&format!("Patient/{id}"));
-            let (status, body) = client
-                .request("GET", &path, None, b"", MAX_RESPONSE)
-                .await
-                .map_err(|e| setup_error(format!("GET {path}"), e))?;
-            if status != 200 {
-                return Err(setup_error(
-                    format!("GET {path}"),
-                    format!("answered {status}: {}", String::from_utf8_lossy(&body)),
-                ));
-            }
+            get_ok(&mut client, &path).await?;
             requests.push(http1::request_head(
                 "GET",
                 &path,
@@ -747,25 +743,7 @@ fn hook(
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
     let (acks, window, through) = result?;
-    let latencies: Latencies = hook.latencies.snapshot();
-    let missing = hook.pending.len() as u64;
-    let mut totals = Totals {
-        ok: latencies.count(),
-        bytes: latencies.count() * message_bytes as u64,
-        errors: acks.errors.clone(),
-        latencies,
-        // Notifications/s over the time they took to arrive, not over the
-        // sending window: a notifier that falls behind shows it here too.
-        elapsed: through.max(Duration::from_nanos(1)),
-    };
-    if missing > 0 {
-        *totals.errors.entry("no_notification".into()).or_default() += missing;
-    }
-    let bad = hook.bad.load(Ordering::Relaxed);
-    if bad > 0 {
-        *totals.errors.entry("bad_notification".into()).or_default() += bad;
-    }
-    let mut report = LoadReport::new(
+    let mut report = super::e2e::arrivals_report(
         "fhir-hook",
         format!(
             "{} → {} → http://{endpoint}{HOOK_PATH}",
@@ -773,13 +751,19 @@ fn hook(
             target.url()
         ),
         connections,
-        &totals,
+        &acks,
+        super::e2e::Arrivals {
+            latencies: hook.latencies.snapshot(),
+            through,
+            window,
+            lost: vec![
+                ("no_notification", hook.pending.len() as u64),
+                ("bad_notification", hook.bad.load(Ordering::Relaxed)),
+            ],
+        },
+        message_bytes,
+        args.rate,
     );
-    report.message_bytes = message_bytes;
-    report.rate = Some(args.rate);
-    report.ingested = Some(acks.ok);
-    report.ingest_per_sec = Some(acks.ok as f64 / window.as_secs_f64().max(1e-9));
-    report.ack_latency = Some(acks.latencies.summary());
     report.latency_of = Some(format!(
         "scheduled MLLP send → rest-hook notification with its Patient received (open loop; Subscription on Patient; {} repeated or foreign notifications ignored)",
         hook.unmatched.load(Ordering::Relaxed)

@@ -26,7 +26,7 @@ use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Store};
 use medbus_config::fhir::SubscriptionSettings;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -631,13 +631,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// Ids of Subscriptions whose deliveries run (for tests and status).
-pub fn active_ids(registry: &Registry) -> HashSet<String> {
-    registry
-        .lag
-        .lock()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
 }
