@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
                 min_free: 0,
                 commit_timeout: std::time::Duration::from_secs(30),
                 observer: None,
+                segment_bytes: medbus::storage::DEFAULT_SEGMENT_BYTES,
             },
         )
         .expect("store");

@@ -235,6 +235,7 @@ async fn open_store(
             cache_bytes: config.storage.cache.0,
             min_free: config.storage.min_free.0,
             commit_timeout: config.storage.commit_timeout.0,
+            segment_bytes: config.storage.segment_size.0,
             observer: Some(Box::new(move |stats| {
                 health.storage_ok.store(stats.ok, Ordering::Release);
                 CommitFinished(stats).emit(&metrics);

@@ -35,6 +35,8 @@ pub const DEFAULT_MIN_FREE: ByteSize = ByteSize(64 << 20);
 pub const DEFAULT_COMMIT_TIMEOUT: HumanDuration = HumanDuration(Duration::from_secs(10));
 /// Default page cache of the message store (sled's own default is 1 GiB).
 pub const DEFAULT_STORAGE_CACHE: ByteSize = ByteSize(64 << 20);
+/// Default size at which a topic starts a new segment file.
+pub const DEFAULT_SEGMENT_SIZE: ByteSize = ByteSize(4 << 20);
 /// Default cap on records per group commit.
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 4096;
 
@@ -108,15 +110,15 @@ fn default_data_dir() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// `"fsync"` (default): a record is acknowledged only after sled's flush
-    /// and an `fdatasync` of its files, so it survives power loss.
-    /// `"flush"`: after sled's flush only (survives a process crash, not
-    /// necessarily power loss). `"none"`: acknowledged once in memory; sled
-    /// writes it out within about half a second.
+    /// `"fsync"` (default): a record is acknowledged only after its group
+    /// commit's journal entry is written and `fdatasync`ed, so it survives
+    /// power loss. `"flush"`: once written to the journal (survives a
+    /// process crash, not necessarily power loss). `"none"`: the same, and
+    /// nothing is ever synced (tests, throwaway data).
     #[serde(default)]
     pub durability: Durability,
-    /// Memory sled may use to cache pages (default `"64MiB"`); the
-    /// broker's resident memory grows up to about this much plus buffers.
+    /// Memory sled may use to cache the key-value trees' pages (default
+    /// `"64MiB"`); topics are read through the operating system's cache.
     #[serde(default = "default_cache")]
     pub cache: ByteSize,
     /// Free disk space kept in reserve (default `"64MiB"`): below it,
@@ -131,6 +133,15 @@ pub struct StorageConfig {
     /// Most records one group commit takes; more wait for the next one.
     #[serde(default = "default_max_batch_records")]
     pub max_batch_records: Spanned<usize>,
+    /// Size at which a topic starts a new segment file (default `"4MiB"`,
+    /// 64 KiB to 4 GiB). Retention deletes whole segments, so a topic takes
+    /// up to about one segment more than its live records.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: ByteSize,
+}
+
+fn default_segment_size() -> ByteSize {
+    DEFAULT_SEGMENT_SIZE
 }
 
 fn default_min_free() -> ByteSize {
@@ -157,6 +168,7 @@ impl Default for StorageConfig {
             min_free: DEFAULT_MIN_FREE,
             commit_timeout: DEFAULT_COMMIT_TIMEOUT,
             max_batch_records: default_max_batch_records(),
+            segment_size: DEFAULT_SEGMENT_SIZE,
         }
     }
 }

@@ -28,6 +28,7 @@ pub fn open_offline(data_dir: &Path) -> Result<Store, StorageError> {
             min_free: 0,
             commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
+            segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,
         },
     )
 }

@@ -162,7 +162,8 @@ async fn manage(
                     break;
                 }
             };
-            let full = batch.len() == READ_BATCH;
+            // A read may stop short of READ_BATCH: done only when empty.
+            let full = !batch.is_empty();
             for (offset, record) in &batch {
                 next = offset + 1;
                 let Some(id) = record.header(headers::FHIR_ID) else {

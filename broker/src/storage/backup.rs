@@ -8,11 +8,17 @@
 //! the file is one point in time. Ingest waits while it is written (at disk
 //! speed). Format: the magic line `MEDBUS-BACKUP 1\n`, then per tree `T`
 //! u32-BE name length, name; per entry `K` u32 key length, key, u32 value
-//! length, value; finally `E` and the u64-BE number of entries. Restore
-//! checks every length against caps before allocating and refuses a file
-//! that does not end with a matching count.
+//! length, value; finally `E` and the u64-BE number of entries. The trees
+//! are those of [`super::import`] (the format has not changed since topics
+//! lived in sled trees, so older backups restore too). Restore checks every
+//! length against caps before allocating and refuses a file that does not
+//! end with a matching count.
 
+use super::checkpoint;
+use super::import::{Importer, CURSOR_TREE, KV_TREE_PREFIX, META_TREE, TOPIC_TREE_PREFIX};
+use super::log::Log;
 use super::record::MAX_RECORD_BYTES;
+use super::DEFAULT_SEGMENT_BYTES;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
@@ -56,8 +62,9 @@ fn put(w: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
     w.write_all(bytes)
 }
 
-/// Write every tree of `db` to `path` and fsync it.
-pub(crate) fn write(db: &sled::Db, path: &Path) -> Result<BackupSummary, BackupError> {
+/// Write every topic, cursor and key-value tree to `path` and fsync it
+/// (on the committer's thread: nothing changes meanwhile).
+pub(crate) fn write(log: &Log, kv: &sled::Db, path: &Path) -> Result<BackupSummary, BackupError> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -65,17 +72,57 @@ pub(crate) fn write(db: &sled::Db, path: &Path) -> Result<BackupSummary, BackupE
     let mut w = BufWriter::new(file);
     w.write_all(MAGIC)?;
     let mut s = BackupSummary::default();
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name)?;
-        w.write_all(b"T")?;
-        put(&mut w, &name)?;
+    let tree = |w: &mut BufWriter<std::fs::File>, name: &[u8], s: &mut BackupSummary| {
         s.trees += 1;
-        for item in tree.iter() {
+        w.write_all(b"T").and_then(|_| put(w, name))
+    };
+    let entry = |w: &mut BufWriter<std::fs::File>, k: &[u8], v: &[u8], s: &mut BackupSummary| {
+        s.entries += 1;
+        w.write_all(b"K")?;
+        put(w, k)?;
+        put(w, v)
+    };
+    let topics = log.topics();
+    for t in &topics {
+        tree(
+            &mut w,
+            format!("{TOPIC_TREE_PREFIX}{}", t.name).as_bytes(),
+            &mut s,
+        )?;
+        let mut next = 0u64;
+        loop {
+            let page = t
+                .read(next, 1024)
+                .map_err(|e| BackupError::Format(e.to_string()))?;
+            let Some((last, _)) = page.last() else { break };
+            next = last + 1;
+            for (offset, record) in &page {
+                entry(&mut w, &offset.to_be_bytes(), record.stored(), &mut s)?;
+            }
+        }
+    }
+    tree(&mut w, CURSOR_TREE.as_bytes(), &mut s)?;
+    for (k, v) in log.cursors() {
+        entry(&mut w, &k, &v.to_be_bytes(), &mut s)?;
+    }
+    tree(&mut w, META_TREE.as_bytes(), &mut s)?;
+    for t in &topics {
+        let next = t.read_state().next;
+        entry(
+            &mut w,
+            format!("next/{}", t.name).as_bytes(),
+            &next.to_be_bytes(),
+            &mut s,
+        )?;
+    }
+    for name in kv.tree_names() {
+        if !name.starts_with(KV_TREE_PREFIX.as_bytes()) {
+            continue;
+        }
+        tree(&mut w, &name, &mut s)?;
+        for item in kv.open_tree(&name)?.iter() {
             let (k, v) = item?;
-            w.write_all(b"K")?;
-            put(&mut w, &k)?;
-            put(&mut w, &v)?;
-            s.entries += 1;
+            entry(&mut w, &k, &v, &mut s)?;
         }
     }
     w.write_all(b"E")?;
@@ -123,9 +170,12 @@ fn restore_into(file: &Path, dir: &Path) -> Result<BackupSummary, BackupError> {
     if magic != MAGIC {
         return Err(BackupError::Format("wrong magic".into()));
     }
+    std::fs::create_dir_all(dir)?;
     let db = sled::Config::new().path(dir).open()?;
+    let (log, seq, _) = Log::open(dir, DEFAULT_SEGMENT_BYTES)?;
+    let mut import = Importer::new(&log, Some(&db));
     let mut s = BackupSummary::default();
-    let mut tree: Option<sled::Tree> = None;
+    let mut in_tree = false;
     loop {
         let mut tag = [0u8; 1];
         r.read_exact(&mut tag)
@@ -133,16 +183,17 @@ fn restore_into(file: &Path, dir: &Path) -> Result<BackupSummary, BackupError> {
         match tag[0] {
             b'T' => {
                 let name = take(&mut r, MAX_KEY, "tree name")?;
-                tree = Some(db.open_tree(name)?);
+                import.tree(&name)?;
+                in_tree = true;
                 s.trees += 1;
             }
             b'K' => {
                 let k = take(&mut r, MAX_KEY, "key")?;
                 let v = take(&mut r, MAX_RECORD_BYTES, "value")?;
-                let t = tree
-                    .as_ref()
-                    .ok_or_else(|| BackupError::Format("entry before any tree".into()))?;
-                t.insert(k, v)?;
+                if !in_tree {
+                    return Err(BackupError::Format("entry before any tree".into()));
+                }
+                import.entry(&k, &v)?;
                 s.entries += 1;
             }
             b'E' => {
@@ -161,9 +212,23 @@ fn restore_into(file: &Path, dir: &Path) -> Result<BackupSummary, BackupError> {
             other => return Err(BackupError::Format(format!("unknown tag {other:#04x}"))),
         }
     }
-    db.flush()?;
-    drop(db);
+    let touched = import.finish()?;
     // Make the restored files durable before reporting success.
+    let kv = db.clone();
+    checkpoint::run(
+        dir,
+        &log.wal_dir(),
+        checkpoint::Job {
+            checkpoint: log.mark(seq),
+            files: touched.files,
+            dirs: touched.dirs,
+            sync: true,
+            before_write: Some(Box::new(move || {
+                kv.flush().map(|_| ()).map_err(std::io::Error::other)
+            })),
+        },
+    )?;
+    drop(db);
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
         if p.is_file() {

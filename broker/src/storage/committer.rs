@@ -1,25 +1,30 @@
 //! Group commit: the only place where records become durable.
 //!
-//! One thread owns every write. It takes whatever appends are queued (up to
-//! a batch cap — no batching timer: under load the queue fills while the
-//! previous batch syncs, which is the batching), inserts each record, makes
-//! the batch durable with one sled `flush` plus one `fdatasync` of sled's
-//! files, and only then answers every waiter of the batch. sled 0.34's flush
-//! ends in `sync_file_range`, which does not reach stable storage (sled issue
-//! #1452), and its blob files (values over a quarter segment) are never
-//! synced by sled at all: hence the explicit `fdatasync` calls here.
+//! One thread owns every write. It takes whatever work is queued (up to a
+//! batch cap — no batching timer: under load the queue fills while the
+//! previous batch syncs, which is the batching), assigns offsets, writes the
+//! whole group as one journal entry and makes it durable with one
+//! `fdatasync` of the journal, however many topics the group touched. Only
+//! then are the records written to their topics' segments, shown to
+//! readers, and every waiter of the group answered. Every few seconds (or
+//! megabytes) it starts a new journal generation and hands a checkpoint to
+//! the checkpointer thread ([`super::checkpoint`]).
 //!
 //! Durability guarantee, in one sentence: when an append's reply is `Ok` and
 //! `durability = "fsync"`, the record is on stable storage and survives a
 //! crash of the process or the machine.
 
-use super::{AppendOutcome, AppendRequest, AtomicWrite, DedupKey, StorageError};
+use super::checkpoint::{self, Checkpointer, Job};
+use super::log::{Log, Touched};
+use super::topic::TopicBatch;
+use super::wal::{EntryBuf, Wal, WalOp};
+use super::{AppendOutcome, AppendRequest, AtomicWrite, DedupKey, Record, StorageError};
 use medbus_config::Durability;
-use sled::Transactional;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
@@ -58,7 +63,7 @@ pub(crate) enum Op {
         path: std::path::PathBuf,
         reply: oneshot::Sender<Result<super::backup::BackupSummary, StorageError>>,
     },
-    /// Records plus cursor positions, applied in one atomic sled step.
+    /// Records plus cursor positions, applied in one atomic step.
     Atomic {
         write: AtomicWrite,
         reply: oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
@@ -81,14 +86,10 @@ pub struct Trimmed {
     pub more: bool,
 }
 
-/// Key of a topic's next offset in [`META_TREE`], kept so that an emptied
-/// topic never reuses offsets after a restart.
-pub(crate) fn next_key(topic: &str) -> Vec<u8> {
-    format!("next/{topic}").into_bytes()
-}
-
-/// The tree of durable cursors: key `kind/name/topic` → next offset (u64 BE).
-pub(crate) const CURSOR_TREE: &str = "cursors";
+/// A checkpoint is taken once the journal generation holds this much ...
+const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// ... or is this old, whichever comes first.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 /// What one group commit did, handed to the observer (metrics).
 #[derive(Debug, Clone)]
@@ -117,19 +118,18 @@ pub struct TopicAppend {
     pub total_bytes: u64,
 }
 
-/// Tree of per-topic bookkeeping: key `bytes/<topic>` → payload bytes (u64 BE).
-pub(crate) const META_TREE: &str = "meta";
-
-/// Key of a topic's byte total in [`META_TREE`].
-pub(crate) fn bytes_key(topic: &str) -> Vec<u8> {
-    format!("bytes/{topic}").into_bytes()
-}
-
 /// Called after every group commit (metrics hook).
 pub type CommitObserver = Box<dyn Fn(&CommitStats) + Send>;
 
 pub(crate) struct Committer {
-    pub db: sled::Db,
+    pub log: Arc<Log>,
+    /// The journal generation being written.
+    pub wal: Wal,
+    pub checkpointer: Checkpointer,
+    /// sled: the key-value trees, flushed at each checkpoint.
+    pub kv: sled::Db,
+    /// sled's log file, opened once for `fdatasync`.
+    pub kv_file: Option<File>,
     /// Retransmission keys ([`DEDUP_TREE`] of the dedup database).
     pub dedup: sled::Tree,
     /// The same keys in expiry order ([`DEDUP_EXPIRY_TREE`]).
@@ -140,20 +140,18 @@ pub(crate) struct Committer {
     pub ops: Receiver<Op>,
     pub committed: watch::Sender<u64>,
     pub observer: Option<CommitObserver>,
-    /// Appends of the batch being built, per topic: (records, bytes, last offset).
-    pub batch_topics: HashMap<String, (u64, u64, u64)>,
-    /// Next offset per topic, recovered from the trees at start.
-    pub next: HashMap<String, (sled::Tree, u64)>,
-    /// sled's log file, opened once for `fdatasync`.
-    pub log_file: Option<File>,
-    /// Highest blob id already synced.
-    pub synced_blob: u64,
     /// Free disk space below which appends are refused.
     pub min_free: u64,
     /// Whether the last batch failed (for the idle health re-check).
     pub last_failed: bool,
-    /// Modification time of the blob directory at the last listing.
-    pub blobs_seen: Option<std::time::SystemTime>,
+    /// Segment files and directories written since the last checkpoint.
+    pub touched: Touched,
+    pub last_checkpoint: Instant,
+    pub entry: EntryBuf,
+    /// A durable journal entry could not be written to the topics (the
+    /// disk filled up between the two): writes are refused until the
+    /// topics are recovered from the journal again.
+    pub broken: bool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -173,16 +171,66 @@ enum Reply {
         oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
         Result<Vec<(String, u64)>, StorageError>,
     ),
+    /// Answered once the trim is applied: (topic, new first, more).
     Trim(
         oneshot::Sender<Result<Trimmed, StorageError>>,
-        Result<Trimmed, StorageError>,
+        Option<(String, u64, bool)>,
     ),
 }
 
-struct Pending {
-    reply: Reply,
-    /// Dedup key inserted by this batch, removed again if the batch fails.
-    dedup_inserted: Option<Vec<u8>>,
+/// One group commit being built: offsets assigned, nothing written yet.
+#[derive(Default)]
+struct Plan {
+    /// Records per topic, in the order topics were first written.
+    topics: Vec<(String, TopicBatch)>,
+    cursors: Vec<(Vec<u8>, u64)>,
+    released: Vec<Vec<u8>>,
+    /// Retransmission keys stored by this group: key → (topic, offset,
+    /// fingerprint, expiry).
+    dedup: HashMap<Vec<u8>, (String, u64, u64, u64)>,
+    replies: Vec<Reply>,
+    /// Requests in it (for the observer).
+    requests: usize,
+}
+
+impl Plan {
+    fn batch(&mut self, log: &Log, topic: &str) -> Result<&mut TopicBatch, StorageError> {
+        let i = match self.topics.iter().position(|(t, _)| t == topic) {
+            Some(i) => i,
+            None => {
+                if !super::is_valid_topic(topic) {
+                    return Err(StorageError::InvalidTopic(topic.to_string()));
+                }
+                let next = log.topic(topic).map_or(0, |t| t.read_state().next);
+                let batch = TopicBatch {
+                    start: next,
+                    ..TopicBatch::default()
+                };
+                self.topics.push((topic.to_string(), batch));
+                self.topics.len() - 1
+            }
+        };
+        self.topics
+            .get_mut(i)
+            .map(|(_, b)| b)
+            .ok_or(StorageError::Closed)
+    }
+
+    /// Give `record` the next offset of `topic`.
+    fn push(&mut self, log: &Log, topic: &str, record: &Record) -> Result<u64, StorageError> {
+        let batch = self.batch(log, topic)?;
+        let offset = batch.start + batch.count;
+        let payload_len = u32::try_from(record.payload.len())
+            .map_err(|_| StorageError::Record("payload over 4 GiB".into()))?;
+        batch
+            .push_with(offset, payload_len, |out| record.encode_into(out))
+            .map_err(|e| StorageError::Record(e.to_string()))?;
+        Ok(offset)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
 }
 
 impl Committer {
@@ -200,6 +248,7 @@ impl Committer {
                         last_sweep = Instant::now();
                     }
                     self.report_idle_health();
+                    self.maybe_checkpoint();
                     continue;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -214,13 +263,15 @@ impl Committer {
             self.commit(&mut batch);
             batch_no += 1;
             self.committed.send_replace(batch_no);
+            self.maybe_checkpoint();
             if last_sweep.elapsed() >= DEDUP_SWEEP_EVERY {
                 self.sweep_dedup();
                 last_sweep = Instant::now();
             }
         }
-        if let Err(e) = self.make_durable() {
-            tracing::error!(error = %e, "final flush of the message store failed");
+        self.checkpointer.finish();
+        if let Err(e) = self.checkpoint_now(true) {
+            tracing::error!(error = %e, "final checkpoint of the message store failed (the journal is kept and replayed at the next start)");
         }
     }
 
@@ -231,7 +282,10 @@ impl Committer {
         if !self.last_failed || self.disk_full().is_some() {
             return;
         }
-        if self.make_durable().is_ok() {
+        if self.broken && !self.repair() {
+            return;
+        }
+        if self.wal.sync().is_ok() {
             self.last_failed = false;
             if let Some(observer) = &self.observer {
                 observer(&CommitStats {
@@ -244,9 +298,31 @@ impl Committer {
         }
     }
 
+    /// Recover the topics from the checkpoint and the journal after a
+    /// failed write to them; `true` when they are sound again.
+    fn repair(&mut self) -> bool {
+        // The checkpoint under way must not race the reload.
+        self.checkpointer.finish();
+        match self.log.reload() {
+            Ok((_, touched)) => {
+                self.touched.add_files(touched.files);
+                for d in &touched.dirs {
+                    self.touched.add_dir(d);
+                }
+                self.broken = false;
+                tracing::info!("topics recovered from the journal");
+            }
+            Err(e) => tracing::error!(error = %e, "topics still cannot be recovered"),
+        }
+        match Checkpointer::start(self.dir.clone(), self.log.wal_dir()) {
+            Ok(c) => self.checkpointer = c,
+            Err(e) => tracing::error!(error = %e, "cannot restart the checkpointer"),
+        }
+        !self.broken
+    }
+
     /// `Some(error)` when the disk is below its reserve: then nothing that
-    /// writes new data is applied (sled must never meet ENOSPC: it does not
-    /// recover from it without a restart).
+    /// writes new data is applied.
     fn disk_full(&self) -> Option<StorageError> {
         if self.min_free == 0 || self.durability == Durability::None {
             return None;
@@ -263,295 +339,308 @@ impl Committer {
     fn commit(&mut self, batch: &mut Vec<Op>) {
         let started = Instant::now();
         let now = now_ms();
-        let full = self.disk_full();
-        if let Some(e) = &full {
+        if self.broken {
+            self.repair();
+        }
+        let refused = self.disk_full().or_else(|| {
+            self.broken.then(|| {
+                StorageError::Durability("the topics could not be written; retrying".into())
+            })
+        });
+        if let Some(e) = &refused {
             tracing::error!(error = %e, "refusing writes until space is freed");
         }
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        let mut plan = Plan::default();
         for op in batch.drain(..) {
+            plan.requests += 1;
             match op {
                 Op::Backup { path, reply } => {
-                    // Everything before it in this batch is made durable
-                    // first, so the snapshot shows what was acknowledged.
-                    let result = self
-                        .make_durable()
-                        .map_err(|e| StorageError::Durability(e.to_string()))
-                        .and_then(|_| {
-                            super::backup::write(&self.db, &path)
-                                .map_err(|e| StorageError::Sled(format!("backup failed: {e}")))
-                        });
+                    // Everything before it is written first, so the
+                    // snapshot shows what was acknowledged.
+                    let done = std::mem::take(&mut plan);
+                    self.finish(done, started, refused.is_some());
+                    let result = super::backup::write(&self.log, &self.kv, &path)
+                        .map_err(|e| StorageError::Io(format!("backup failed: {e}")));
                     let _ = reply.send(result);
                 }
-                Op::Append { reply, .. } if full.is_some() => {
-                    pending.push(Pending {
-                        reply: Reply::Append(
-                            reply,
-                            Err(full.clone().unwrap_or(StorageError::Closed)),
-                        ),
-                        dedup_inserted: None,
-                    });
+                Op::Append { reply, .. } if refused.is_some() => {
+                    plan.replies.push(Reply::Append(
+                        reply,
+                        Err(refused.clone().unwrap_or(StorageError::Closed)),
+                    ));
                 }
-                Op::Atomic { reply, .. } if full.is_some() => {
-                    pending.push(Pending {
-                        reply: Reply::Atomic(
-                            reply,
-                            Err(full.clone().unwrap_or(StorageError::Closed)),
-                        ),
-                        dedup_inserted: None,
-                    });
+                Op::Atomic { reply, .. } if refused.is_some() => {
+                    plan.replies.push(Reply::Atomic(
+                        reply,
+                        Err(refused.clone().unwrap_or(StorageError::Closed)),
+                    ));
                 }
                 Op::Append { request, reply } => {
-                    let (result, dedup_inserted) = self.apply(request, now);
-                    pending.push(Pending {
-                        reply: Reply::Append(reply, result),
-                        dedup_inserted,
-                    });
+                    let result = self.plan_append(&mut plan, request, now);
+                    plan.replies.push(Reply::Append(reply, result));
                 }
                 Op::Trim {
                     topic,
                     below,
                     reply,
                 } => {
-                    let result = self.apply_trim(&topic, below);
-                    pending.push(Pending {
-                        reply: Reply::Trim(reply, result),
-                        dedup_inserted: None,
+                    let target = self.log.topic(&topic).map(|t| {
+                        let st = t.read_state();
+                        let limit = below.min(st.next);
+                        let first = limit.min(st.first.saturating_add(TRIM_BATCH as u64));
+                        (topic.clone(), first, first < limit)
                     });
+                    plan.replies.push(Reply::Trim(reply, target));
                 }
                 Op::Atomic { write, reply } => {
-                    let result = self.apply_atomic(write);
-                    pending.push(Pending {
-                        reply: Reply::Atomic(reply, result),
-                        dedup_inserted: None,
-                    });
+                    let result = self.plan_atomic(&mut plan, write);
+                    plan.replies.push(Reply::Atomic(reply, result));
                 }
             }
         }
-        let topics = self.record_topic_bytes();
-        let durable = self.make_durable();
-        if let Err(e) = &durable {
-            tracing::error!(error = %e, records = pending.len(), "group commit failed: answering every append of the batch with an error");
-            // A failed batch must not make a resend look like a duplicate of
-            // something that was never acknowledged.
-            for p in &pending {
-                if let Some(k) = &p.dedup_inserted {
-                    let _ = self.dedup.remove(k);
-                }
+        self.finish(plan, started, refused.is_some());
+    }
+
+    /// Journal, apply and answer one planned group.
+    fn finish(&mut self, mut plan: Plan, started: Instant, refused: bool) {
+        if plan.is_empty() {
+            return;
+        }
+        let trims: Vec<(String, u64)> = plan
+            .replies
+            .iter()
+            .filter_map(|r| match r {
+                Reply::Trim(_, Some((t, first, _))) => Some((t.clone(), *first)),
+                _ => None,
+            })
+            .collect();
+        self.entry.clear();
+        for (topic, b) in &plan.topics {
+            if b.count > 0 {
+                self.entry.push(&WalOp::Frames {
+                    topic,
+                    frames: &b.frames,
+                });
             }
         }
-        let records = pending.len();
-        let failure = durable
-            .as_ref()
-            .err()
-            .map(|e| StorageError::Durability(e.to_string()));
+        for (key, offset) in &plan.cursors {
+            self.entry.push(&WalOp::Cursor {
+                key,
+                offset: *offset,
+            });
+        }
+        for key in &plan.released {
+            self.entry.push(&WalOp::Release { key });
+        }
+        for (topic, first) in &trims {
+            self.entry.push(&WalOp::Trim {
+                topic,
+                first: *first,
+            });
+        }
+        let durable = if self.entry.is_empty() {
+            Ok(())
+        } else {
+            self.wal
+                .append(&mut self.entry, self.durability == Durability::Fsync)
+                .map_err(|e| StorageError::Durability(e.to_string()))
+        };
+        let applied = match &durable {
+            Ok(()) => self.apply(&plan, &trims),
+            Err(e) => Err(e.clone()),
+        };
+        let (topics, trimmed) = match applied {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, requests = plan.requests, "group commit failed: answering every request of the batch with an error");
+                for r in plan.replies.iter_mut() {
+                    match r {
+                        Reply::Append(_, res) => *res = Err(e.clone()),
+                        Reply::Atomic(_, res) => *res = Err(e.clone()),
+                        Reply::Trim(..) => {}
+                    }
+                }
+                plan.dedup.clear();
+                (Vec::new(), HashMap::new())
+            }
+        };
+        let failed = durable.is_err() || self.broken;
+        for (key, (topic, offset, fp, expires)) in plan.dedup.drain() {
+            self.remember_key(&key, &topic, offset, fp, expires);
+        }
         // Health and metrics first: whoever is told of a failure must find
         // readiness already showing it.
-        self.last_failed = durable.is_err() || full.is_some();
+        self.last_failed = failed || refused;
         if let Some(observer) = &self.observer {
             observer(&CommitStats {
-                records,
+                records: plan.requests,
                 elapsed: started.elapsed(),
-                ok: durable.is_ok() && full.is_none(),
+                ok: !failed && !refused,
                 topics,
             });
         }
         // A waiter that went away (connection closed) is not an error.
-        for p in pending {
-            match p.reply {
+        for r in plan.replies {
+            match r {
                 Reply::Append(tx, result) => {
-                    let _ = tx.send(match &failure {
-                        None => result,
-                        Some(f) => Err(f.clone()),
-                    });
-                }
-                Reply::Trim(tx, result) => {
-                    let _ = tx.send(match &failure {
-                        None => result,
-                        Some(f) => Err(f.clone()),
-                    });
+                    let _ = tx.send(result);
                 }
                 Reply::Atomic(tx, result) => {
-                    let _ = tx.send(match &failure {
-                        None => result,
-                        Some(f) => Err(f.clone()),
-                    });
+                    let _ = tx.send(result);
+                }
+                Reply::Trim(tx, target) => {
+                    let result = match (&durable, target) {
+                        (Err(e), _) => Err(e.clone()),
+                        (Ok(()), None) => Ok(Trimmed::default()),
+                        (Ok(()), Some((topic, _, more))) => {
+                            let (records, bytes) = trimmed.get(&topic).copied().unwrap_or((0, 0));
+                            Ok(Trimmed {
+                                records,
+                                bytes,
+                                remaining_bytes: self
+                                    .log
+                                    .topic(&topic)
+                                    .map_or(0, |t| t.read_state().bytes),
+                                more,
+                            })
+                        }
+                    };
+                    let _ = tx.send(result);
                 }
             }
         }
     }
 
-    /// Insert one record (or recognise a retransmission).
+    /// Write a durable group to the topics and cursors.
+    #[allow(clippy::type_complexity)]
     fn apply(
         &mut self,
+        plan: &Plan,
+        trims: &[(String, u64)],
+    ) -> Result<(Vec<TopicAppend>, HashMap<String, (u64, u64)>), StorageError> {
+        let mut stats = Vec::with_capacity(plan.topics.len());
+        let written = (|| -> std::io::Result<HashMap<String, (u64, u64)>> {
+            for (topic, b) in &plan.topics {
+                if b.count == 0 {
+                    continue;
+                }
+                let t = self.log.topic_or_create(topic, &mut self.touched)?;
+                let files = t.append(b, self.log.segment_bytes)?;
+                self.touched.add_files(files);
+                self.touched.add_dir(&t.dir);
+                stats.push(TopicAppend {
+                    topic: topic.clone(),
+                    records: b.count,
+                    last_offset: b.start + b.count - 1,
+                    total_bytes: t.read_state().bytes,
+                });
+            }
+            self.log.set_cursors(&plan.cursors, &plan.released);
+            let mut trimmed: HashMap<String, (u64, u64)> = HashMap::new();
+            for (topic, first) in trims {
+                if let Some(t) = self.log.topic(topic) {
+                    let (records, bytes) = self.log.trim(&t, *first, &mut self.touched)?;
+                    let e = trimmed.entry(topic.clone()).or_default();
+                    e.0 += records;
+                    e.1 += bytes;
+                }
+            }
+            Ok(trimmed)
+        })();
+        match written {
+            Ok(trimmed) => Ok((stats, trimmed)),
+            Err(e) => {
+                // Durable in the journal, not in the topics: recovered from
+                // the journal once the disk lets us.
+                self.broken = true;
+                Err(StorageError::Durability(format!(
+                    "journaled but not written to the topics ({e}); they are recovered from the journal when space is freed"
+                )))
+            }
+        }
+    }
+
+    /// Plan one append (or recognise a retransmission).
+    fn plan_append(
+        &mut self,
+        plan: &mut Plan,
         req: AppendRequest,
         now: u64,
-    ) -> (Result<AppendOutcome, StorageError>, Option<Vec<u8>>) {
+    ) -> Result<AppendOutcome, StorageError> {
         if let Some(dedup) = &req.dedup {
+            if let Some((topic, offset, fp, _)) = plan.dedup.get(&dedup.key) {
+                if *fp == dedup.fingerprint {
+                    return Ok(AppendOutcome::Duplicate {
+                        topic: topic.clone(),
+                        offset: *offset,
+                    });
+                }
+            }
             match self.check_dedup(dedup, now) {
-                Ok(Some(hit)) => return (Ok(hit), None),
+                Ok(Some(hit)) => return Ok(hit),
                 Ok(None) => {}
                 // Not knowing is not a reason to refuse: stored again, at
                 // worst twice.
                 Err(e) => tracing::warn!(error = %e, "cannot check for a retransmission: storing"),
             }
         }
-        let value = match req.record.encode() {
-            Ok(v) => v,
-            Err(e) => return (Err(StorageError::Record(e.to_string())), None),
-        };
-        let (tree, next) = match self.topic(&req.topic) {
-            Ok(t) => t,
-            Err(e) => return (Err(e), None),
-        };
-        let offset = *next;
-        if let Err(e) = tree.insert(offset.to_be_bytes(), value) {
-            return (Err(StorageError::Sled(e.to_string())), None);
-        }
-        *next += 1;
-        let added = req.record.payload.len() as u64;
-        let entry = self.batch_topics.entry(req.topic.clone()).or_default();
-        entry.0 += 1;
-        entry.1 += added;
-        entry.2 = offset;
-        let mut inserted = None;
+        let offset = plan.push(&self.log, &req.topic, &req.record)?;
         if let Some(dedup) = &req.dedup {
             let expires = now.saturating_add(dedup.window.as_millis() as u64);
-            let mut v = Vec::with_capacity(24 + req.topic.len());
-            v.extend_from_slice(&expires.to_be_bytes());
-            v.extend_from_slice(&offset.to_be_bytes());
-            v.extend_from_slice(&dedup.fingerprint.to_be_bytes());
-            v.extend_from_slice(req.topic.as_bytes());
-            let mut by_expiry = expires.to_be_bytes().to_vec();
-            by_expiry.extend_from_slice(&dedup.key);
-            match self
-                .dedup
-                .insert(&dedup.key, v)
-                .and_then(|_| self.dedup_expiry.insert(by_expiry, &[]))
-            {
-                Ok(_) => inserted = Some(dedup.key.clone()),
-                // The record is stored; losing its dedup key only means a
-                // resend would be stored again.
-                Err(e) => tracing::warn!(error = %e, "cannot record retransmission key"),
-            }
+            plan.dedup.insert(
+                dedup.key.clone(),
+                (req.topic.clone(), offset, dedup.fingerprint, expires),
+            );
         }
-        (
-            Ok(AppendOutcome::Stored {
-                topic: req.topic,
-                offset,
-            }),
-            inserted,
-        )
+        Ok(AppendOutcome::Stored {
+            topic: req.topic,
+            offset,
+        })
     }
 
-    /// Remove records of `topic` below `below` (oldest first, bounded).
-    fn apply_trim(&mut self, topic: &str, below: u64) -> Result<Trimmed, StorageError> {
-        let (tree, next) = self.topic(topic)?;
-        let tree = tree.clone();
-        let next = *next;
-        let mut out = Trimmed::default();
-        let mut keys = Vec::new();
-        for item in tree.range(..below.to_be_bytes()).take(TRIM_BATCH + 1) {
-            let (k, v) = item?;
-            if keys.len() == TRIM_BATCH {
-                out.more = true;
-                break;
-            }
-            let size = super::Record::decode(&v)
-                .map(|r| r.payload.len() as u64)
-                .unwrap_or(0);
-            out.bytes += size;
-            keys.push(k);
+    /// Plan records and cursor positions that go together: all of them are
+    /// in one journal entry, so a crash never separates outputs from their
+    /// cursor.
+    fn plan_atomic(
+        &mut self,
+        plan: &mut Plan,
+        write: AtomicWrite,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        if let Some((t, _)) = write
+            .records
+            .iter()
+            .find(|(t, _)| !super::is_valid_topic(t))
+        {
+            return Err(StorageError::InvalidTopic(t.clone()));
         }
-        let meta = self.db.open_tree(META_TREE)?;
-        // Remember the next offset first: an emptied topic must not restart at 0.
-        meta.insert(next_key(topic), &next.to_be_bytes())?;
-        for k in &keys {
-            tree.remove(k)?;
-        }
-        out.records = keys.len() as u64;
-        let remaining = meta
-            .update_and_fetch(bytes_key(topic), |old| {
-                let old = old
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-                Some(old.saturating_sub(out.bytes).to_be_bytes().to_vec())
-            })?
-            .and_then(|v| v.as_ref().try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        out.remaining_bytes = remaining;
-        Ok(out)
-    }
-
-    /// Apply records and cursor positions in one sled transaction: all of
-    /// them or none, so a crash never separates outputs from their cursor.
-    fn apply_atomic(&mut self, write: AtomicWrite) -> Result<Vec<(String, u64)>, StorageError> {
-        let mut topics: Vec<String> = Vec::new();
-        let mut encoded: Vec<(usize, Vec<u8>, u64)> = Vec::with_capacity(write.records.len());
+        let mut out = Vec::with_capacity(write.records.len());
         for (topic, record) in &write.records {
-            let idx = match topics.iter().position(|t| t == topic) {
-                Some(i) => i,
-                None => {
-                    self.topic(topic)?;
-                    topics.push(topic.clone());
-                    topics.len() - 1
-                }
-            };
-            let value = record
-                .encode()
-                .map_err(|e| StorageError::Record(e.to_string()))?;
-            encoded.push((idx, value, record.payload.len() as u64));
-        }
-        let mut trees: Vec<sled::Tree> = Vec::with_capacity(topics.len() + 1);
-        let mut starts: Vec<u64> = Vec::with_capacity(topics.len());
-        for t in &topics {
-            let (tree, next) = self.topic(t)?;
-            trees.push(tree.clone());
-            starts.push(*next);
-        }
-        trees.push(self.db.open_tree(CURSOR_TREE)?);
-        let cursor_idx = topics.len();
-        let result = trees.as_slice().transaction(|txs| {
-            let mut next = starts.clone();
-            let mut assigned = Vec::with_capacity(encoded.len());
-            for (idx, value, _) in &encoded {
-                let (Some(tx), Some(n)) = (txs.get(*idx), next.get_mut(*idx)) else {
-                    continue;
-                };
-                tx.insert(&n.to_be_bytes(), value.as_slice())?;
-                assigned.push((*idx, *n));
-                *n += 1;
-            }
-            if let Some(tx) = txs.get(cursor_idx) {
-                for (key, offset) in &write.cursors {
-                    tx.insert(key.as_slice(), &offset.to_be_bytes())?;
-                }
-                for key in &write.released {
-                    tx.remove(key.as_slice())?;
-                }
-            }
-            Ok(assigned)
-        });
-        let assigned: Vec<(usize, u64)> =
-            result.map_err(|e: sled::transaction::TransactionError<()>| {
-                StorageError::Sled(format!("atomic write failed: {e:?}"))
-            })?;
-        let mut out = Vec::with_capacity(assigned.len());
-        for ((idx, offset), (_, _, bytes)) in assigned.into_iter().zip(&encoded) {
-            let Some(topic) = topics.get(idx) else {
-                continue;
-            };
-            if let Some((_, next)) = self.next.get_mut(topic) {
-                *next = (*next).max(offset + 1);
-            }
-            let entry = self.batch_topics.entry(topic.clone()).or_default();
-            entry.0 += 1;
-            entry.1 += bytes;
-            entry.2 = offset;
+            let offset = plan.push(&self.log, topic, record)?;
             out.push((topic.clone(), offset));
         }
+        plan.cursors.extend(write.cursors);
+        plan.released.extend(write.released);
         Ok(out)
+    }
+
+    /// Store a retransmission key (after its record is durable).
+    fn remember_key(&mut self, key: &[u8], topic: &str, offset: u64, fp: u64, expires: u64) {
+        let mut v = Vec::with_capacity(24 + topic.len());
+        v.extend_from_slice(&expires.to_be_bytes());
+        v.extend_from_slice(&offset.to_be_bytes());
+        v.extend_from_slice(&fp.to_be_bytes());
+        v.extend_from_slice(topic.as_bytes());
+        let mut by_expiry = expires.to_be_bytes().to_vec();
+        by_expiry.extend_from_slice(key);
+        if let Err(e) = self
+            .dedup
+            .insert(key, v)
+            .and_then(|_| self.dedup_expiry.insert(by_expiry, &[]))
+        {
+            // The record is stored; losing its dedup key only means a
+            // resend would be stored again.
+            tracing::warn!(error = %e, "cannot record retransmission key");
+        }
     }
 
     fn check_dedup(
@@ -579,12 +668,17 @@ impl Committer {
         }
         let topic = String::from_utf8_lossy(v.get(24..).unwrap_or(&[])).into_owned();
         // The key may have reached the disk without its record (the dedup
-        // database is written on its own schedule): only a record that is
-        // really there, with the same content, makes a duplicate.
-        let (tree, _) = self.topic(&topic)?;
-        let stored = tree
-            .get(offset.to_be_bytes())?
-            .and_then(|b| super::Record::decode(&b).ok())
+        // database is written on its own schedule), or the record may have
+        // expired since: only a record that is really there, with the same
+        // content, makes a duplicate.
+        let stored = self
+            .log
+            .topic(&topic)
+            .map(|t| t.read(offset, 1))
+            .transpose()?
+            .and_then(|found| found.into_iter().next())
+            .filter(|(o, _)| *o == offset)
+            .and_then(|(_, raw)| raw.decode().ok())
             .is_some_and(|r| super::fingerprint(&r.payload) == fp);
         if !stored {
             return Ok(None);
@@ -592,126 +686,59 @@ impl Committer {
         Ok(Some(AppendOutcome::Duplicate { topic, offset }))
     }
 
-    fn topic(&mut self, name: &str) -> Result<(&sled::Tree, &mut u64), StorageError> {
-        if !self.next.contains_key(name) {
-            let tree = super::open_topic_tree(&self.db, name)?;
-            let remembered = self
-                .db
-                .open_tree(META_TREE)?
-                .get(next_key(name))?
-                .and_then(|v| v.as_ref().try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            let next = super::last_offset(&tree)?
-                .map(|o| o + 1)
-                .unwrap_or(0)
-                .max(remembered);
-            self.next.insert(name.to_string(), (tree, next));
+    /// Start a checkpoint when the journal generation is big or old
+    /// enough and none is under way.
+    fn maybe_checkpoint(&mut self) {
+        if self.checkpointer.busy() || self.broken {
+            return;
         }
-        match self.next.get_mut(name) {
-            Some((tree, next)) => Ok((&*tree, next)),
-            None => Err(StorageError::Sled("topic vanished".into())),
+        let due = self.wal.len >= CHECKPOINT_BYTES
+            || (self.wal.len > 0 && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
+        if !due {
+            return;
         }
-    }
-
-    /// Add the batch's payload bytes to each topic's stored total (written in
-    /// the same flush as the records).
-    fn record_topic_bytes(&mut self) -> Vec<TopicAppend> {
-        let mut out = Vec::with_capacity(self.batch_topics.len());
-        let meta = match self.db.open_tree(META_TREE) {
-            Ok(t) => t,
+        match self.checkpoint_job(self.durability == Durability::Fsync) {
+            Ok(job) => self.checkpointer.submit(job),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open the meta tree");
-                self.batch_topics.clear();
-                return out;
+                tracing::warn!(error = %e, "cannot start a journal generation; checkpoint postponed")
             }
-        };
-        for (topic, (records, bytes, last)) in self.batch_topics.drain() {
-            let key = bytes_key(&topic);
-            let total = meta
-                .update_and_fetch(&key, |old| {
-                    let old = old
-                        .and_then(|b| b.try_into().ok())
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0);
-                    Some(old.saturating_add(bytes).to_be_bytes().to_vec())
-                })
-                .ok()
-                .flatten()
-                .and_then(|v| v.as_ref().try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            out.push(TopicAppend {
-                topic,
-                records,
-                last_offset: last,
-                total_bytes: total,
-            });
         }
-        out
     }
 
-    /// Make everything inserted so far durable, per the configured level.
-    fn make_durable(&mut self) -> Result<(), std::io::Error> {
-        match self.durability {
-            Durability::None => Ok(()),
-            Durability::Flush => self.db.flush().map(|_| ()).map_err(sled_io),
-            Durability::Fsync => {
-                self.db.flush().map_err(sled_io)?;
-                if let Some(f) = &self.log_file {
-                    f.sync_data()?;
+    /// Start a new journal generation and describe the checkpoint at its
+    /// start.
+    fn checkpoint_job(&mut self, sync: bool) -> std::io::Result<Job> {
+        let wal = Wal::create(self.wal.dir(), self.wal.seq + 1, sync)?;
+        let old = std::mem::replace(&mut self.wal, wal);
+        if self.durability == Durability::Fsync {
+            // Already synced entry by entry; nothing more to do.
+            drop(old);
+        }
+        self.last_checkpoint = Instant::now();
+        let touched = std::mem::take(&mut self.touched);
+        let kv = self.kv.clone();
+        let kv_file = self.kv_file.as_ref().and_then(|f| f.try_clone().ok());
+        Ok(Job {
+            checkpoint: self.log.mark(self.wal.seq),
+            files: touched.files,
+            dirs: touched.dirs,
+            sync,
+            before_write: Some(Box::new(move || {
+                kv.flush().map_err(sled_io)?;
+                if sync {
+                    if let Some(f) = kv_file {
+                        f.sync_data()?;
+                    }
                 }
-                self.sync_new_blobs()
-            }
-        }
+                Ok(())
+            })),
+        })
     }
 
-    /// fdatasync blob files sled wrote since the last batch (sled never syncs
-    /// them), then the blob directory so their names are durable too.
-    fn sync_new_blobs(&mut self) -> Result<(), std::io::Error> {
-        let dir = self.dir.join("blobs");
-        // A stat is cheaper than a listing: only list when the directory
-        // changed (a blob was added or removed) since the last look.
-        let modified = match std::fs::metadata(&dir).and_then(|m| m.modified()) {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(_) => None,
-        };
-        // Timestamps are only as fine as the kernel's clock tick: trust an
-        // unchanged mtime only once it is well in the past, so a blob added
-        // in the same tick as the last listing is still found.
-        let settled = modified
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(1));
-        if settled && modified == self.blobs_seen {
-            return Ok(());
-        }
-        self.blobs_seen = modified;
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut highest = self.synced_blob;
-        for entry in entries {
-            let entry = entry?;
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if id > self.synced_blob {
-                File::open(entry.path())?.sync_data()?;
-                highest = highest.max(id);
-            }
-        }
-        if highest > self.synced_blob {
-            File::open(&dir)?.sync_all()?;
-            self.synced_blob = highest;
-        }
-        Ok(())
+    /// Take a checkpoint on this thread (at open and close).
+    pub fn checkpoint_now(&mut self, sync: bool) -> std::io::Result<()> {
+        let job = self.checkpoint_job(sync)?;
+        checkpoint::run(&self.dir, &self.log.wal_dir(), job)
     }
 
     /// Remove expired retransmission keys, oldest first, for at most

@@ -4,15 +4,13 @@
 //!
 //! A tree `N` is the sled tree `kv/N`. A batch applied with
 //! [`Store::kv_apply`] is atomic (all of it or none of it survives a crash)
-//! and becomes durable with the next group commit's flush, or at once with
-//! [`Store::kv_flush`]. Readers that keep their own position inside the tree
+//! and becomes durable within sled's flush interval (half a second), at the
+//! next checkpoint, or at once with [`Store::kv_flush`]. Readers that keep their own position inside the tree
 //! (a cursor key written in the same batch as the state it produced) stay
 //! consistent across crashes: after a crash they replay from that position.
 
-use super::{committer, key_offset, StorageError, Store};
-
-/// Prefix of key-value trees, apart from topics (`t/`).
-const KV_PREFIX: &str = "kv/";
+use super::import::KV_TREE_PREFIX as KV_PREFIX;
+use super::{StorageError, Store};
 
 /// Key-value pairs, in key order.
 pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -82,7 +80,7 @@ impl Store {
     }
 
     /// Make every key-value change so far durable now (a sled flush; the
-    /// committer's `fdatasync` follows at its next group commit).
+    /// checkpointer's `fdatasync` follows at the next checkpoint).
     pub fn kv_flush(&self) -> Result<(), StorageError> {
         self.inner.db.flush()?;
         Ok(())
@@ -91,30 +89,19 @@ impl Store {
     /// Names of the topics starting with `prefix` (cheaper than
     /// [`Store::topics`]: no offsets or sizes).
     pub fn topic_names(&self, prefix: &str) -> Vec<String> {
-        let full = format!("{}{prefix}", super::TOPIC_PREFIX);
-        let mut out: Vec<String> = self
-            .inner
-            .db
-            .tree_names()
-            .into_iter()
-            .filter_map(|n| {
-                n.strip_prefix(full.as_bytes())
-                    .map(|_| String::from_utf8_lossy(&n[super::TOPIC_PREFIX.len()..]).into_owned())
-            })
-            .collect();
-        out.sort();
-        out
+        self.inner
+            .log
+            .topics()
+            .iter()
+            .filter(|t| t.name.starts_with(prefix))
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     /// A durable cursor's next offset, or `None` when it was never set
     /// (unlike [`Store::cursor`], which reads an unset cursor as 0).
     pub fn cursor_if_set(&self, key: &[u8]) -> Result<Option<u64>, StorageError> {
-        Ok(self
-            .inner
-            .db
-            .open_tree(committer::CURSOR_TREE)?
-            .get(key)?
-            .and_then(|v| key_offset(&v)))
+        Ok(self.inner.log.cursor(key))
     }
 }
 
@@ -133,6 +120,7 @@ mod tests {
                 min_free: 0,
                 commit_timeout: std::time::Duration::from_secs(10),
                 observer: None,
+                segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,
             },
         )
         .expect("open")

@@ -1,13 +1,18 @@
-//! The message store: durable topics on one sled `Db`.
+//! The message store: durable topics, cursors and key-value trees.
 //!
 //! Everything above this module talks to storage through [`Store`]: append
 //! with a durable acknowledgement, read from an offset, list topics, wait for
-//! commits. Nothing else reaches into sled, so that a later medbus can put a
-//! distributed log behind the same interface.
+//! commits. Nothing else reaches into the files, so that a later medbus can
+//! put a distributed log behind the same interface.
 //!
-//! On disk: topic `T` is the sled tree `t/T`; a key is the record's offset as
-//! a big-endian u64 (so trees iterate in offset order); a value is a
-//! [`Record`] envelope. Writes go through the single [`committer`] thread.
+//! On disk: each topic is a directory of append-only segment files
+//! ([`segment`], [`topic`]) holding [`Record`] envelopes; every group commit
+//! is one entry of a write-ahead journal ([`wal`]), synced once, and a
+//! [`checkpoint`] every few seconds lets the journal behind it go. Cursors
+//! live in the journal and the checkpoint too ([`log`]). sled keeps only the
+//! key-value trees ([`kv`]). Writes go through the single [`committer`]
+//! thread. A data directory written by a medbus that kept topics in sled
+//! trees is moved over at its first open ([`import`]).
 //!
 //! Retransmission keys live in a second sled database in the subdirectory
 //! [`DEDUP_DIR`]. They are keyed by control id, so they are written all over
@@ -19,9 +24,15 @@
 //! removed in order, and its size follows the live data.
 
 pub mod backup;
+pub(crate) mod checkpoint;
 pub mod committer;
+pub(crate) mod import;
 pub mod kv;
+pub(crate) mod log;
 pub mod record;
+pub(crate) mod segment;
+pub(crate) mod topic;
+pub(crate) mod wal;
 
 pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend, Trimmed, TRIM_BATCH};
 pub use kv::KvOp;
@@ -35,8 +46,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
-/// Prefix of topic trees.
-const TOPIC_PREFIX: &str = "t/";
+/// Size at which a topic starts a new segment file, unless configured
+/// (`storage.segment_size`): small enough that the partly expired oldest
+/// segment adds little to a topic's live data, large enough to keep files
+/// few.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
 /// Subdirectory of the data directory holding the retransmission keys'
 /// sled database.
 pub const DEDUP_DIR: &str = "dedup";
@@ -70,6 +84,9 @@ pub enum StorageError {
         /// `storage.min_free`.
         reserve: u64,
     },
+    /// Reading or writing the topics' files failed.
+    #[error("storage I/O error: {0}")]
+    Io(String),
     /// The commit did not finish in time (the disk or sled is stuck).
     #[error("storage did not answer within {0:?}")]
     Timeout(Duration),
@@ -185,6 +202,8 @@ pub struct StoreOptions {
     pub commit_timeout: Duration,
     /// Called after each group commit.
     pub observer: Option<CommitObserver>,
+    /// Size at which a topic starts a new segment file.
+    pub segment_bytes: u64,
 }
 
 /// Handle to the message store; cheap to clone.
@@ -194,6 +213,7 @@ pub struct Store {
 }
 
 struct Inner {
+    log: Arc<log::Log>,
     db: sled::Db,
     dedup: sled::Db,
     dir: PathBuf,
@@ -208,19 +228,10 @@ pub fn is_valid_topic(name: &str) -> bool {
     medbus_config::validate::is_valid_topic(name)
 }
 
-pub(crate) fn open_topic_tree(db: &sled::Db, name: &str) -> Result<sled::Tree, StorageError> {
-    if !is_valid_topic(name) {
-        return Err(StorageError::InvalidTopic(name.to_string()));
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(e.to_string())
     }
-    Ok(db.open_tree(format!("{TOPIC_PREFIX}{name}"))?)
-}
-
-pub(crate) fn last_offset(tree: &sled::Tree) -> Result<Option<u64>, StorageError> {
-    Ok(tree.last()?.and_then(|(k, _)| key_offset(&k)))
-}
-
-fn key_offset(k: &[u8]) -> Option<u64> {
-    k.try_into().ok().map(u64::from_be_bytes)
 }
 
 impl Store {
@@ -242,18 +253,31 @@ impl Store {
                 other => StorageError::from(other),
             })?;
         let dedup = open_dedup(&db, dir)?;
-        // Make the directory entries of sled's files durable once.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+        let segment_bytes = options
+            .segment_bytes
+            .clamp(64 << 10, segment::MAX_SEGMENT_BYTES);
+        let (log, seq, mut touched) = log::Log::open(dir, segment_bytes)?;
+        let log = Arc::new(log);
+        let migrated = migrate_sled_topics(&db, &log)?;
+        if let Some(t) = &migrated {
+            touched.add_files(t.files.clone());
+            for d in &t.dirs {
+                touched.add_dir(d);
+            }
         }
-        let log_file = std::fs::OpenOptions::new()
+        let kv_file = std::fs::OpenOptions::new()
             .read(true)
             .open(dir.join("db"))
             .ok();
         let (tx, rx) = mpsc::channel();
         let (committed_tx, committed_rx) = watch::channel(0);
-        let committer = committer::Committer {
-            db: db.clone(),
+        let wal_dir = log.wal_dir();
+        let mut committer = committer::Committer {
+            log: log.clone(),
+            wal: wal::Wal::create(&wal_dir, seq, true)?,
+            checkpointer: checkpoint::Checkpointer::start(dir.to_path_buf(), wal_dir)?,
+            kv: db.clone(),
+            kv_file,
             dedup: dedup.open_tree(committer::DEDUP_TREE)?,
             dedup_expiry: dedup.open_tree(committer::DEDUP_EXPIRY_TREE)?,
             dir: dir.to_path_buf(),
@@ -262,20 +286,26 @@ impl Store {
             ops: rx,
             committed: committed_tx,
             observer: options.observer,
-            batch_topics: Default::default(),
-            next: Default::default(),
-            log_file,
-            synced_blob: 0,
             min_free: options.min_free,
             last_failed: false,
-            blobs_seen: None,
+            touched,
+            last_checkpoint: std::time::Instant::now(),
+            entry: Default::default(),
+            broken: false,
         };
+        // What recovery replayed (or the migration wrote) is made durable
+        // before anything new is accepted.
+        committer.checkpoint_now(true)?;
+        if migrated.is_some() {
+            drop_sled_topics(&db)?;
+        }
         let thread = std::thread::Builder::new()
             .name("medbus-committer".into())
             .spawn(move || committer.run())
-            .map_err(|e| StorageError::Sled(format!("cannot start committer: {e}")))?;
+            .map_err(|e| StorageError::Io(format!("cannot start committer: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
+                log,
                 db,
                 dedup,
                 dir: dir.to_path_buf(),
@@ -377,42 +407,35 @@ impl Store {
 
     /// Every durable cursor: (key `kind/name/topic`, next offset).
     pub fn cursors(&self) -> Result<Vec<(String, u64)>, StorageError> {
-        let mut out = Vec::new();
-        for item in self.inner.db.open_tree(committer::CURSOR_TREE)?.iter() {
-            let (k, v) = item?;
-            let offset = v
-                .as_ref()
-                .try_into()
-                .ok()
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            out.push((String::from_utf8_lossy(&k).into_owned(), offset));
-        }
-        Ok(out)
+        Ok(self
+            .inner
+            .log
+            .cursors()
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect())
     }
 
     /// A durable cursor's next offset (0 when never set).
     pub fn cursor(&self, key: &[u8]) -> Result<u64, StorageError> {
-        Ok(self
-            .inner
-            .db
-            .open_tree(committer::CURSOR_TREE)?
-            .get(key)?
-            .and_then(|v| v.as_ref().try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        Ok(self.inner.log.cursor(key).unwrap_or(0))
     }
 
     /// The oldest offset of `topic`, if it has records.
     pub fn first_offset(&self, topic: &str) -> Result<Option<u64>, StorageError> {
-        Ok(open_topic_tree(&self.inner.db, topic)?
-            .first()?
-            .and_then(|(k, _)| key_offset(&k)))
+        Ok(self.info(topic)?.and_then(|i| i.first))
     }
 
     /// The newest offset of `topic`, if it has records.
     pub fn last_offset(&self, topic: &str) -> Result<Option<u64>, StorageError> {
-        last_offset(&open_topic_tree(&self.inner.db, topic)?)
+        Ok(self.info(topic)?.and_then(|i| i.last))
+    }
+
+    fn info(&self, topic: &str) -> Result<Option<TopicInfo>, StorageError> {
+        if !is_valid_topic(topic) {
+            return Err(StorageError::InvalidTopic(topic.to_string()));
+        }
+        Ok(self.inner.log.topic(topic).map(|t| topic_info(&t)))
     }
 
     /// Up to `max` records of `topic` from offset `from` on.
@@ -433,60 +456,33 @@ impl Store {
     }
 
     /// Up to `max` records of `topic` from offset `from` on, as stored
-    /// (not decoded: for sending on as they are).
+    /// (not decoded: for sending on as they are). Fewer than `max` may come
+    /// back while more exist (a read stops after a few MiB): read until
+    /// empty.
     pub fn read_raw(
         &self,
         topic: &str,
         from: u64,
         max: usize,
     ) -> Result<Vec<(u64, RawRecord)>, StorageError> {
-        let tree = open_topic_tree(&self.inner.db, topic)?;
-        let mut out = Vec::new();
-        for item in tree.range(from.to_be_bytes()..).take(max) {
-            let (k, v) = item?;
-            let Some(offset) = key_offset(&k) else {
-                continue;
-            };
-            let record = RawRecord::new(v)
-                .map_err(|e| StorageError::Record(format!("{topic}@{offset}: {e}")))?;
-            out.push((offset, record));
+        if !is_valid_topic(topic) {
+            return Err(StorageError::InvalidTopic(topic.to_string()));
         }
-        Ok(out)
+        match self.inner.log.topic(topic) {
+            Some(t) if max > 0 => t.read(from, max),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// Every topic with its offsets.
     pub fn topics(&self) -> Result<Vec<TopicInfo>, StorageError> {
-        let mut out = Vec::new();
-        for name in self.inner.db.tree_names() {
-            let Some(topic) = name.strip_prefix(TOPIC_PREFIX.as_bytes()) else {
-                continue;
-            };
-            let topic = String::from_utf8_lossy(topic).into_owned();
-            let tree = self.inner.db.open_tree(&name)?;
-            let first = tree.first()?.and_then(|(k, _)| key_offset(&k));
-            let last = last_offset(&tree)?;
-            let count = match (first, last) {
-                (Some(f), Some(l)) => l - f + 1,
-                _ => 0,
-            };
-            let bytes = self
-                .inner
-                .db
-                .open_tree(committer::META_TREE)?
-                .get(committer::bytes_key(&topic))?
-                .and_then(|v| v.as_ref().try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            out.push(TopicInfo {
-                name: topic,
-                first,
-                last,
-                count,
-                bytes,
-            });
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(self
+            .inner
+            .log
+            .topics()
+            .iter()
+            .map(|t| topic_info(t))
+            .collect())
     }
 
     /// A receiver that changes after every group commit (wake-on-commit for
@@ -495,9 +491,12 @@ impl Store {
         self.inner.committed.clone()
     }
 
-    /// Bytes sled uses on disk (both databases).
+    /// Bytes the store uses on disk: topics, journal and both sled
+    /// databases.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(self.inner.db.size_on_disk()? + self.inner.dedup.size_on_disk()?)
+        Ok(self.inner.log.disk_bytes()
+            + self.inner.db.size_on_disk()?
+            + self.inner.dedup.size_on_disk()?)
     }
 
     /// Stop accepting appends, let the committer finish what is queued and
@@ -514,6 +513,76 @@ impl Store {
             tracing::warn!(error = %e, "cannot flush the retransmission keys");
         }
     }
+}
+
+/// A topic's summary.
+fn topic_info(t: &topic::TopicLog) -> TopicInfo {
+    let st = t.read_state();
+    let mut count = 0u64;
+    let mut first = None;
+    for s in &st.segments {
+        let lo = s.base.max(st.first);
+        if s.end() > lo {
+            first.get_or_insert(lo);
+            count += s.end() - lo;
+        }
+    }
+    TopicInfo {
+        name: t.name.clone(),
+        first,
+        last: first.map(|_| st.next - 1),
+        count,
+        bytes: st.bytes,
+    }
+}
+
+/// Move the topics of a data directory written by an older medbus (sled
+/// trees `t/T`, with `cursors` and `meta`) into the log. `None` when there
+/// were none.
+fn migrate_sled_topics(
+    db: &sled::Db,
+    log: &log::Log,
+) -> Result<Option<log::Touched>, StorageError> {
+    let names: Vec<sled::IVec> = db
+        .tree_names()
+        .into_iter()
+        .filter(|n| {
+            n.starts_with(import::TOPIC_TREE_PREFIX.as_bytes())
+                || n.as_ref() == import::CURSOR_TREE.as_bytes()
+                || n.as_ref() == import::META_TREE.as_bytes()
+        })
+        .collect();
+    if !names
+        .iter()
+        .any(|n| n.starts_with(import::TOPIC_TREE_PREFIX.as_bytes()))
+    {
+        return Ok(None);
+    }
+    tracing::info!(dir = %log.dir().display(), "moving topics from sled trees into segment files");
+    let mut import = import::Importer::new(log, None);
+    for name in &names {
+        import.tree(name)?;
+        for item in db.open_tree(name)?.iter() {
+            let (k, v) = item?;
+            import.entry(&k, &v)?;
+        }
+    }
+    Ok(Some(import.finish()?))
+}
+
+/// Drop the sled trees [`migrate_sled_topics`] moved (once the log holding
+/// them is durable).
+fn drop_sled_topics(db: &sled::Db) -> Result<(), StorageError> {
+    for name in db.tree_names() {
+        if name.starts_with(import::TOPIC_TREE_PREFIX.as_bytes())
+            || name.as_ref() == import::CURSOR_TREE.as_bytes()
+            || name.as_ref() == import::META_TREE.as_bytes()
+        {
+            db.drop_tree(&name)?;
+        }
+    }
+    db.flush()?;
+    Ok(())
 }
 
 /// Open the retransmission keys' database in `dir/dedup`, moving the keys

@@ -67,9 +67,16 @@ impl Record {
     /// Encode as a versioned envelope.
     pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
         let mut out = Vec::with_capacity(self.payload.len() + 256);
-        out.push(RECORD_VERSION);
-        bincode::encode_into_std_write(self, &mut out, config())?;
+        self.encode_into(&mut out)?;
         Ok(out)
+    }
+
+    /// Append the versioned envelope to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        out.reserve(self.payload.len() + 256);
+        out.push(RECORD_VERSION);
+        bincode::encode_into_std_write(self, out, config())?;
+        Ok(())
     }
 
     /// Decode a versioned envelope, refusing anything over the size limit.
@@ -85,13 +92,13 @@ impl Record {
 
 /// A stored record as it is on disk, not decoded: what a subscriber's
 /// delivery is sent from ([`AsRef`] gives the bincode body, which is the
-/// protocol's `Record` layout). Cheap to clone (shares the stored bytes).
+/// protocol's `Record` layout). Cheap to clone (shares the bytes read).
 #[derive(Debug, Clone)]
-pub struct RawRecord(sled::IVec);
+pub struct RawRecord(bytes::Bytes);
 
 impl RawRecord {
     /// Wrap a stored value, checking its version byte.
-    pub(crate) fn new(value: sled::IVec) -> Result<RawRecord, RecordError> {
+    pub(crate) fn new(value: bytes::Bytes) -> Result<RawRecord, RecordError> {
         match value.first() {
             None => Err(RecordError::Empty),
             Some(&RECORD_VERSION) => Ok(RawRecord(value)),
@@ -102,6 +109,11 @@ impl RawRecord {
     /// Decode it.
     pub fn decode(&self) -> Result<Record, RecordError> {
         Record::decode(&self.0)
+    }
+
+    /// The envelope as stored (version byte included).
+    pub(crate) fn stored(&self) -> &[u8] {
+        &self.0
     }
 }
 

@@ -21,6 +21,7 @@ fn open(dir: &Path) -> Store {
             min_free: 0,
             commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
+            segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,
         },
     )
     .expect("open")
@@ -182,6 +183,7 @@ fn second_open_of_a_data_dir_is_refused() {
             min_free: 0,
             commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
+            segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,
         },
     ) {
         Err(StorageError::Locked(_)) => {}
@@ -299,4 +301,220 @@ fn keys_of_an_older_data_directory_are_moved_to_their_own_database() {
     assert!(!db_trees
         .iter()
         .any(|n| n.as_ref() == committer::DEDUP_TREE.as_bytes()));
+}
+
+fn open_with_segments(dir: &Path, segment_bytes: u64) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            durability: Durability::Fsync,
+            max_batch: 64,
+            cache_bytes: 16 << 20,
+            min_free: 0,
+            commit_timeout: std::time::Duration::from_secs(30),
+            observer: None,
+            segment_bytes,
+        },
+    )
+    .expect("open")
+}
+
+fn segment_files(dir: &Path, topic: &str) -> usize {
+    std::fs::read_dir(dir.join(log::TOPICS_DIR).join(topic))
+        .expect("topic dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        })
+        .count()
+}
+
+fn append_n(store: &Store, topic: &str, n: usize, size: usize) {
+    for i in 0..n {
+        block(store.append(AppendRequest {
+            topic: topic.into(),
+            record: rec(&vec![b'a' + (i % 26) as u8; size]),
+            dedup: None,
+        }))
+        .expect("append");
+    }
+}
+
+#[test]
+fn segments_roll_and_retention_deletes_whole_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open_with_segments(dir.path(), 64 << 10);
+    append_n(&store, "t", 300, 1000);
+    let before = segment_files(dir.path(), "t");
+    assert!(before >= 4, "300 KB in 64 KiB segments: {before} files");
+    let trimmed = block(store.trim("t", 200)).expect("trim");
+    assert_eq!(trimmed.records, 200);
+    assert_eq!(trimmed.bytes, 200_000);
+    assert_eq!(trimmed.remaining_bytes, 100_000);
+    let after = segment_files(dir.path(), "t");
+    assert!(
+        after < before,
+        "whole expired segments deleted: {before} -> {after}"
+    );
+    let got = store.read("t", 0, 1000).expect("read");
+    assert_eq!(got.first().map(|(o, _)| *o), Some(200));
+    assert_eq!(got.len(), 100);
+    assert_eq!(got[0].1.payload, vec![b'a' + (200 % 26) as u8; 1000]);
+    store.close();
+    drop(store);
+    let store = open_with_segments(dir.path(), 64 << 10);
+    let info = store.topics().expect("topics");
+    assert_eq!(info[0].first, Some(200));
+    assert_eq!(info[0].last, Some(299));
+    assert_eq!(info[0].count, 100);
+    assert_eq!(info[0].bytes, 100_000);
+    // Trimming everything keeps the offsets going.
+    block(store.trim("t", 300)).expect("trim all");
+    append_n(&store, "t", 1, 10);
+    assert_eq!(store.first_offset("t").expect("first"), Some(300));
+}
+
+/// A crash after a group's journal entry became durable but before it
+/// reached the segments (and with a torn entry after it): the reopened store
+/// has the durable group, cursor included, and nothing of the torn one.
+#[test]
+fn the_journal_is_replayed_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let store = open(dir.path());
+        append_n(&store, "t", 3, 10);
+        store.close();
+    }
+    let cp = checkpoint::read(dir.path())
+        .expect("read")
+        .expect("checkpoint");
+    let wal_dir = dir.path().join(log::WAL_DIR);
+    let mut wal = wal::Wal::create(&wal_dir, cp.wal_seq + 1, true).expect("wal");
+    let mut batch = topic::TopicBatch::default();
+    for (i, payload) in [b"x", b"y"].iter().enumerate() {
+        let r = rec(*payload);
+        batch
+            .push_with(3 + i as u64, 1, |out| r.encode_into(out))
+            .expect("frame");
+    }
+    let mut entry = wal::EntryBuf::default();
+    entry.clear();
+    entry.push(&wal::WalOp::Frames {
+        topic: "t",
+        frames: &batch.frames,
+    });
+    entry.push(&wal::WalOp::Cursor {
+        key: b"route/r/t",
+        offset: 5,
+    });
+    wal.append(&mut entry, true).expect("entry");
+    // Half a frame past the segment's end, as a crash mid-write leaves it.
+    let seg = dir
+        .path()
+        .join(log::TOPICS_DIR)
+        .join("t")
+        .join(segment::data_name(0));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("segment");
+    std::io::Write::write_all(&mut f, &batch.frames[..7]).expect("torn");
+    // A torn journal entry after the sound one.
+    let mut torn = wal::EntryBuf::default();
+    torn.clear();
+    torn.push(&wal::WalOp::Cursor {
+        key: b"route/r/t",
+        offset: 99,
+    });
+    let mut bytes = Vec::new();
+    {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut w = wal::Wal::create(tmp.path(), 1, false).expect("wal");
+        w.append(&mut torn, false).expect("entry");
+        bytes.extend(std::fs::read(wal::path(tmp.path(), 1)).expect("bytes"));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(wal::path(&wal_dir, cp.wal_seq + 1))
+        .expect("wal file");
+    std::io::Write::write_all(&mut f, &bytes[..bytes.len() - 1]).expect("torn entry");
+    drop(wal);
+
+    let store = open(dir.path());
+    let got = store.read("t", 0, 10).expect("read");
+    let payloads: Vec<Vec<u8>> = got.iter().map(|(_, r)| r.payload.clone()).collect();
+    assert_eq!(got.len(), 5);
+    assert_eq!(payloads[3], b"x".to_vec());
+    assert_eq!(payloads[4], b"y".to_vec());
+    assert_eq!(store.cursor(b"route/r/t").expect("cursor"), 5);
+    // Offsets go on after the replayed ones.
+    let next = block(store.append(AppendRequest {
+        topic: "t".into(),
+        record: rec(b"z"),
+        dedup: None,
+    }))
+    .expect("append");
+    assert_eq!(
+        next,
+        AppendOutcome::Stored {
+            topic: "t".into(),
+            offset: 5
+        }
+    );
+}
+
+/// A data directory of a medbus that kept topics in sled trees is moved
+/// into segment files at its first open.
+#[test]
+fn topics_kept_in_sled_trees_are_moved_over() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let db = sled::open(dir.path()).expect("sled");
+        let t = db.open_tree("t/old").expect("tree");
+        for i in 5..8u64 {
+            t.insert(i.to_be_bytes(), rec(&[i as u8]).encode().expect("encode"))
+                .expect("insert");
+        }
+        db.open_tree("cursors")
+            .expect("cursors")
+            .insert("route/r/old", &7u64.to_be_bytes())
+            .expect("cursor");
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("next/gone", &42u64.to_be_bytes())
+            .expect("meta");
+        db.open_tree("t/gone").expect("empty topic");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    let got = store.read("old", 0, 10).expect("read");
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
+    assert_eq!(got[2].1.payload, vec![7]);
+    assert_eq!(store.cursor(b"route/r/old").expect("cursor"), 7);
+    let out = block(store.append(AppendRequest {
+        topic: "gone".into(),
+        record: rec(b"n"),
+        dedup: None,
+    }))
+    .expect("append");
+    assert_eq!(
+        out,
+        AppendOutcome::Stored {
+            topic: "gone".into(),
+            offset: 42
+        }
+    );
+    assert!(!store
+        .inner
+        .db
+        .tree_names()
+        .iter()
+        .any(|n| n.starts_with(b"t/")));
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.read("old", 0, 10).expect("read").len(), 3);
 }

@@ -1,0 +1,352 @@
+//! A topic's records on disk: append-only segment files.
+//!
+//! sled copied a tree node on every insert and, under steady ingest plus
+//! retention, never gave back the space of removed records fast enough to
+//! keep the disk near the live data (BENCHMARKS.md). A topic is therefore a
+//! directory of segments, written strictly at the end, and retention deletes
+//! whole files: disk use is the live data plus at most one partly expired
+//! segment.
+//!
+//! Layout, in `<data>/topics/<topic>/`: `<base>.seg` (base = the first
+//! offset, 20 digits) holds frames `[u32 value length][u32 crc32][u64
+//! offset][u32 payload length][value]` (big-endian; the CRC covers offset,
+//! payload length and value; the value is the record envelope, see
+//! [`super::record`]); `<base>.idx` holds per record `[u32 position][u32
+//! payload length]`, so a read finds any offset with one small `pread`.
+//! Offsets in a segment are contiguous from its base. Segments are written
+//! without syncing: the write-ahead journal ([`super::wal`]) is what makes a
+//! record durable, and a checkpoint syncs the segments before the journal
+//! behind it is dropped.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes before a frame's value.
+pub(crate) const FRAME_HEADER: usize = 20;
+/// Bytes of one index entry.
+pub(crate) const INDEX_ENTRY: usize = 8;
+/// A segment's data file never grows past this (index positions are u32).
+pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+
+/// The CRC of a frame: over its offset, payload length and value.
+pub(crate) fn frame_crc(offset: u64, payload_len: u32, value: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&offset.to_be_bytes());
+    h.update(&payload_len.to_be_bytes());
+    h.update(value);
+    h.finalize()
+}
+
+/// Append one frame at `offset` to `out`, its value written by `write`.
+pub(crate) fn put_frame_with<E>(
+    out: &mut Vec<u8>,
+    offset: u64,
+    payload_len: u32,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER]);
+    write(out)?;
+    let value_len = (out.len() - start - FRAME_HEADER) as u32;
+    let crc = frame_crc(
+        offset,
+        payload_len,
+        out.get(start + FRAME_HEADER..).unwrap_or_default(),
+    );
+    if let Some(h) = out.get_mut(start..start + FRAME_HEADER) {
+        h[0..4].copy_from_slice(&value_len.to_be_bytes());
+        h[4..8].copy_from_slice(&crc.to_be_bytes());
+        h[8..16].copy_from_slice(&offset.to_be_bytes());
+        h[16..20].copy_from_slice(&payload_len.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// One frame's header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHead {
+    pub value_len: u32,
+    pub crc: u32,
+    pub offset: u64,
+    pub payload_len: u32,
+}
+
+impl FrameHead {
+    /// Parse the header at the start of `bytes`.
+    pub fn parse(bytes: &[u8]) -> Option<FrameHead> {
+        let word = |at: usize| -> Option<u32> {
+            bytes
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+        };
+        Some(FrameHead {
+            value_len: word(0)?,
+            crc: word(4)?,
+            offset: bytes
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)?,
+            payload_len: word(16)?,
+        })
+    }
+
+    /// Bytes of the whole frame.
+    pub fn frame_len(&self) -> usize {
+        FRAME_HEADER + self.value_len as usize
+    }
+}
+
+/// Walk the frames in `bytes` (which start at a frame boundary), checking
+/// each CRC; stops at the first incomplete or damaged frame. Yields (header,
+/// position in `bytes`, value).
+pub(crate) fn frames(bytes: &[u8]) -> impl Iterator<Item = (FrameHead, usize, &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = bytes.get(at..)?;
+        let head = FrameHead::parse(rest)?;
+        let value = rest.get(FRAME_HEADER..head.frame_len())?;
+        if frame_crc(head.offset, head.payload_len, value) != head.crc {
+            return None;
+        }
+        let pos = at;
+        at += head.frame_len();
+        Some((head, pos, value))
+    })
+}
+
+/// File name of the segment starting at `base`.
+pub(crate) fn data_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+fn index_name(base: u64) -> String {
+    format!("{base:020}.idx")
+}
+
+/// The base offset of a segment file name, if it is one.
+pub(crate) fn parse_data_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+}
+
+/// One segment: a data file and its index.
+pub(crate) struct Segment {
+    /// Offset of its first record.
+    pub base: u64,
+    /// Records in it.
+    pub count: u64,
+    /// Bytes of its data file that hold those records.
+    pub len: u64,
+    dir: PathBuf,
+    /// Open files while it is the topic's newest segment (appended to);
+    /// older segments are opened when read.
+    files: Option<Arc<Files>>,
+}
+
+/// A segment's two files.
+pub(crate) struct Files {
+    pub data: File,
+    pub index: File,
+}
+
+impl Files {
+    fn open(dir: &Path, base: u64, create: bool) -> io::Result<Files> {
+        let open = |name: String| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .open(dir.join(name))
+        };
+        Ok(Files {
+            data: open(data_name(base))?,
+            index: open(index_name(base))?,
+        })
+    }
+
+    /// fdatasync both files.
+    pub fn sync(&self) -> io::Result<()> {
+        self.data.sync_data()?;
+        self.index.sync_data()
+    }
+
+    /// The index entries `from..from + n` (relative to the segment's base).
+    pub fn entries(&self, from: u64, n: u64) -> io::Result<Vec<(u32, u32)>> {
+        let mut buf = vec![0u8; n as usize * INDEX_ENTRY];
+        self.index
+            .read_exact_at(&mut buf, from * INDEX_ENTRY as u64)?;
+        Ok(buf
+            .chunks_exact(INDEX_ENTRY)
+            .map(|e| {
+                let word = |r: std::ops::Range<usize>| {
+                    e.get(r)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u32::from_be_bytes)
+                        .unwrap_or(0)
+                };
+                (word(0..4), word(4..8))
+            })
+            .collect())
+    }
+}
+
+impl Segment {
+    /// A new, empty segment at `base` in `dir`.
+    pub fn create(dir: &Path, base: u64) -> io::Result<Segment> {
+        let files = Files::open(dir, base, true)?;
+        files.data.set_len(0)?;
+        files.index.set_len(0)?;
+        Ok(Segment {
+            base,
+            count: 0,
+            len: 0,
+            dir: dir.to_path_buf(),
+            files: Some(Arc::new(files)),
+        })
+    }
+
+    /// An existing segment, as far as its index goes; see [`Self::repair`].
+    pub fn open(dir: &Path, base: u64) -> io::Result<Segment> {
+        let files = Files::open(dir, base, false)?;
+        let count = files.index.metadata()?.len() / INDEX_ENTRY as u64;
+        let len = files.data.metadata()?.len();
+        Ok(Segment {
+            base,
+            count,
+            len,
+            dir: dir.to_path_buf(),
+            files: Some(Arc::new(files)),
+        })
+    }
+
+    /// The offset after its last record.
+    pub fn end(&self) -> u64 {
+        self.base + self.count
+    }
+
+    /// Its files (opened again when it is not the newest segment).
+    pub fn files(&self) -> io::Result<Arc<Files>> {
+        match &self.files {
+            Some(f) => Ok(f.clone()),
+            None => Files::open(&self.dir, self.base, false).map(Arc::new),
+        }
+    }
+
+    /// The segment is no longer appended to: drop its open files.
+    pub fn close(&mut self) {
+        self.files = None;
+    }
+
+    /// Paths of its files (for deletion).
+    pub fn paths(&self) -> [PathBuf; 2] {
+        [
+            self.dir.join(data_name(self.base)),
+            self.dir.join(index_name(self.base)),
+        ]
+    }
+
+    /// Write `frames` (holding the records `self.end()..`) and their index
+    /// entries at the end; the caller publishes the new count and length.
+    pub fn write(&self, frames: &[u8], index: &[u8]) -> io::Result<()> {
+        let files = self.files()?;
+        files.data.write_all_at(frames, self.len)?;
+        files
+            .index
+            .write_all_at(index, self.count * INDEX_ENTRY as u64)
+    }
+
+    /// Keep only the first `keep` records: the files are cut to them (what
+    /// follows was never made durable by the journal, or is written again
+    /// from it). Rebuilds the index from the data when the two disagree.
+    pub fn truncate(&mut self, keep: u64) -> io::Result<()> {
+        let files = self.files()?;
+        let indexed = files.index.metadata()?.len() / INDEX_ENTRY as u64;
+        if indexed < keep || !self.index_matches(&files, keep)? {
+            self.rebuild(&files)?;
+        }
+        let keep = keep.min(self.count);
+        let len = if keep == 0 {
+            0
+        } else {
+            let (pos, _) = files
+                .entries(keep - 1, 1)?
+                .first()
+                .copied()
+                .unwrap_or((0, 0));
+            let mut head = [0u8; FRAME_HEADER];
+            files.data.read_exact_at(&mut head, u64::from(pos))?;
+            let head = FrameHead::parse(&head).ok_or_else(|| io::Error::other("bad frame"))?;
+            u64::from(pos) + head.frame_len() as u64
+        };
+        files.data.set_len(len)?;
+        files.index.set_len(keep * INDEX_ENTRY as u64)?;
+        self.count = keep;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Whether the index entry of record `keep - 1` points at a sound frame
+    /// holding that offset.
+    fn index_matches(&self, files: &Files, keep: u64) -> io::Result<bool> {
+        if keep == 0 {
+            return Ok(true);
+        }
+        let Some((pos, _)) = files.entries(keep - 1, 1)?.first().copied() else {
+            return Ok(false);
+        };
+        let data_len = files.data.metadata()?.len();
+        let mut head = [0u8; FRAME_HEADER];
+        if u64::from(pos) + FRAME_HEADER as u64 > data_len {
+            return Ok(false);
+        }
+        files.data.read_exact_at(&mut head, u64::from(pos))?;
+        let Some(head) = FrameHead::parse(&head) else {
+            return Ok(false);
+        };
+        if head.offset != self.base + keep - 1
+            || u64::from(pos) + head.frame_len() as u64 > data_len
+        {
+            return Ok(false);
+        }
+        let mut value = vec![0u8; head.value_len as usize];
+        files
+            .data
+            .read_exact_at(&mut value, u64::from(pos) + FRAME_HEADER as u64)?;
+        Ok(frame_crc(head.offset, head.payload_len, &value) == head.crc)
+    }
+
+    /// Rewrite the index from the data file's sound frames (after a crash
+    /// that left the two apart).
+    fn rebuild(&mut self, files: &Files) -> io::Result<()> {
+        let len = files.data.metadata()?.len();
+        let mut data = vec![0u8; len as usize];
+        files.data.read_exact_at(&mut data, 0)?;
+        let mut index = Vec::new();
+        let mut count = 0u64;
+        let mut end = 0usize;
+        for (head, pos, _) in frames(&data) {
+            if head.offset != self.base + count {
+                break;
+            }
+            index.extend_from_slice(&(pos as u32).to_be_bytes());
+            index.extend_from_slice(&head.payload_len.to_be_bytes());
+            count += 1;
+            end = pos + head.frame_len();
+        }
+        tracing::warn!(
+            segment = %self.dir.join(data_name(self.base)).display(),
+            records = count,
+            "segment index rebuilt from its data"
+        );
+        files.data.set_len(end as u64)?;
+        files.index.set_len(0)?;
+        files.index.write_all_at(&index, 0)?;
+        self.count = count;
+        self.len = end as u64;
+        Ok(())
+    }
+}
