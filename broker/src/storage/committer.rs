@@ -87,7 +87,7 @@ pub struct Trimmed {
 }
 
 /// A checkpoint is taken once the journal generation holds this much ...
-const CHECKPOINT_BYTES: u64 = 16 << 20;
+const CHECKPOINT_BYTES: u64 = 4 << 20;
 /// ... or is this old, whichever comes first.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 

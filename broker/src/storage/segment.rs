@@ -156,11 +156,18 @@ pub(crate) struct Files {
 impl Files {
     fn open(dir: &Path, base: u64, create: bool) -> io::Result<Files> {
         let open = |name: String| {
+            let path = dir.join(name);
+            if create {
+                // A new file, never a truncated one: ext4 flushes a file
+                // truncated to zero when it is closed (`auto_da_alloc`),
+                // which would stall the committer at every new segment.
+                super::topic::remove_file(&path)?;
+            }
             OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create(create)
-                .open(dir.join(name))
+                .create_new(create)
+                .open(path)
         };
         Ok(Files {
             data: open(data_name(base))?,
@@ -198,8 +205,6 @@ impl Segment {
     /// A new, empty segment at `base` in `dir`.
     pub fn create(dir: &Path, base: u64) -> io::Result<Segment> {
         let files = Files::open(dir, base, true)?;
-        files.data.set_len(0)?;
-        files.index.set_len(0)?;
         Ok(Segment {
             base,
             count: 0,
