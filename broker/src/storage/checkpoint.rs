@@ -6,8 +6,9 @@
 //! generation, and hands the rest to the checkpointer thread, which syncs
 //! the segment files written since the last checkpoint, writes this file
 //! (to a temporary name, synced, then renamed over the old one) and only
-//! then deletes the journal generations before the new one. The committer
-//! is never held up by those syncs.
+//! then recycles the journal generations before the new one (one becomes
+//! the next generation's file, see [`super::wal`]; the others are
+//! deleted). The committer is never held up by those syncs.
 //!
 //! File `<data>/checkpoint`: the magic line `MEDBUS-CHECKPOINT 1\n`, a u32
 //! big-endian CRC-32 of the rest, then bincode 2 (`legacy()`, size-limited)
@@ -197,10 +198,20 @@ pub(crate) fn run(dir: &Path, wal_dir: &Path, job: Job) -> io::Result<()> {
         f()?;
     }
     write(dir, &job.checkpoint, job.sync)?;
-    for seq in super::wal::generations(wal_dir)? {
-        if seq < job.checkpoint.wal_seq {
-            super::topic::remove_file(&super::wal::path(wal_dir, seq))?;
-        }
+    // The generations before the checkpoint's are obsolete: one becomes
+    // the next generation's file (recycled: its blocks exist), the rest go.
+    let current = job.checkpoint.wal_seq;
+    let mut obsolete: Vec<u64> = super::wal::generations(wal_dir)?
+        .into_iter()
+        .filter(|&seq| seq < current)
+        .collect();
+    let next = super::wal::path(wal_dir, current + 1);
+    if job.sync && !next.exists() {
+        let spare = obsolete.pop().map(|seq| super::wal::path(wal_dir, seq));
+        super::wal::prepare(wal_dir, current + 1, spare.as_deref())?;
+    }
+    for seq in obsolete {
+        super::topic::remove_file(&super::wal::path(wal_dir, seq))?;
     }
     Ok(())
 }

@@ -86,8 +86,10 @@ pub struct Trimmed {
     pub more: bool,
 }
 
-/// A checkpoint is taken once the journal generation holds this much ...
-const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// A checkpoint is taken once the journal generation holds this much
+/// (below [`super::wal::PREALLOC_BYTES`], so entries land in preallocated
+/// blocks) ...
+const CHECKPOINT_BYTES: u64 = 3 << 20;
 /// ... or is this old, whichever comes first.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 

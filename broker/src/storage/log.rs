@@ -113,7 +113,7 @@ impl Log {
                 continue;
             }
             last = last.max(seq);
-            wal::read(&wal::path(&wal_dir, seq), |body| {
+            wal::read(&wal::path(&wal_dir, seq), seq, |body| {
                 let ops = wal::parse(body).map_err(io::Error::other)?;
                 self.replay(&ops, &mut touched)
             })?;

@@ -9,9 +9,15 @@
 //! not at all: a route's outputs and its cursor move stay together.
 //!
 //! Files: `<data>/wal/<generation, 20 digits>.wal`; a checkpoint starts a
-//! new generation and deletes the older ones. Entry: `[u32 body length][u32
-//! crc32 of body][body]`, big-endian; a body is a list of operations, each a
-//! tag byte then its fields (`u16` lengths for names and keys):
+//! new generation. The files are recycled: the checkpointer renames an
+//! obsolete generation to the next one's name ahead of time (or fills a new
+//! one with zeros), so that the committer overwrites blocks that already
+//! exist — an `fdatasync` then writes the data alone, not the file's size
+//! and block maps too. Entry: `[u32 body length][u32 crc32][u64
+//! generation][body]`, big-endian, the CRC covering generation and body; an
+//! entry of another generation (what a recycled file held before) ends the
+//! generation like a torn one. A body is a list of operations, each a tag
+//! byte then its fields (`u16` lengths for names and keys):
 //! `1` topic, name, `u32` length, segment frames (see [`super::segment`]);
 //! `2` cursor key, `u64` next offset; `3` cursor key removed; `4` topic,
 //! `u64` new first offset (retention).
@@ -25,7 +31,9 @@ const TAG_FRAMES: u8 = 1;
 const TAG_CURSOR: u8 = 2;
 const TAG_RELEASE: u8 = 3;
 const TAG_TRIM: u8 = 4;
-const ENTRY_HEADER: usize = 8;
+const ENTRY_HEADER: usize = 16;
+/// Size a journal file is filled to before use.
+pub(crate) const PREALLOC_BYTES: u64 = 4 << 20;
 
 /// One change recorded in a journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,16 +99,24 @@ impl EntryBuf {
         }
     }
 
-    /// The finished entry (header filled in).
-    fn finish(&mut self) -> &[u8] {
+    /// The finished entry of generation `seq` (header filled in).
+    fn finish(&mut self, seq: u64) -> &[u8] {
         let body_len = (self.buf.len() - ENTRY_HEADER) as u32;
-        let crc = crc32fast::hash(self.buf.get(ENTRY_HEADER..).unwrap_or_default());
+        let crc = entry_crc(seq, self.buf.get(ENTRY_HEADER..).unwrap_or_default());
         if let Some(h) = self.buf.get_mut(..ENTRY_HEADER) {
             h[..4].copy_from_slice(&body_len.to_be_bytes());
-            h[4..].copy_from_slice(&crc.to_be_bytes());
+            h[4..8].copy_from_slice(&crc.to_be_bytes());
+            h[8..].copy_from_slice(&seq.to_be_bytes());
         }
         &self.buf
     }
+}
+
+fn entry_crc(seq: u64, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_be_bytes());
+    h.update(body);
+    h.finalize()
 }
 
 /// Read the operations of an entry body.
@@ -182,33 +198,75 @@ pub(crate) fn generations(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Call `apply` with the body of every sound entry of the file at `path`,
-/// in order; stops at the first torn or damaged entry (a crash while it
-/// was written: it was never acknowledged). Returns the length of the
+/// Call `apply` with the body of every sound entry of generation `seq` in
+/// the file at `path`, in order; stops at the first torn or damaged entry
+/// (a crash while it was written: it was never acknowledged) or at one of
+/// another generation (the file's earlier life). Returns the length of the
 /// sound part.
-pub(crate) fn read(path: &Path, mut apply: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+pub(crate) fn read(
+    path: &Path,
+    seq: u64,
+    mut apply: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
     let data = std::fs::read(path)?;
     let mut at = 0usize;
+    let mut torn = false;
     while let Some(head) = data.get(at..at + ENTRY_HEADER) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        let gen = u64::from_be_bytes(head[8..16].try_into().unwrap_or([0; 8]));
+        if gen != seq {
+            break;
+        }
         let Some(body) = data.get(at + ENTRY_HEADER..at + ENTRY_HEADER + len) else {
+            torn = true;
             break;
         };
-        if len == 0 || crc32fast::hash(body) != crc {
+        if len == 0 || entry_crc(seq, body) != crc {
+            torn = true;
             break;
         }
         apply(body)?;
         at += ENTRY_HEADER + len;
     }
-    if at < data.len() {
+    if torn {
         tracing::warn!(
             journal = %path.display(),
-            dropped_bytes = data.len() - at,
             "journal ends with an entry that was never completed (a crash while writing it); it is dropped"
         );
     }
     Ok(at as u64)
+}
+
+/// Make `path(dir, seq)` a journal file ready to be overwritten: the
+/// obsolete generation `spare` renamed, or else a new file filled with
+/// zeros; its content and name synced.
+pub(crate) fn prepare(dir: &Path, seq: u64, spare: Option<&Path>) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let target = path(dir, seq);
+    let tmp = dir.join(format!("{seq:020}.wal.tmp"));
+    match spare {
+        Some(old) => std::fs::rename(old, &tmp)?,
+        None => drop(File::create(&tmp)?),
+    }
+    // Filled to its full size with written blocks (zeros where nothing was
+    // written before), so that overwriting it changes no metadata. Only an
+    // optimisation: on a disk without room for it, the file stays shorter.
+    let f = OpenOptions::new().write(true).open(&tmp)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut len = f.metadata()?.len();
+    while len < PREALLOC_BYTES {
+        let n = (PREALLOC_BYTES - len).min(zeros.len() as u64) as usize;
+        if let Err(e) = f.write_all_at(zeros.get(..n).unwrap_or_default(), len) {
+            tracing::debug!(error = %e, "journal file not preallocated");
+            f.set_len(len)?;
+            break;
+        }
+        len += n as u64;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, &target)?;
+    File::open(dir)?.sync_all()
 }
 
 /// The journal generation being written.
@@ -221,16 +279,19 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Start generation `seq` (an empty file, its name made durable).
+    /// Start generation `seq`: in the file [`prepare`] made for it, or
+    /// else a new empty one whose name is synced when `sync`.
     pub fn create(dir: &Path, seq: u64, sync: bool) -> io::Result<Wal> {
         std::fs::create_dir_all(dir)?;
+        let p = path(dir, seq);
+        let prepared = p.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
-            .open(path(dir, seq))?;
-        if sync {
+            .truncate(false)
+            .open(p)?;
+        if sync && !prepared {
             File::open(dir)?.sync_all()?;
         }
         Ok(Wal {
@@ -245,7 +306,7 @@ impl Wal {
     /// error the file is cut back to before the entry, so that a later entry
     /// never follows a torn one.
     pub fn append(&mut self, entry: &mut EntryBuf, sync: bool) -> io::Result<()> {
-        let bytes = entry.finish();
+        let bytes = entry.finish(self.seq);
         let result = self.file.write_all_at(bytes, self.len).and_then(|_| {
             if sync {
                 self.file.sync_data()
@@ -259,7 +320,9 @@ impl Wal {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.file.set_len(self.len);
+                // Spoil the entry's header so that nothing after it is
+                // read as part of this generation.
+                let _ = self.file.write_all_at(&[0u8; ENTRY_HEADER], self.len);
                 Err(e)
             }
         }
@@ -308,12 +371,12 @@ mod tests {
             topic: "b",
             first: 1,
         });
-        let bytes = e.finish().to_vec();
+        let bytes = e.finish(7).to_vec();
         wal.file
             .write_all_at(&bytes[..bytes.len() - 2], wal.len)
             .expect("write");
         let mut seen = Vec::new();
-        let len = read(&path(dir.path(), 7), |body| {
+        let len = read(&path(dir.path(), 7), 7, |body| {
             seen.push(format!("{:?}", parse(body).expect("parse")));
             Ok(())
         })
@@ -322,6 +385,19 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert!(seen[0].contains("Trim { topic: \"a\", first: 3 }"));
         assert_eq!(generations(dir.path()).expect("list"), vec![7]);
+        // Recycled as generation 8: the old entries are not read as its own.
+        prepare(dir.path(), 8, Some(&path(dir.path(), 7))).expect("recycle");
+        let mut wal = Wal::create(dir.path(), 8, true).expect("reuse");
+        e.clear();
+        e.push(&WalOp::Release { key: b"new" });
+        wal.append(&mut e, true).expect("append");
+        let mut n = 0;
+        read(&path(dir.path(), 8), 8, |_| {
+            n += 1;
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(n, 1);
         assert!(parse(&[9]).is_err());
         assert!(parse(&[1, 0, 5, b'a']).is_err());
     }
