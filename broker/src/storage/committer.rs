@@ -272,7 +272,7 @@ impl Committer {
             }
         }
         self.checkpointer.finish();
-        if let Err(e) = self.checkpoint_now(true) {
+        if let Err(e) = self.checkpoint_now() {
             tracing::error!(error = %e, "final checkpoint of the message store failed (the journal is kept and replayed at the next start)");
         }
     }
@@ -737,9 +737,10 @@ impl Committer {
         })
     }
 
-    /// Take a checkpoint on this thread (at open and close).
-    pub fn checkpoint_now(&mut self, sync: bool) -> std::io::Result<()> {
-        let job = self.checkpoint_job(sync)?;
+    /// Take a checkpoint on this thread (at open and close), synced as the
+    /// configured durability says.
+    pub fn checkpoint_now(&mut self) -> std::io::Result<()> {
+        let job = self.checkpoint_job(self.durability == Durability::Fsync)?;
         checkpoint::run(&self.dir, &self.log.wal_dir(), job)
     }
 

@@ -106,6 +106,14 @@ impl Log {
         }
         *self.topics_mut() = found;
         let wal_dir = self.wal_dir();
+        // A journal file being prepared when the process stopped.
+        if let Ok(rd) = std::fs::read_dir(&wal_dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".wal.tmp") {
+                    super::topic::remove_file(&e.path())?;
+                }
+            }
+        }
         let mut touched = Touched::default();
         let mut last = cp.wal_seq;
         for seq in wal::generations(&wal_dir)? {

@@ -295,7 +295,7 @@ impl Store {
         };
         // What recovery replayed (or the migration wrote) is made durable
         // before anything new is accepted.
-        committer.checkpoint_now(true)?;
+        committer.checkpoint_now()?;
         if migrated.is_some() {
             drop_sled_topics(&db)?;
         }
