@@ -448,7 +448,7 @@ impl Committer {
                 .map_err(|e| StorageError::Durability(e.to_string()))
         };
         let applied = match &durable {
-            Ok(()) => self.apply(&plan, &trims),
+            Ok(()) => self.apply(&mut plan, &trims),
             Err(e) => Err(e.clone()),
         };
         let (topics, trimmed) = match applied {
@@ -517,12 +517,12 @@ impl Committer {
     #[allow(clippy::type_complexity)]
     fn apply(
         &mut self,
-        plan: &Plan,
+        plan: &mut Plan,
         trims: &[(String, u64)],
     ) -> Result<(Vec<TopicAppend>, HashMap<String, (u64, u64)>), StorageError> {
         let mut stats = Vec::with_capacity(plan.topics.len());
         let written = (|| -> std::io::Result<HashMap<String, (u64, u64)>> {
-            for (topic, b) in &plan.topics {
+            for (topic, b) in plan.topics.iter_mut() {
                 if b.count == 0 {
                     continue;
                 }
@@ -536,6 +536,7 @@ impl Committer {
                     last_offset: b.start + b.count - 1,
                     total_bytes: t.read_state().bytes,
                 });
+                t.cache_tail(std::mem::take(b));
             }
             self.log.set_cursors(&plan.cursors, &plan.released);
             let mut trimmed: HashMap<String, (u64, u64)> = HashMap::new();

@@ -15,6 +15,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Most bytes one read returns (at least one record, whatever its size).
 const READ_BYTES: u64 = 4 << 20;
+/// The newest records of a topic kept in memory as written, so that the
+/// readers that follow a topic live (routes, subscribers, fan-out) get
+/// them without a system call or a copy.
+const TAIL_BYTES: usize = 2 << 20;
 
 /// Where a topic stands.
 pub(crate) struct TopicState {
@@ -27,6 +31,18 @@ pub(crate) struct TopicState {
     pub bytes: u64,
     /// Oldest first; the last one is appended to.
     pub segments: Vec<Segment>,
+    /// The newest batches as written (see [`TAIL_BYTES`]), oldest first.
+    tail: std::collections::VecDeque<TailChunk>,
+    tail_bytes: usize,
+}
+
+/// One batch of frames kept in memory.
+struct TailChunk {
+    /// Offset of its first record.
+    start: u64,
+    data: Bytes,
+    /// Per record: frame position in `data`, payload length.
+    entries: Vec<(u32, u32)>,
 }
 
 /// A topic's log.
@@ -109,6 +125,8 @@ impl TopicLog {
                 next,
                 bytes: 0,
                 segments,
+                tail: Default::default(),
+                tail_bytes: 0,
             }),
         })
     }
@@ -150,6 +168,8 @@ impl TopicLog {
         st.first = first;
         st.next = next.max(st.segments.last().map_or(0, |s| s.end()));
         st.bytes = bytes;
+        st.tail.clear();
+        st.tail_bytes = 0;
         drop(st);
         for p in &gone {
             remove_file(p)?;
@@ -242,6 +262,36 @@ impl TopicLog {
         Ok(touched)
     }
 
+    /// Keep `batch` (already appended) in memory for live readers, dropping
+    /// the oldest batches kept beyond [`TAIL_BYTES`].
+    pub fn cache_tail(&self, batch: TopicBatch) {
+        if batch.count == 0 {
+            return;
+        }
+        let chunk = TailChunk {
+            start: batch.start,
+            data: Bytes::from(batch.frames),
+            entries: batch.entries,
+        };
+        let mut st = self.write_state();
+        // Only a batch that follows on is kept (never a gap in the tail).
+        if st
+            .tail
+            .back()
+            .is_some_and(|c| c.start + c.entries.len() as u64 != chunk.start)
+        {
+            st.tail.clear();
+            st.tail_bytes = 0;
+        }
+        st.tail_bytes += chunk.data.len();
+        st.tail.push_back(chunk);
+        while st.tail.len() > 1 && st.tail_bytes > TAIL_BYTES {
+            if let Some(old) = st.tail.pop_front() {
+                st.tail_bytes -= old.data.len();
+            }
+        }
+    }
+
     /// Retention: make `first` the oldest readable offset (never past
     /// `next`). Returns (records, payload bytes) removed and the files of
     /// segments now wholly expired, which the caller deletes once the trim
@@ -304,6 +354,10 @@ impl TopicLog {
             let found = {
                 let st = self.read_state();
                 let from_here = from.max(st.first);
+                if let Some(after) = self.read_tail(&st, from_here, max, &mut budget, &mut out)? {
+                    from = after;
+                    continue;
+                }
                 st.segments
                     .iter()
                     .find(|s| s.end() > from_here)
@@ -368,6 +422,47 @@ impl TopicLog {
             from = at + take as u64;
         }
         Ok(out)
+    }
+
+    /// Records from `from` on out of the in-memory tail, when it holds
+    /// `from`; returns the offset after the last one taken.
+    fn read_tail(
+        &self,
+        st: &TopicState,
+        from: u64,
+        max: usize,
+        budget: &mut u64,
+        out: &mut Vec<(u64, RawRecord)>,
+    ) -> Result<Option<u64>, StorageError> {
+        let Some(chunk) = st
+            .tail
+            .iter()
+            .find(|c| c.start <= from && from < c.start + c.entries.len() as u64)
+        else {
+            return Ok(None);
+        };
+        let mut offset = from;
+        for &(pos, _) in chunk.entries.iter().skip((from - chunk.start) as usize) {
+            if out.len() >= max || *budget == 0 {
+                break;
+            }
+            let pos = pos as usize;
+            let head = chunk
+                .data
+                .get(pos..)
+                .and_then(segment::FrameHead::parse)
+                .filter(|h| h.offset == offset && pos + h.frame_len() <= chunk.data.len())
+                .ok_or_else(|| {
+                    StorageError::Record(format!("{}@{offset}: damaged frame", self.name))
+                })?;
+            let value = chunk.data.slice(pos + FRAME_HEADER..pos + head.frame_len());
+            let record = RawRecord::new(value)
+                .map_err(|e| StorageError::Record(format!("{}@{offset}: {e}", self.name)))?;
+            out.push((offset, record));
+            *budget = budget.saturating_sub(head.frame_len() as u64);
+            offset += 1;
+        }
+        Ok(Some(offset))
     }
 
     /// Bytes its files take on disk.
