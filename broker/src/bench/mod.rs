@@ -84,6 +84,15 @@ pub enum BenchError {
 }
 
 impl BenchError {
+    /// A set-up step of the run failed for a reason that is not an OS error
+    /// of its own (a refused request, a count that does not add up).
+    pub fn setup(what: String, e: impl std::fmt::Display) -> BenchError {
+        BenchError::Io {
+            what,
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
     /// The process exit code for this error: 2 for bad usage, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
