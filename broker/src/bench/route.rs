@@ -274,7 +274,7 @@ impl RouteReport {
                 ("fhir", Some(x)) => {
                     let _ = writeln!(
                         out,
-                        "  issue 4: fhir within 20 % of the converter (÷ converter >= {FHIR_GOAL:.2}); measured {x:.2}"
+                        "  issue 4: fhir within 20 % of the converter (vs converter >= {FHIR_GOAL:.2}); measured {x:.2}"
                     );
                 }
                 _ => {}
