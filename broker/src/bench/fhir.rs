@@ -263,14 +263,6 @@ pub fn run(args: &FhirArgs) -> Result<LoadReport, BenchError> {
     Ok(report)
 }
 
-/// A failed request during set-up, as an error of the run.
-fn setup_error(what: String, e: impl std::fmt::Display) -> BenchError {
-    BenchError::Io {
-        what,
-        source: std::io::Error::other(e.to_string()),
-    }
-}
-
 /// An HTTP failure's kind, for the error table.
 fn http_kind(e: &Http1Error) -> &'static str {
     match e {
@@ -298,7 +290,7 @@ fn seed(
         mix.frame(seq, &id, &mut frame);
         conn.exchange(&frame)
             .and_then(|ack| check_ack(&ack, &id).map_err(ack_kind))
-            .map_err(|kind| setup_error("a seeding message was not accepted".into(), kind))?;
+            .map_err(|kind| BenchError::setup("a seeding message was not accepted".into(), kind))?;
         ids.push(String::from_utf8_lossy(&id).into_owned());
     }
     Ok(ids)
@@ -309,9 +301,9 @@ async fn get_ok(client: &mut Client, path: &str) -> Result<Vec<u8>, BenchError> 
     let (status, body) = client
         .request("GET", path, None, b"", MAX_RESPONSE)
         .await
-        .map_err(|e| setup_error(format!("GET {path}"), e))?;
+        .map_err(|e| BenchError::setup(format!("GET {path}"), e))?;
     if status != 200 {
-        return Err(setup_error(
+        return Err(BenchError::setup(
             format!("GET {path}"),
             format!("answered {status}: {}", String::from_utf8_lossy(&body)),
         ));
@@ -341,7 +333,7 @@ async fn patient_id(
             return Ok(id);
         }
         if Instant::now() >= deadline {
-            return Err(setup_error(
+            return Err(BenchError::setup(
                 "seeding".into(),
                 format!("no Patient with identifier {value} in the view within the timeout (does the broker's route normalise into fhir.Patient?)"),
             ));
@@ -677,12 +669,12 @@ async fn put_subscription(
     );
     match tokio::time::timeout(timeout, put).await {
         Ok(Ok((200 | 201, _))) => Ok(()),
-        Ok(Ok((status, answer))) => Err(setup_error(
+        Ok(Ok((status, answer))) => Err(BenchError::setup(
             format!("PUT {path}"),
             format!("answered {status}: {}", String::from_utf8_lossy(&answer)),
         )),
-        Ok(Err(e)) => Err(setup_error(format!("PUT {path}"), e)),
-        Err(_) => Err(setup_error(
+        Ok(Err(e)) => Err(BenchError::setup(format!("PUT {path}"), e)),
+        Err(_) => Err(BenchError::setup(
             format!("PUT {path}"),
             "no answer within the timeout",
         )),
@@ -720,11 +712,13 @@ fn hook(
         hook.warmup.insert(&id, Instant::now());
         conn.exchange(&frame)
             .and_then(|ack| check_ack(&ack, &id).map_err(ack_kind))
-            .map_err(|kind| setup_error("the warm-up message was not accepted".into(), kind))?;
+            .map_err(|kind| {
+                BenchError::setup("the warm-up message was not accepted".into(), kind)
+            })?;
         let deadline = Instant::now() + timeout;
         while !hook.warmup.is_empty() {
             if Instant::now() >= deadline {
-                return Err(setup_error(
+                return Err(BenchError::setup(
                     "warm-up".into(),
                     format!("no notification at {endpoint} within {timeout:?} of the warm-up message (does the broker's route write fhir.Patient?)"),
                 ));

@@ -310,7 +310,7 @@ pub fn run(args: &MllpArgs) -> Result<LoadReport, BenchError> {
 }
 
 /// Connect every connection, run the load, merge the counts.
-fn drive(
+pub(super) fn drive(
     args: &MllpArgs,
     mix: Mix,
     addr: SocketAddr,

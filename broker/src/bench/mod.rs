@@ -18,6 +18,9 @@
 //! - [`fhir`]: the FHIR gateway: `read` (keep-alive `GET Patient/{id}`,
 //!   requests/s) and `hook` (MLLP in at a fixed rate → rest-hook
 //!   notification of a Subscription; notification latency).
+//! - [`route`]: one route draining a filled topic (`none` or `fhir`), on
+//!   a broker started on a copy of it; records/s from readiness, against
+//!   the FHIR converter alone on the same messages.
 //! - [`proto`]: what the protocol modes share (runtime per thread, connect,
 //!   start gate, timestamps, progress loop).
 //! - [`limits`]: this machine's fdatasync, loopback round trip and loopback
@@ -28,7 +31,8 @@
 //! - [`histogram`]: HDR latency histograms, coordinated omission.
 //! - [`report`]: the load report, table and `--json`, the progress line.
 //!
-//! Every load mode is one file returning a [`report::LoadReport`].
+//! Every load mode is one file returning a [`report::LoadReport`] (`route`,
+//! a row per route timed, returns its own [`route::RouteReport`]).
 
 pub mod corpus;
 pub mod destination;
@@ -41,6 +45,7 @@ pub mod mllp;
 pub mod proto;
 pub mod publish;
 pub mod report;
+pub mod route;
 pub mod spawn;
 
 /// Why a bench could not run (a run that ran reports its errors instead).
@@ -84,6 +89,15 @@ pub enum BenchError {
 }
 
 impl BenchError {
+    /// A set-up step of the run failed for a reason that is not an OS error
+    /// of its own (a refused request, a count that does not add up).
+    pub fn setup(what: String, e: impl std::fmt::Display) -> BenchError {
+        BenchError::Io {
+            what,
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
     /// The process exit code for this error: 2 for bad usage, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -132,6 +146,8 @@ pub enum BenchCommand {
     Destination(destination::DestinationArgs),
     /// The FHIR gateway: `read` = keep-alive GET Patient/{id}, requests/s; `hook` = MLLP in at a fixed rate → rest-hook notification latency.
     Fhir(fhir::FhirArgs),
+    /// One route (`none`, `fhir` or both in turn) draining a filled topic on a broker of its own; records/s against the FHIR converter alone.
+    Route(route::RouteArgs),
 }
 
 impl BenchCommand {
@@ -145,6 +161,7 @@ impl BenchCommand {
             BenchCommand::E2e(a) => a.json,
             BenchCommand::Destination(a) => a.json,
             BenchCommand::Fhir(a) => a.json,
+            BenchCommand::Route(a) => a.json,
         }
     }
 }
@@ -157,6 +174,8 @@ pub enum Report {
     Load(report::LoadReport),
     /// `limits`.
     Limits(limits::LimitsReport),
+    /// `route`.
+    Route(route::RouteReport),
 }
 
 impl Report {
@@ -166,6 +185,7 @@ impl Report {
             let text = match self {
                 Report::Load(r) => serde_json::to_string(r),
                 Report::Limits(r) => serde_json::to_string(r),
+                Report::Route(r) => serde_json::to_string(r),
             };
             // Plain structs of numbers and strings always serialise.
             return text.unwrap_or_default() + "\n";
@@ -173,6 +193,7 @@ impl Report {
         match self {
             Report::Load(r) => r.table(),
             Report::Limits(r) => r.table(),
+            Report::Route(r) => r.table(),
         }
     }
 
@@ -181,6 +202,7 @@ impl Report {
         match self {
             Report::Load(r) => r.errors,
             Report::Limits(_) => 0,
+            Report::Route(r) => r.errors,
         }
     }
 }
@@ -195,5 +217,6 @@ pub fn run(command: &BenchCommand) -> Result<Report, BenchError> {
         BenchCommand::E2e(a) => e2e::run(a).map(Report::Load),
         BenchCommand::Destination(a) => destination::run(a).map(Report::Load),
         BenchCommand::Fhir(a) => fhir::run(a).map(Report::Load),
+        BenchCommand::Route(a) => route::run(a).map(Report::Route),
     }
 }
