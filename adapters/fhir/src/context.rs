@@ -38,7 +38,12 @@ pub struct Ctx<'o> {
     pub msg_key: String,
     /// Resources in emission order.
     pub out: Vec<Emitted>,
-    seen: BTreeSet<(&'static str, String)>,
+    /// `Type/id` of every emitted resource (the reference text, so a lookup needs no key of
+    /// its own).
+    seen: BTreeSet<String>,
+    /// Scratch buffer every resource is serialised into before it is copied out at its exact
+    /// size (no growing of a fresh buffer per resource).
+    json_buf: Vec<u8>,
     /// Human-readable remarks (skipped segments, dropped values). No patient data.
     pub notes: Vec<String>,
     /// The message's Patient.
@@ -60,6 +65,7 @@ impl<'o> Ctx<'o> {
             msg_key,
             out: Vec::with_capacity(24),
             seen: BTreeSet::new(),
+            json_buf: Vec::with_capacity(4096),
             notes: Vec::new(),
             patient: None,
             patient_key: String::new(),
@@ -80,21 +86,35 @@ impl<'o> Ctx<'o> {
 
     /// Whether a resource of this type and id was emitted already.
     pub fn has(&self, resource_type: &'static str, id: &str) -> bool {
-        self.seen.contains(&(resource_type, id.to_string()))
+        self.seen
+            .contains(concat(&[resource_type, "/", id]).as_str())
+    }
+
+    /// The reference to the resource of this type and id when it was emitted already (shared
+    /// resources check this before building a resource that [`Ctx::add`] would drop).
+    fn emitted(&self, resource_type: &'static str, id: &str) -> Option<Reference> {
+        let reference = Reference::to(resource_type, id);
+        self.seen
+            .contains(reference.reference.as_deref().unwrap_or_default())
+            .then_some(reference)
     }
 
     /// Serialise and record `r`; a second resource with the same type and id is dropped (the
     /// first mention wins). Returns the reference to it.
     pub fn add<R: Resource>(&mut self, r: &R) -> Result<Reference, ConvertError> {
         let reference = Reference::to(R::TYPE, r.id());
-        if !self.seen.insert((R::TYPE, r.id().to_string())) {
+        let key = reference.reference.as_deref().unwrap_or_default();
+        if self.seen.contains(key) {
             return Ok(reference);
         }
-        let json = crate::json::to_vec(r).map_err(|e| ConvertError::Serialize(e.to_string()))?;
+        self.seen.insert(key.to_string());
+        self.json_buf.clear();
+        crate::json::write(&mut self.json_buf, r)
+            .map_err(|e| ConvertError::Serialize(e.to_string()))?;
         self.out.push(Emitted {
             resource_type: R::TYPE,
             id: r.id().to_string(),
-            json,
+            json: self.json_buf.as_slice().to_vec(),
         });
         Ok(reference)
     }
@@ -116,25 +136,39 @@ impl<'o> Ctx<'o> {
 
     /// A Practitioner from an XCN (id + name); `None` when the XCN is empty.
     pub fn practitioner(&mut self, xcn: Node<'_>) -> Result<Option<Reference>, ConvertError> {
-        let name = xcn_name(xcn);
         let id_value = xcn.s(1);
         let auth = xcn.part(9);
-        let key = match (&id_value, &name) {
-            (Some(v), _) => concat(&[
+        // The name is built only when it keys the Practitioner or the Practitioner is new.
+        let mut name = None;
+        let key = match &id_value {
+            Some(v) => concat(&[
                 v,
                 "|",
                 &auth.get(1).or_else(|| auth.get(2)).unwrap_or_default(),
             ]),
-            (None, Some(n)) => concat(&["name|", &display(n)]),
-            (None, None) => return Ok(None),
+            None => match xcn_name(xcn) {
+                Some(n) => {
+                    let key = concat(&["name|", &display(&n)]);
+                    name = Some(n);
+                    key
+                }
+                None => return Ok(None),
+            },
         };
+        let id = self.id(Practitioner::TYPE, &key);
+        if let Some(r) = self.emitted(Practitioner::TYPE, &id) {
+            return Ok(Some(r));
+        }
+        if id_value.is_some() {
+            name = xcn_name(xcn);
+        }
         let identifier = id_value.map(|v| Identifier {
             system: hd_system(auth.get(1), auth.get(2), auth.get(3)),
             value: Some(v),
             ..Identifier::default()
         });
         let p = Practitioner {
-            id: self.id(Practitioner::TYPE, &key),
+            id,
             identifier: identifier.into_iter().collect(),
             name: name.into_iter().collect(),
             ..Practitioner::default()
@@ -166,13 +200,17 @@ impl<'o> Ctx<'o> {
             (None, Some(n)) => concat(&["name|", n]),
             (None, None) => return Ok(None),
         };
+        let id = self.id(Organization::TYPE, &key);
+        if let Some(r) = self.emitted(Organization::TYPE, &id) {
+            return Ok(Some(r));
+        }
         let identifier = value.map(|v| Identifier {
             system,
             value: Some(v),
             ..Identifier::default()
         });
         let o = Organization {
-            id: self.id(Organization::TYPE, &key),
+            id,
             identifier: identifier.into_iter().collect(),
             name,
             ..Organization::default()
@@ -190,6 +228,10 @@ impl<'o> Ctx<'o> {
             return Ok(None);
         }
         let key = parts.join("|");
+        let id = self.id(Location::TYPE, &key);
+        if let Some(r) = self.emitted(Location::TYPE, &id) {
+            return Ok(Some(r));
+        }
         let (pt_code, pt_display) = if pl.get(3).is_some() {
             ("bd", "Bed")
         } else if pl.get(2).is_some() {
@@ -204,7 +246,7 @@ impl<'o> Ctx<'o> {
             ("si", "Site")
         };
         let loc = Location {
-            id: self.id(Location::TYPE, &key),
+            id,
             status: Some("active"),
             name: Some(parts.join(" ")),
             description: pl.s(9),

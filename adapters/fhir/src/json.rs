@@ -69,11 +69,21 @@ fn needs_escape(s: &[u8]) -> bool {
             }
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    chunks.remainder().iter().any(|&b| ESCAPED[usize::from(b)])
 }
+
+/// Bytes a JSON string cannot hold as they are: control characters, `"` and `\\`.
+const ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

@@ -10,6 +10,7 @@
 //! grouping ORC/OBR/OBX/NTE/SPM into orders, TXA + OBX into documents, SCH + AI* into an
 //! appointment, ORC + RXA/RXE + RXR into immunizations and medication orders.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use medbus_hl7::Message;
@@ -24,7 +25,7 @@ use crate::segments::order::{finish, observation, ObsOutcome, ObsScope, ObxGroup
 use crate::segments::pv1::EncounterEvent;
 use crate::segments::sch::Schedule;
 use crate::segments::{al1, dg1, in1, msh, nk1, pid, pr1, pv1, rxa, rxe, sch, txa};
-use crate::{Conversion, ConvertError, ConvertOptions};
+use crate::{concat, Conversion, ConvertError, ConvertOptions};
 
 /// The family a message type belongs to, which decides the walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,32 +287,25 @@ pub fn convert(
     opts: &ConvertOptions,
     tz: Option<Offset>,
 ) -> Result<Conversion, ConvertError> {
-    let header = msg.header();
-    let message_type = header.message_type();
-    let code = header
-        .message_code
-        .as_deref()
-        .unwrap_or_default()
-        .to_string();
-    let trigger = header
-        .trigger_event
-        .as_deref()
-        .unwrap_or_default()
-        .to_string();
-    let fam = family(&code, &trigger);
-    let msg_key = match header.control_id.as_deref() {
-        Some(c) => format!(
-            "{}|{c}",
-            header.sending_application.as_deref().unwrap_or_default()
-        ),
-        None => format!("sha256|{}", ids::digest_hex(msg.input())),
-    };
     let index = SegIndex::new(msg.segments());
     let first = |id: &str| index.first(id);
     let msh_seg = index.segments().next().ok_or(ConvertError::MissingField {
         field: "MSH",
         what: "the MessageHeader",
     })?;
+    let header = |field: usize, component: Option<usize>| header_value(msh_seg, field, component);
+    let code = header(9, Some(1)).unwrap_or_default().into_owned();
+    let trigger = header(9, Some(2));
+    let message_type = match trigger.as_deref() {
+        Some(t) => concat(&[&code, "^", t]),
+        None => code.clone(),
+    };
+    let trigger = trigger.unwrap_or_default().into_owned();
+    let fam = family(&code, &trigger);
+    let msg_key = match header(10, None) {
+        Some(c) => concat(&[&header(3, Some(1)).unwrap_or_default(), "|", &c]),
+        None => concat(&["sha256|", &ids::digest_hex(msg.input())]),
+    };
     let mut run = Run {
         ctx: Ctx::new(opts, tz, msg_key),
         family: fam,
@@ -386,6 +380,20 @@ pub fn convert(
         ));
     }
     finish_bundle(run.ctx, &index, msh_seg, partial, message_type)
+}
+
+/// An MSH value the way [`medbus_hl7::Message::header`] reads it: first repetition, the
+/// component if one is named, decoded, `None` when empty (not trimmed, unlike [`Seg`] text).
+fn header_value<'a>(msh: Seg<'a>, field: usize, component: Option<usize>) -> Option<Cow<'a, str>> {
+    let rep = msh.field_at(field)?.repetition(1)?;
+    let (empty, decoded) = match component {
+        Some(c) => {
+            let c = rep.component(c)?;
+            (c.is_empty(), c.decoded())
+        }
+        None => (rep.is_empty(), rep.decoded()),
+    };
+    (!empty).then_some(decoded)
 }
 
 fn finish_bundle(

@@ -9,7 +9,7 @@ use crate::delimiters::Delimiters;
 use crate::error::{ErrorCode, Location, ParseError};
 use crate::escape::unescape;
 use crate::path::{is_segment_id, Path, PathError};
-use crate::scan::{find_line_break, nth_piece};
+use crate::scan::{find_line_break, nth_piece, pieces};
 use crate::MAX_SEGMENTS;
 
 /// The UTF-8 byte order mark, stripped (and remembered) at parse time.
@@ -397,9 +397,7 @@ impl<'a> Value<'a> {
     fn pieces(&self, sep: u8) -> impl Iterator<Item = Value<'a>> + 'a {
         let v = *self;
         let split_on = if v.atomic { None } else { Some(sep) };
-        v.raw
-            .split(move |&b| Some(b) == split_on)
-            .map(move |raw| Value { raw, ..v })
+        pieces(v.raw, split_on).map(move |raw| Value { raw, ..v })
     }
 }
 
@@ -490,8 +488,7 @@ impl<'a> Segment<'a> {
         let msh1 = if msh { self.raw.get(3..4) } else { None };
         let sep = self.delims.field;
         msh1.map(move |raw| value(raw, true)).into_iter().chain(
-            self.raw
-                .split(move |&b| b == sep)
+            pieces(self.raw, Some(sep))
                 .skip(1)
                 .enumerate()
                 .map(move |(i, raw)| value(raw, msh && i == 0)),

@@ -1,5 +1,6 @@
 //! Byte scanning primitives used by the parser: a word-at-a-time search for line breaks and
-//! lazy splitting of a slice on one delimiter. Plain safe slices, no allocation.
+//! lazy splitting of a slice on one delimiter (one piece by index, or all pieces in order).
+//! Plain safe slices, no allocation.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -78,12 +79,67 @@ fn find_nth(s: &[u8], sep: u8, mut k: usize) -> Option<usize> {
     None
 }
 
+/// Position of the first `sep` in `s`, eight bytes at a time.
+#[inline]
+fn find_byte(s: &[u8], sep: u8) -> Option<usize> {
+    let mut offset = 0;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        if let Ok(arr) = <[u8; 8]>::try_from(chunk) {
+            let m = byte_mask(u64::from_le_bytes(arr), sep);
+            if m != 0 {
+                return Some(offset + (m.trailing_zeros() / 8) as usize);
+            }
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == sep)
+        .map(|p| p + offset)
+}
+
+/// The pieces of a slice split on one byte, in order: the same pieces as
+/// `s.split(|&b| b == sep)`, found eight bytes at a time. Without a separator the slice is one
+/// piece.
+#[derive(Debug, Clone)]
+pub struct Pieces<'a> {
+    rest: Option<&'a [u8]>,
+    sep: Option<u8>,
+}
+
+/// The pieces of `s` split on `sep` (`None`: `s` whole, as one piece).
+#[inline]
+pub fn pieces(s: &[u8], sep: Option<u8>) -> Pieces<'_> {
+    Pieces { rest: Some(s), sep }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match self.sep.and_then(|sep| find_byte(rest, sep)) {
+            Some(i) => {
+                self.rest = rest.get(i + 1..);
+                rest.get(..i)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
 /// The `n`th (0-based) piece of `s` split on `sep`.
 #[inline]
 pub fn nth_piece(s: &[u8], sep: u8, n: usize) -> Option<&[u8]> {
     let start = if n == 0 { 0 } else { find_nth(s, sep, n)? + 1 };
     let rest = s.get(start..)?;
-    match find_nth(rest, sep, 1) {
+    match find_byte(rest, sep) {
         Some(len) => rest.get(..len),
         None => Some(rest),
     }
@@ -112,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn pieces() {
+    fn pieces_by_index() {
         assert_eq!(nth_piece(b"a|b||c", b'|', 0), Some(&b"a"[..]));
         assert_eq!(nth_piece(b"a|b||c", b'|', 2), Some(&b""[..]));
         assert_eq!(nth_piece(b"a|b||c", b'|', 3), Some(&b"c"[..]));
@@ -120,6 +176,9 @@ mod tests {
         assert_eq!(nth_piece(b"", b'|', 0), Some(&b""[..]));
         assert_eq!(nth_piece(b"", b'|', 1), None);
         assert_eq!(nth_piece(b"|", b'|', 1), Some(&b""[..]));
+        assert!(pieces(b"", Some(b'|')).eq([&b""[..]]));
+        assert!(pieces(b"a|b", None).eq([&b"a|b"[..]]));
+        assert!(pieces(b"a||", Some(b'|')).eq([&b"a"[..], b"", b""]));
         // agree with `split` across word boundaries, repeated separators and high bytes
         let samples: [&[u8]; 5] = [
             b"MSH|^~\\&|app|fac|||20240101||ADT^A01|1|P|2.5|||||",
@@ -132,6 +191,11 @@ mod tests {
             for sep in [b'|', b'^', 0x7c, 0x00, 0xff] {
                 for n in 0..40 {
                     assert_eq!(nth_piece(s, sep, n), s.split(|&b| b == sep).nth(n), "{n}");
+                }
+                assert!(pieces(s, Some(sep)).eq(s.split(|&b| b == sep)));
+                for start in 0..s.len() {
+                    let tail = s.get(start..).unwrap();
+                    assert!(pieces(tail, Some(sep)).eq(tail.split(|&b| b == sep)));
                 }
             }
         }

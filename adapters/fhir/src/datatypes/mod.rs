@@ -112,12 +112,12 @@ impl<'a> Node<'a> {
 
 /// A segment whose fields were split once (by [`SegIndex`]), so that reading field `n` is an
 /// index instead of a scan from the start of the segment; mappings read a segment's fields
-/// many times.
+/// many times. Segments no mapping reads are not split; their fields are found on demand.
 #[derive(Debug, Clone, Copy)]
 pub struct Seg<'a> {
     segment: Segment<'a>,
-    /// Fields 1.. (`fields[0]` is field 1).
-    fields: &'a [Field<'a>],
+    /// Fields 1.. (`fields[0]` is field 1); `None` when the segment was not split.
+    fields: Option<&'a [Field<'a>]>,
 }
 
 impl<'a> Seg<'a> {
@@ -132,34 +132,45 @@ impl<'a> Seg<'a> {
     }
 }
 
+/// Segments some mapping reads fields of; the others (GT1, IN2, ROL, Z-segments …) are only
+/// named in the notes, so splitting them would be wasted.
+const READ: &[&str] = &[
+    "MSH", "EVN", "SFT", "PID", "PD1", "MRG", "PV1", "PV2", "NK1", "AL1", "DG1", "PR1", "IN1",
+    "ORC", "OBR", "OBX", "NTE", "SPM", "TXA", "SCH", "TQ1", "AIS", "AIG", "AIL", "AIP", "RXA",
+    "RXE", "RXR",
+];
+
 /// The fields of every segment of a message, split in one pass.
 #[derive(Debug, Default)]
 pub struct SegIndex<'a> {
     fields: Vec<Field<'a>>,
-    /// Per segment: the segment and the range of its fields in `fields`.
-    segments: Vec<(Segment<'a>, usize, usize)>,
+    /// Per segment: the segment and the range of its fields in `fields` (`None`: not split).
+    segments: Vec<(Segment<'a>, Option<(usize, usize)>)>,
 }
 
 impl<'a> SegIndex<'a> {
-    /// Split the fields of `segments`.
+    /// Split the fields of `segments` (those a mapping reads).
     pub fn new(segments: impl Iterator<Item = Segment<'a>>) -> SegIndex<'a> {
         let mut index = SegIndex {
             fields: Vec::with_capacity(256),
             segments: Vec::with_capacity(32),
         };
         for seg in segments {
-            let start = index.fields.len();
-            index.fields.extend(seg.fields());
-            index.segments.push((seg, start, index.fields.len()));
+            let range = READ.contains(&seg.id()).then(|| {
+                let start = index.fields.len();
+                index.fields.extend(seg.fields());
+                (start, index.fields.len())
+            });
+            index.segments.push((seg, range));
         }
         index
     }
 
     /// The indexed segments, in order.
     pub fn segments(&self) -> impl Iterator<Item = Seg<'_>> + '_ {
-        self.segments.iter().map(|&(segment, start, end)| Seg {
+        self.segments.iter().map(|&(segment, range)| Seg {
             segment,
-            fields: self.fields.get(start..end).unwrap_or_default(),
+            fields: range.map(|(start, end)| self.fields.get(start..end).unwrap_or_default()),
         })
     }
 
@@ -212,6 +223,9 @@ impl<'a> SegmentExt<'a> for Segment<'a> {
 
 impl<'a> SegmentExt<'a> for Seg<'a> {
     fn field_at(&self, n: usize) -> Option<Field<'a>> {
-        self.fields.get(n.checked_sub(1)?).copied()
+        match self.fields {
+            Some(fields) => fields.get(n.checked_sub(1)?).copied(),
+            None => self.segment.field(n),
+        }
     }
 }
