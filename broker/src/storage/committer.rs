@@ -89,7 +89,7 @@ pub struct Trimmed {
 /// A checkpoint is taken once the journal generation holds this much
 /// (below [`super::wal::PREALLOC_BYTES`], so entries land in preallocated
 /// blocks) ...
-const CHECKPOINT_BYTES: u64 = 3 << 20;
+const CHECKPOINT_BYTES: u64 = 6 << 20;
 /// ... or is this old, whichever comes first.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
@@ -527,9 +527,8 @@ impl Committer {
                     continue;
                 }
                 let t = self.log.topic_or_create(topic, &mut self.touched)?;
-                let files = t.append(b, self.log.segment_bytes)?;
-                self.touched.add_files(files);
-                self.touched.add_dir(&t.dir);
+                let appended = t.append(b, self.log.segment_bytes)?;
+                self.touched.add_appended(&t, appended);
                 stats.push(TopicAppend {
                     topic: topic.clone(),
                     records: b.count,

@@ -138,9 +138,8 @@ impl<'a> Importer<'a> {
             return Ok(());
         }
         if let Target::Topic(t) = &self.target {
-            let files = t.append(&self.batch, self.log.segment_bytes)?;
-            self.touched.add_files(files);
-            self.touched.add_dir(&t.dir);
+            let appended = t.append(&self.batch, self.log.segment_bytes)?;
+            self.touched.add_appended(t, appended);
         }
         self.batch = TopicBatch::default();
         Ok(())

@@ -45,6 +45,14 @@ impl Touched {
         }
     }
 
+    /// What [`TopicLog::append`] wrote to `topic`.
+    pub fn add_appended(&mut self, topic: &TopicLog, (files, created): (Vec<Arc<Files>>, bool)) {
+        self.add_files(files);
+        if created {
+            self.add_dir(&topic.dir);
+        }
+    }
+
     pub fn add_dir(&mut self, dir: &Path) {
         if !self.dirs.iter().any(|d| d == dir) {
             self.dirs.push(dir.to_path_buf());
@@ -235,14 +243,13 @@ impl Log {
                             continue;
                         }
                         if batch.count > 0 && head.offset != batch.start + batch.count {
-                            touched.add_files(t.append(&batch, self.segment_bytes)?);
+                            touched.add_appended(&t, t.append(&batch, self.segment_bytes)?);
                             batch = TopicBatch::default();
                         }
                         batch.push(head.offset, head.payload_len, value);
                     }
                     if batch.count > 0 {
-                        touched.add_files(t.append(&batch, self.segment_bytes)?);
-                        touched.add_dir(&t.dir);
+                        touched.add_appended(&t, t.append(&batch, self.segment_bytes)?);
                     }
                 }
                 WalOp::Cursor { key, offset } => self.set_cursors(&[(key.to_vec(), *offset)], &[]),

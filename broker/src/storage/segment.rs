@@ -133,6 +133,9 @@ pub(crate) fn parse_data_name(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
+/// Written bytes a segment lets pile up before it starts their writeback.
+const WRITEBACK_BYTES: u64 = 512 << 10;
+
 /// One segment: a data file and its index.
 pub(crate) struct Segment {
     /// Offset of its first record.
@@ -141,6 +144,8 @@ pub(crate) struct Segment {
     pub count: u64,
     /// Bytes of its data file that hold those records.
     pub len: u64,
+    /// Bytes whose writeback has been started.
+    written_back: u64,
     dir: PathBuf,
     /// Open files while it is the topic's newest segment (appended to);
     /// older segments are opened when read.
@@ -175,10 +180,11 @@ impl Files {
         })
     }
 
-    /// fdatasync both files.
+    /// fdatasync the data file. The index is never synced: it is checked
+    /// against the data when the segment is opened and rebuilt from it
+    /// when the two disagree ([`Segment::verify`]).
     pub fn sync(&self) -> io::Result<()> {
-        self.data.sync_data()?;
-        self.index.sync_data()
+        self.data.sync_data()
     }
 
     /// The index entries `from..from + n` (relative to the segment's base).
@@ -209,6 +215,7 @@ impl Segment {
             base,
             count: 0,
             len: 0,
+            written_back: 0,
             dir: dir.to_path_buf(),
             files: Some(Arc::new(files)),
         })
@@ -223,6 +230,7 @@ impl Segment {
             base,
             count,
             len,
+            written_back: len,
             dir: dir.to_path_buf(),
             files: Some(Arc::new(files)),
         })
@@ -264,13 +272,34 @@ impl Segment {
             .write_all_at(index, self.count * INDEX_ENTRY as u64)
     }
 
+    /// Start the writeback of what was written since the last call, once
+    /// that is [`WRITEBACK_BYTES`] or more: the disk then takes segment data
+    /// a little at a time, instead of in one burst at the checkpoint that
+    /// a journal `fdatasync` would queue behind. (`POSIX_FADV_DONTNEED`
+    /// starts writeback of the range without waiting for it; pages still
+    /// dirty then stay cached.)
+    pub fn start_writeback(&mut self) {
+        if self.len - self.written_back < WRITEBACK_BYTES {
+            return;
+        }
+        if let Some(files) = &self.files {
+            let _ = nix::fcntl::posix_fadvise(
+                &files.data,
+                self.written_back as i64,
+                (self.len - self.written_back) as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+        self.written_back = self.len;
+    }
+
     /// Keep only the first `keep` records: the files are cut to them (what
     /// follows was never made durable by the journal, or is written again
     /// from it). Rebuilds the index from the data when the two disagree.
     pub fn truncate(&mut self, keep: u64) -> io::Result<()> {
         let files = self.files()?;
         let indexed = files.index.metadata()?.len() / INDEX_ENTRY as u64;
-        if indexed < keep || !self.index_matches(&files, keep)? {
+        if indexed < keep || self.indexed_end(&files, keep)?.is_none() {
             self.rebuild(&files)?;
         }
         let keep = keep.min(self.count);
@@ -291,37 +320,47 @@ impl Segment {
         files.index.set_len(keep * INDEX_ENTRY as u64)?;
         self.count = keep;
         self.len = len;
+        self.written_back = self.written_back.min(len);
         Ok(())
     }
 
-    /// Whether the index entry of record `keep - 1` points at a sound frame
-    /// holding that offset.
-    fn index_matches(&self, files: &Files, keep: u64) -> io::Result<bool> {
+    /// Where the frame of record `keep - 1` ends, when the index points at
+    /// a sound frame holding that offset (`Some(0)` for `keep == 0`).
+    fn indexed_end(&self, files: &Files, keep: u64) -> io::Result<Option<u64>> {
         if keep == 0 {
-            return Ok(true);
+            return Ok(Some(0));
         }
         let Some((pos, _)) = files.entries(keep - 1, 1)?.first().copied() else {
-            return Ok(false);
+            return Ok(None);
         };
         let data_len = files.data.metadata()?.len();
         let mut head = [0u8; FRAME_HEADER];
         if u64::from(pos) + FRAME_HEADER as u64 > data_len {
-            return Ok(false);
+            return Ok(None);
         }
         files.data.read_exact_at(&mut head, u64::from(pos))?;
         let Some(head) = FrameHead::parse(&head) else {
-            return Ok(false);
+            return Ok(None);
         };
-        if head.offset != self.base + keep - 1
-            || u64::from(pos) + head.frame_len() as u64 > data_len
-        {
-            return Ok(false);
+        let end = u64::from(pos) + head.frame_len() as u64;
+        if head.offset != self.base + keep - 1 || end > data_len {
+            return Ok(None);
         }
         let mut value = vec![0u8; head.value_len as usize];
         files
             .data
             .read_exact_at(&mut value, u64::from(pos) + FRAME_HEADER as u64)?;
-        Ok(frame_crc(head.offset, head.payload_len, &value) == head.crc)
+        Ok((frame_crc(head.offset, head.payload_len, &value) == head.crc).then_some(end))
+    }
+
+    /// At open: the index must end exactly where the data does (both were
+    /// written together, only the data is synced); otherwise it is rebuilt.
+    pub fn verify(&mut self) -> io::Result<()> {
+        let files = self.files()?;
+        if self.indexed_end(&files, self.count)? != Some(self.len) {
+            self.rebuild(&files)?;
+        }
+        Ok(())
     }
 
     /// Rewrite the index from the data file's sound frames (after a crash
@@ -352,6 +391,7 @@ impl Segment {
         files.index.write_all_at(&index, 0)?;
         self.count = count;
         self.len = end as u64;
+        self.written_back = self.written_back.min(self.len);
         Ok(())
     }
 }

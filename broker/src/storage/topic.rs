@@ -109,7 +109,9 @@ impl TopicLog {
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len());
         for base in bases {
-            segments.push(Segment::open(dir, base)?);
+            let mut s = Segment::open(dir, base)?;
+            s.verify()?;
+            segments.push(s);
         }
         let n = segments.len();
         for s in segments.iter_mut().take(n.saturating_sub(1)) {
@@ -181,9 +183,15 @@ impl TopicLog {
     /// readers). Opens a new segment when the current one would pass
     /// `segment_bytes`, or when the batch does not follow on (offsets
     /// skipped by a restore). Returns the files written, for the next
-    /// checkpoint's sync.
-    pub fn append(&self, batch: &TopicBatch, segment_bytes: u64) -> io::Result<Vec<Arc<Files>>> {
+    /// checkpoint's sync, and whether a segment was created (the topic's
+    /// directory then needs a sync too).
+    pub fn append(
+        &self,
+        batch: &TopicBatch,
+        segment_bytes: u64,
+    ) -> io::Result<(Vec<Arc<Files>>, bool)> {
         let mut touched: Vec<Arc<Files>> = Vec::new();
+        let mut created = false;
         let mut done = 0usize;
         let n = batch.entries.len();
         while done < n {
@@ -199,6 +207,7 @@ impl TopicLog {
                 }
             };
             if needs_new {
+                created = true;
                 let seg = Segment::create(&self.dir, offset)?;
                 let mut st = self.write_state();
                 if let Some(prev) = st.segments.last_mut() {
@@ -250,6 +259,7 @@ impl TopicLog {
                 if let Some(seg) = st.segments.last_mut() {
                     seg.count += (end - done) as u64;
                     seg.len += frames.len() as u64;
+                    seg.start_writeback();
                 }
                 st.next = offset + (end - done) as u64;
                 st.bytes += payload;
@@ -259,7 +269,7 @@ impl TopicLog {
             }
             done = end;
         }
-        Ok(touched)
+        Ok((touched, created))
     }
 
     /// Keep `batch` (already appended) in memory for live readers, dropping

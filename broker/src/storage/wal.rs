@@ -33,7 +33,7 @@ const TAG_RELEASE: u8 = 3;
 const TAG_TRIM: u8 = 4;
 const ENTRY_HEADER: usize = 16;
 /// Size a journal file is filled to before use.
-pub(crate) const PREALLOC_BYTES: u64 = 4 << 20;
+pub(crate) const PREALLOC_BYTES: u64 = 8 << 20;
 
 /// One change recorded in a journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
