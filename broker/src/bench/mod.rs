@@ -110,11 +110,11 @@ impl BenchError {
 /// `--durability` of a spawned broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DurabilityArg {
-    /// sled flush plus fdatasync before every ACK.
+    /// journal entry written and fdatasynced before every ACK.
     Fsync,
-    /// sled flush only.
+    /// journal entry written, not synced.
     Flush,
-    /// No flush: ACK after the in-memory insert.
+    /// Nothing synced, ever.
     None,
 }
 
