@@ -4,7 +4,7 @@
 //! told they arrived, and flow on from there.
 //!
 //! # Layout
-//! - [`storage`]: durable topics on sled, group commit, the record envelope.
+//! - [`storage`]: durable topics (segment files behind a write-ahead journal), group commit, the record envelope.
 //! - [`mllp`]: the MLLP listener and one session actor per connected system.
 //! - [`ack`]: fresh control ids and HL7 timestamps for the ACKs we send.
 //! - [`headers`]: the record header names medbus writes.

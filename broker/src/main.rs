@@ -4,8 +4,8 @@
 
 use anyhow::Context as _;
 
-/// The broker allocates and frees many small buffers per message (sled
-/// nodes, records, frames); mimalloc spends markedly less time on that than
+/// The broker allocates and frees many small buffers per message (records,
+/// headers, frames, FHIR values); mimalloc spends markedly less time on that than
 /// the system allocator (see BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -33,7 +33,7 @@ pub struct Metrics {
     pub storage_commit_batch_records: Histogram,
     /// Group commits that failed (every append in them answered with an error).
     pub storage_commit_failures: IntCounter,
-    /// Bytes sled uses on disk (sampled at scrape time).
+    /// Bytes the store uses on disk (sampled at scrape time).
     pub storage_disk_bytes: IntGauge,
     /// Records appended per topic since start.
     pub topic_records: IntCounterVec,

@@ -28,12 +28,14 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9575";
 /// Default time between "not ready" and closing the listeners on shutdown,
 /// so that load balancers stop sending first.
 pub const DEFAULT_SHUTDOWN_GRACE: HumanDuration = HumanDuration(Duration::from_secs(2));
-/// Default free-space reserve: room for sled to finish what it has started
-/// (segments of 512 KiB, blobs, snapshots) so that it never meets ENOSPC.
+/// Default free-space reserve: room for what a write has started (a
+/// journal generation, a segment, sled's key-value pages) so that the store
+/// never meets ENOSPC in the middle of one.
 pub const DEFAULT_MIN_FREE: ByteSize = ByteSize(64 << 20);
 /// Default longest wait for a group commit.
 pub const DEFAULT_COMMIT_TIMEOUT: HumanDuration = HumanDuration(Duration::from_secs(10));
-/// Default page cache of the message store (sled's own default is 1 GiB).
+/// Default page cache of the key-value trees' sled database (sled's own
+/// default is 1 GiB).
 pub const DEFAULT_STORAGE_CACHE: ByteSize = ByteSize(64 << 20);
 /// Default size at which a topic starts a new segment file.
 pub const DEFAULT_SEGMENT_SIZE: ByteSize = ByteSize(4 << 20);
