@@ -1,6 +1,6 @@
 //! Append throughput through `medbus::storage::Store`: 1 KiB records, with
 //! durability `none` (the committer's own cost: encode, insert, answer) and
-//! `fsync` (plus sled flush and fdatasync per group commit), 1 and 32
+//! `fsync` (one journal fdatasync per group commit), 1 and 32
 //! concurrent appenders (32 waiting appends let the group commit batch).
 //! One iteration = `appenders` appends issued together and all awaited.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

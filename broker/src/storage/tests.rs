@@ -12,19 +12,7 @@ fn rec(payload: &[u8]) -> Record {
 }
 
 fn open(dir: &Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            durability: Durability::Fsync,
-            max_batch: 64,
-            cache_bytes: 16 << 20,
-            min_free: 0,
-            commit_timeout: std::time::Duration::from_secs(30),
-            observer: None,
-            segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,
-        },
-    )
-    .expect("open")
+    open_with_segments(dir, crate::storage::DEFAULT_SEGMENT_BYTES)
 }
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -448,17 +436,22 @@ fn the_journal_is_replayed_after_a_crash() {
     assert_eq!(payloads[4], b"y".to_vec());
     assert_eq!(store.cursor(b"route/r/t").expect("cursor"), 5);
     // Offsets go on after the replayed ones.
-    let next = block(store.append(AppendRequest {
-        topic: "t".into(),
-        record: rec(b"z"),
+    assert_stored_at(&store, "t", 5);
+}
+
+/// Append one record to `topic` and check that it got `offset`.
+fn assert_stored_at(store: &Store, topic: &str, offset: u64) {
+    let out = block(store.append(AppendRequest {
+        topic: topic.into(),
+        record: rec(b"n"),
         dedup: None,
     }))
     .expect("append");
     assert_eq!(
-        next,
+        out,
         AppendOutcome::Stored {
-            topic: "t".into(),
-            offset: 5
+            topic: topic.into(),
+            offset
         }
     );
 }
@@ -494,19 +487,7 @@ fn topics_kept_in_sled_trees_are_moved_over() {
     );
     assert_eq!(got[2].1.payload, vec![7]);
     assert_eq!(store.cursor(b"route/r/old").expect("cursor"), 7);
-    let out = block(store.append(AppendRequest {
-        topic: "gone".into(),
-        record: rec(b"n"),
-        dedup: None,
-    }))
-    .expect("append");
-    assert_eq!(
-        out,
-        AppendOutcome::Stored {
-            topic: "gone".into(),
-            offset: 42
-        }
-    );
+    assert_stored_at(&store, "gone", 42);
     assert!(!store
         .inner
         .db
