@@ -17,7 +17,7 @@
 //! generation][body]`, big-endian, the CRC covering generation and body; an
 //! entry of another generation (what a recycled file held before) ends the
 //! generation like a torn one. A body is a list of operations, each a tag
-//! byte then its fields (`u16` lengths for names and keys):
+//! byte then its fields (`u32` lengths for names and keys):
 //! `1` topic, name, `u32` length, segment frames (see [`super::segment`]);
 //! `2` cursor key, `u64` next offset; `3` cursor key removed; `4` topic,
 //! `u64` new first offset (retention).
@@ -67,9 +67,8 @@ impl EntryBuf {
     }
 
     fn name(&mut self, s: &[u8]) {
-        let n = s.len().min(u16::MAX as usize);
-        self.buf.extend_from_slice(&(n as u16).to_be_bytes());
-        self.buf.extend_from_slice(s.get(..n).unwrap_or_default());
+        self.buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(s);
     }
 
     /// Add one operation.
@@ -130,9 +129,9 @@ pub(crate) fn parse(body: &[u8]) -> Result<Vec<WalOp<'_>>, String> {
         *at += n;
         Ok(s)
     };
-    let u16_at = |at: &mut usize| -> Result<usize, String> {
-        let b = take(at, 2)?;
-        Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
+    let len_at = |at: &mut usize| -> Result<usize, String> {
+        let b = take(at, 4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
     let u64_at = |at: &mut usize| -> Result<u64, String> {
         let b = take(at, 8)?;
@@ -145,7 +144,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Vec<WalOp<'_>>, String> {
         let tag = take(&mut at, 1)?[0];
         match tag {
             TAG_FRAMES => {
-                let n = u16_at(&mut at)?;
+                let n = len_at(&mut at)?;
                 let topic = text(take(&mut at, n)?)?;
                 let len = take(&mut at, 4)?;
                 let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
@@ -153,18 +152,18 @@ pub(crate) fn parse(body: &[u8]) -> Result<Vec<WalOp<'_>>, String> {
                 ops.push(WalOp::Frames { topic, frames });
             }
             TAG_CURSOR => {
-                let n = u16_at(&mut at)?;
+                let n = len_at(&mut at)?;
                 let key = take(&mut at, n)?;
                 let offset = u64_at(&mut at)?;
                 ops.push(WalOp::Cursor { key, offset });
             }
             TAG_RELEASE => {
-                let n = u16_at(&mut at)?;
+                let n = len_at(&mut at)?;
                 let key = take(&mut at, n)?;
                 ops.push(WalOp::Release { key });
             }
             TAG_TRIM => {
-                let n = u16_at(&mut at)?;
+                let n = len_at(&mut at)?;
                 let topic = text(take(&mut at, n)?)?;
                 let first = u64_at(&mut at)?;
                 ops.push(WalOp::Trim { topic, first });
@@ -399,6 +398,6 @@ mod tests {
         .expect("read");
         assert_eq!(n, 1);
         assert!(parse(&[9]).is_err());
-        assert!(parse(&[1, 0, 5, b'a']).is_err());
+        assert!(parse(&[1, 0, 0, 0, 5, b'a']).is_err());
     }
 }
