@@ -114,6 +114,8 @@ pub(crate) struct Job {
 pub(crate) struct Checkpointer {
     tx: Option<mpsc::Sender<Job>>,
     busy: Arc<AtomicBool>,
+    /// Set when a checkpoint failed (taken by [`Self::take_failed`]).
+    failed: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -123,22 +125,20 @@ impl Checkpointer {
         let (tx, rx) = mpsc::channel::<Job>();
         let busy = Arc::new(AtomicBool::new(false));
         let flag = busy.clone();
+        let failed = Arc::new(AtomicBool::new(false));
+        let failed_flag = failed.clone();
         let thread = std::thread::Builder::new()
             .name("medbus-checkpoint".into())
             .spawn(move || {
-                // Files of a failed checkpoint are synced by the next one
-                // (it also deletes the journal that covered them).
-                let mut carried: Vec<Arc<Files>> = Vec::new();
-                let mut carried_dirs: Vec<PathBuf> = Vec::new();
-                for mut job in rx {
-                    job.files.append(&mut carried);
-                    job.dirs.append(&mut carried_dirs);
-                    let files = job.files.clone();
-                    let dirs = job.dirs.clone();
+                for job in rx {
                     if let Err(e) = run(&dir, &wal_dir, job) {
-                        tracing::error!(error = %e, "checkpoint failed; the journal is kept and the next checkpoint tries again");
-                        carried = files;
-                        carried_dirs = dirs;
+                        // Not retried with the same files: after a failed
+                        // fsync the kernel may have dropped the dirty pages
+                        // and a second fsync would report success. The
+                        // committer rebuilds the topics from the journal
+                        // (which this checkpoint did not delete) instead.
+                        tracing::error!(error = %e, "checkpoint failed; the topics are rebuilt from the journal");
+                        failed_flag.store(true, Ordering::Release);
                     }
                     flag.store(false, Ordering::Release);
                 }
@@ -146,6 +146,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             tx: Some(tx),
             busy,
+            failed,
             thread: Some(thread),
         })
     }
@@ -153,6 +154,11 @@ impl Checkpointer {
     /// Whether a checkpoint is being taken.
     pub fn busy(&self) -> bool {
         self.busy.load(Ordering::Acquire)
+    }
+
+    /// Whether a checkpoint failed since the last call.
+    pub fn take_failed(&self) -> bool {
+        self.failed.swap(false, Ordering::AcqRel)
     }
 
     /// Hand a checkpoint over (the caller checked [`Self::busy`]).

@@ -173,11 +173,24 @@ enum Reply {
         oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
         Result<Vec<(String, u64)>, StorageError>,
     ),
-    /// Answered once the trim is applied: (topic, new first, more).
+    /// Answered once the trim is applied (`None`: nothing to trim).
     Trim(
         oneshot::Sender<Result<Trimmed, StorageError>>,
-        Option<(String, u64, bool)>,
+        Option<PlannedTrim>,
     ),
+}
+
+/// A retention trim, measured when planned (and journaled with its bytes,
+/// so that a replay after a crash takes the same bytes off).
+struct PlannedTrim {
+    topic: String,
+    /// The new first offset.
+    first: u64,
+    /// Records and payload bytes removed.
+    records: u64,
+    bytes: u64,
+    /// Whether records below the requested offset remain.
+    more: bool,
 }
 
 /// One group commit being built: offsets assigned, nothing written yet.
@@ -193,6 +206,8 @@ struct Plan {
     replies: Vec<Reply>,
     /// Requests in it (for the observer).
     requests: usize,
+    /// First offset per topic after the trims planned so far.
+    trimmed_to: HashMap<String, u64>,
 }
 
 impl Plan {
@@ -272,6 +287,15 @@ impl Committer {
             }
         }
         self.checkpointer.finish();
+        if self.checkpointer.take_failed() {
+            self.broken = true;
+        }
+        // A checkpoint of a half-applied state would drop the journal that
+        // still holds the rest: rebuild first, or leave it to the next start.
+        if self.broken && !self.repair() {
+            tracing::error!("topics not rebuilt: no final checkpoint; the journal is replayed at the next start");
+            return;
+        }
         if let Err(e) = self.checkpoint_now() {
             tracing::error!(error = %e, "final checkpoint of the message store failed (the journal is kept and replayed at the next start)");
         }
@@ -344,7 +368,7 @@ impl Committer {
         if self.broken {
             self.repair();
         }
-        let refused = self.disk_full().or_else(|| {
+        let mut refused = self.disk_full().or_else(|| {
             self.broken.then(|| {
                 StorageError::Durability("the topics could not be written; retrying".into())
             })
@@ -364,6 +388,13 @@ impl Committer {
                     let result = super::backup::write(&self.log, &self.kv, &path)
                         .map_err(|e| StorageError::Io(format!("backup failed: {e}")));
                     let _ = reply.send(result);
+                    // What was just written may have failed half-way: then
+                    // nothing more in this batch may be planned on top.
+                    if refused.is_none() && self.broken {
+                        refused = Some(StorageError::Durability(
+                            "the topics could not be written; retrying".into(),
+                        ));
+                    }
                 }
                 Op::Append { reply, .. } if refused.is_some() => {
                     plan.replies.push(Reply::Append(
@@ -385,15 +416,12 @@ impl Committer {
                     topic,
                     below,
                     reply,
-                } => {
-                    let target = self.log.topic(&topic).map(|t| {
-                        let st = t.read_state();
-                        let limit = below.min(st.next);
-                        let first = limit.min(st.first.saturating_add(TRIM_BATCH as u64));
-                        (topic.clone(), first, first < limit)
-                    });
-                    plan.replies.push(Reply::Trim(reply, target));
-                }
+                } => match self.plan_trim(&mut plan, &topic, below) {
+                    Ok(target) => plan.replies.push(Reply::Trim(reply, target)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
                 Op::Atomic { write, reply } => {
                     let result = self.plan_atomic(&mut plan, write);
                     plan.replies.push(Reply::Atomic(reply, result));
@@ -408,11 +436,11 @@ impl Committer {
         if plan.is_empty() {
             return;
         }
-        let trims: Vec<(String, u64)> = plan
+        let trims: Vec<(String, u64, u64)> = plan
             .replies
             .iter()
             .filter_map(|r| match r {
-                Reply::Trim(_, Some((t, first, _))) => Some((t.clone(), *first)),
+                Reply::Trim(_, Some(t)) => Some((t.topic.clone(), t.first, t.bytes)),
                 _ => None,
             })
             .collect();
@@ -434,10 +462,11 @@ impl Committer {
         for key in &plan.released {
             self.entry.push(&WalOp::Release { key });
         }
-        for (topic, first) in &trims {
+        for (topic, first, bytes) in &trims {
             self.entry.push(&WalOp::Trim {
                 topic,
                 first: *first,
+                bytes: *bytes,
             });
         }
         let durable = if self.entry.is_empty() {
@@ -451,7 +480,7 @@ impl Committer {
             Ok(()) => self.apply(&mut plan, &trims),
             Err(e) => Err(e.clone()),
         };
-        let (topics, trimmed) = match applied {
+        let topics = match applied {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, requests = plan.requests, "group commit failed: answering every request of the batch with an error");
@@ -463,7 +492,7 @@ impl Committer {
                     }
                 }
                 plan.dedup.clear();
-                (Vec::new(), HashMap::new())
+                Vec::new()
             }
         };
         let failed = durable.is_err() || self.broken;
@@ -494,18 +523,15 @@ impl Committer {
                     let result = match (&durable, target) {
                         (Err(e), _) => Err(e.clone()),
                         (Ok(()), None) => Ok(Trimmed::default()),
-                        (Ok(()), Some((topic, _, more))) => {
-                            let (records, bytes) = trimmed.get(&topic).copied().unwrap_or((0, 0));
-                            Ok(Trimmed {
-                                records,
-                                bytes,
-                                remaining_bytes: self
-                                    .log
-                                    .topic(&topic)
-                                    .map_or(0, |t| t.read_state().bytes),
-                                more,
-                            })
-                        }
+                        (Ok(()), Some(t)) => Ok(Trimmed {
+                            records: t.records,
+                            bytes: t.bytes,
+                            remaining_bytes: self
+                                .log
+                                .topic(&t.topic)
+                                .map_or(0, |t| t.read_state().bytes),
+                            more: t.more,
+                        }),
                     };
                     let _ = tx.send(result);
                 }
@@ -514,14 +540,13 @@ impl Committer {
     }
 
     /// Write a durable group to the topics and cursors.
-    #[allow(clippy::type_complexity)]
     fn apply(
         &mut self,
         plan: &mut Plan,
-        trims: &[(String, u64)],
-    ) -> Result<(Vec<TopicAppend>, HashMap<String, (u64, u64)>), StorageError> {
+        trims: &[(String, u64, u64)],
+    ) -> Result<Vec<TopicAppend>, StorageError> {
         let mut stats = Vec::with_capacity(plan.topics.len());
-        let written = (|| -> std::io::Result<HashMap<String, (u64, u64)>> {
+        let written = (|| -> std::io::Result<()> {
             for (topic, b) in plan.topics.iter_mut() {
                 if b.count == 0 {
                     continue;
@@ -538,19 +563,15 @@ impl Committer {
                 t.cache_tail(std::mem::take(b));
             }
             self.log.set_cursors(&plan.cursors, &plan.released);
-            let mut trimmed: HashMap<String, (u64, u64)> = HashMap::new();
-            for (topic, first) in trims {
+            for (topic, first, bytes) in trims {
                 if let Some(t) = self.log.topic(topic) {
-                    let (records, bytes) = self.log.trim(&t, *first, &mut self.touched)?;
-                    let e = trimmed.entry(topic.clone()).or_default();
-                    e.0 += records;
-                    e.1 += bytes;
+                    self.log.trim(&t, *first, *bytes, &mut self.touched)?;
                 }
             }
-            Ok(trimmed)
+            Ok(())
         })();
         match written {
-            Ok(trimmed) => Ok((stats, trimmed)),
+            Ok(()) => Ok(stats),
             Err(e) => {
                 // Durable in the journal, not in the topics: recovered from
                 // the journal once the disk lets us.
@@ -560,6 +581,43 @@ impl Committer {
                 )))
             }
         }
+    }
+
+    /// Plan a retention trim of `topic` below `below`, at most
+    /// [`TRIM_BATCH`] records, measuring the payload it removes.
+    fn plan_trim(
+        &mut self,
+        plan: &mut Plan,
+        topic: &str,
+        below: u64,
+    ) -> Result<Option<PlannedTrim>, StorageError> {
+        let Some(t) = self.log.topic(topic) else {
+            return Ok(None);
+        };
+        let (first, next) = {
+            let st = t.read_state();
+            (st.first, st.next)
+        };
+        let old_first = plan
+            .trimmed_to
+            .get(topic)
+            .copied()
+            .unwrap_or(first)
+            .max(first);
+        let limit = below.min(next);
+        let new_first = limit.min(old_first.saturating_add(TRIM_BATCH as u64));
+        if new_first <= old_first {
+            return Ok(None);
+        }
+        let bytes = t.bytes_between(old_first, new_first)?;
+        plan.trimmed_to.insert(topic.to_string(), new_first);
+        Ok(Some(PlannedTrim {
+            topic: topic.to_string(),
+            first: new_first,
+            records: new_first - old_first,
+            bytes,
+            more: new_first < limit,
+        }))
     }
 
     /// Plan one append (or recognise a retransmission).
@@ -691,6 +749,11 @@ impl Committer {
     /// Start a checkpoint when the journal generation is big or old
     /// enough and none is under way.
     fn maybe_checkpoint(&mut self) {
+        if self.checkpointer.take_failed() {
+            // Rebuilt from the journal at the next commit or idle tick.
+            self.broken = true;
+            self.last_failed = true;
+        }
         if self.checkpointer.busy() || self.broken {
             return;
         }

@@ -20,6 +20,26 @@ pub(crate) const TOPICS_DIR: &str = "topics";
 /// Subdirectory of the journal.
 pub(crate) const WAL_DIR: &str = "wal";
 
+/// Whether any topic directory under `topics_dir` holds a segment file.
+fn has_segments(topics_dir: &Path) -> io::Result<bool> {
+    let rd = match std::fs::read_dir(topics_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for topic in rd.flatten() {
+        if let Ok(files) = std::fs::read_dir(topic.path()) {
+            if files
+                .flatten()
+                .any(|f| segment::parse_data_name(&f.file_name().to_string_lossy()).is_some())
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Every topic and cursor of a data directory.
 pub(crate) struct Log {
     dir: PathBuf,
@@ -79,10 +99,25 @@ impl Log {
     /// (Re)build everything from the checkpoint and the journal after it:
     /// at open, and after a write to the topics failed.
     pub fn reload(&self) -> io::Result<(u64, Touched)> {
-        let cp = checkpoint::read(&self.dir)?.unwrap_or_default();
+        let topics_dir = self.dir.join(TOPICS_DIR);
+        let cp = match checkpoint::read(&self.dir)? {
+            Some(cp) => cp,
+            // Without its checkpoint, the segments' offsets and cursors
+            // cannot be trusted: refuse rather than start from nothing.
+            None if has_segments(&topics_dir)? => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} holds topic segments but no {} file: not opened (restore it, or restore a backup into a new directory)",
+                        self.dir.display(),
+                        checkpoint::FILE
+                    ),
+                ))
+            }
+            None => Checkpoint::default(),
+        };
         *self.cursors.write().unwrap_or_else(|p| p.into_inner()) =
             cp.cursors.iter().cloned().collect();
-        let topics_dir = self.dir.join(TOPICS_DIR);
         std::fs::create_dir_all(&topics_dir)?;
         let marks: BTreeMap<&str, &TopicMark> =
             cp.topics.iter().map(|m| (m.name.as_str(), m)).collect();
@@ -208,22 +243,23 @@ impl Log {
         }
     }
 
-    /// Retention on `topic`: returns (records, bytes) removed; deletes the
-    /// segments that expired wholly.
+    /// Retention on `topic` (see [`TopicLog::trim_to`]): returns the records
+    /// removed; deletes the segments that expired wholly.
     pub fn trim(
         &self,
         topic: &TopicLog,
         first: u64,
+        bytes: u64,
         touched: &mut Touched,
-    ) -> io::Result<(u64, u64)> {
-        let (records, bytes, gone) = topic.trim(first)?;
+    ) -> io::Result<u64> {
+        let (records, gone) = topic.trim_to(first, bytes);
         if !gone.is_empty() {
             touched.add_dir(&topic.dir);
         }
         for p in &gone {
             super::topic::remove_file(p)?;
         }
-        Ok((records, bytes))
+        Ok(records)
     }
 
     /// Apply one journal entry again (recovery): records the topics have
@@ -254,9 +290,13 @@ impl Log {
                 }
                 WalOp::Cursor { key, offset } => self.set_cursors(&[(key.to_vec(), *offset)], &[]),
                 WalOp::Release { key } => self.set_cursors(&[], &[key.to_vec()]),
-                WalOp::Trim { topic, first } => {
+                WalOp::Trim {
+                    topic,
+                    first,
+                    bytes,
+                } => {
                     if let Some(t) = self.topic(topic) {
-                        self.trim(&t, *first, touched)?;
+                        self.trim(&t, *first, *bytes, touched)?;
                     }
                 }
             }

@@ -160,7 +160,7 @@ pub(crate) struct Files {
 
 impl Files {
     fn open(dir: &Path, base: u64, create: bool) -> io::Result<Files> {
-        let open = |name: String| {
+        let open = |name: String, create: bool| {
             let path = dir.join(name);
             if create {
                 // A new file, never a truncated one: ext4 flushes a file
@@ -174,10 +174,16 @@ impl Files {
                 .create_new(create)
                 .open(path)
         };
-        Ok(Files {
-            data: open(data_name(base))?,
-            index: open(index_name(base))?,
-        })
+        let data = open(data_name(base), create)?;
+        // An index lost with its directory entry (a crash right after the
+        // data file was created) is made again: `verify` rebuilds it.
+        let index = match open(index_name(base), create) {
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => {
+                open(index_name(base), true)?
+            }
+            other => other?,
+        };
+        Ok(Files { data, index })
     }
 
     /// fdatasync the data file. The index is never synced: it is checked
@@ -252,6 +258,15 @@ impl Segment {
     /// The segment is no longer appended to: drop its open files.
     pub fn close(&mut self) {
         self.files = None;
+    }
+
+    /// The segment is appended to again (it became the newest at
+    /// recovery): keep its files open.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        if self.files.is_none() {
+            self.files = Some(Arc::new(Files::open(&self.dir, self.base, false)?));
+        }
+        Ok(())
     }
 
     /// Paths of its files (for deletion).

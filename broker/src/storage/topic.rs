@@ -154,8 +154,10 @@ impl TopicLog {
             }
         }
         // Always cut the newest segment to its last sound record: a crash
-        // may have left part of a frame after it.
+        // may have left part of a frame after it. It is appended to next,
+        // so its files stay open.
         if let Some(last) = st.segments.last_mut() {
+            last.reopen()?;
             let keep = next.saturating_sub(last.base).min(last.count);
             last.truncate(keep)?;
         }
@@ -302,40 +304,45 @@ impl TopicLog {
         }
     }
 
-    /// Retention: make `first` the oldest readable offset (never past
-    /// `next`). Returns (records, payload bytes) removed and the files of
-    /// segments now wholly expired, which the caller deletes once the trim
-    /// is durable. The newest segment always stays.
-    pub fn trim(&self, below: u64) -> io::Result<(u64, u64, Vec<PathBuf>)> {
-        let (old_first, new_first) = {
-            let st = self.read_state();
-            (st.first, below.min(st.next).max(st.first))
-        };
-        if new_first == old_first {
-            return Ok((0, 0, Vec::new()));
-        }
-        // Payload bytes of the trimmed records, from the index.
-        let mut bytes = 0u64;
+    /// Payload bytes of the records `from..to` that are still in segments
+    /// (from the index).
+    pub fn bytes_between(&self, from: u64, to: u64) -> io::Result<u64> {
         let ranges: Vec<(Arc<Files>, u64, u64)> = {
             let st = self.read_state();
             let mut v = Vec::new();
             for s in &st.segments {
-                let lo = old_first.max(s.base);
-                let hi = new_first.min(s.end());
+                let lo = from.max(s.base);
+                let hi = to.min(s.end());
                 if lo < hi {
                     v.push((s.files()?, lo - s.base, hi - lo));
                 }
             }
             v
         };
-        for (files, from, n) in ranges {
+        let mut bytes = 0u64;
+        for (files, at, n) in ranges {
             bytes += files
-                .entries(from, n)?
+                .entries(at, n)?
                 .iter()
                 .map(|e| u64::from(e.1))
                 .sum::<u64>();
         }
+        Ok(bytes)
+    }
+
+    /// Retention: make `first` the oldest readable offset (never back,
+    /// never past `next`), taking `bytes` (the payload of the records
+    /// removed, as measured when the trim was journaled) off the topic's
+    /// count. Returns the records removed and the files of segments now
+    /// wholly expired, which the caller deletes. The newest segment always
+    /// stays.
+    pub fn trim_to(&self, first: u64, bytes: u64) -> (u64, Vec<PathBuf>) {
         let mut st = self.write_state();
+        let new_first = first.min(st.next);
+        if new_first <= st.first {
+            return (0, Vec::new());
+        }
+        let removed = new_first - st.first;
         st.first = new_first;
         st.bytes = st.bytes.saturating_sub(bytes);
         let keep_from = st
@@ -349,7 +356,7 @@ impl TopicLog {
             .drain(..keep_from)
             .flat_map(|s| s.paths())
             .collect();
-        Ok((new_first - old_first, bytes, gone))
+        (removed, gone)
     }
 
     /// Up to `max` records from offset `from` on (at least one, at most
@@ -375,12 +382,12 @@ impl TopicLog {
                         let at = from_here.max(s.base);
                         let n = (s.end() - at).min((max - out.len()) as u64);
                         let tail = if at + n == s.end() { Some(s.len) } else { None };
-                        s.files().map(|f| (f, s.base, at, n, tail))
+                        s.files().map(|f| (f, s.base, at, n, tail, s.len))
                     })
                     .transpose()
                     .map_err(io_error)?
             };
-            let Some((files, base, at, n, tail)) = found else {
+            let Some((files, base, at, n, tail, seg_len)) = found else {
                 break;
             };
             // One extra entry gives the end of the last frame read.
@@ -395,6 +402,17 @@ impl TopicLog {
                 .map(|e| u64::from(e.0))
                 .chain(tail)
                 .collect();
+            // The index is not trusted blindly: positions must grow and stay
+            // inside the segment (a damaged one is an error, not a panic or
+            // a huge allocation).
+            let damaged = || StorageError::Record(format!("{}@{at}: damaged index", self.name));
+            let mut prev = u64::from(start);
+            for &end in &ends {
+                if end < prev || end > seg_len {
+                    return Err(damaged());
+                }
+                prev = end;
+            }
             // Records while within the byte budget (at least one).
             let mut take = 0usize;
             for (i, &end) in ends.iter().enumerate().take(n as usize) {

@@ -20,7 +20,7 @@
 //! byte then its fields (`u32` lengths for names and keys):
 //! `1` topic, name, `u32` length, segment frames (see [`super::segment`]);
 //! `2` cursor key, `u64` next offset; `3` cursor key removed; `4` topic,
-//! `u64` new first offset (retention).
+//! `u64` new first offset, `u64` payload bytes removed (retention).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -44,8 +44,12 @@ pub(crate) enum WalOp<'a> {
     Cursor { key: &'a [u8], offset: u64 },
     /// A durable cursor removed.
     Release { key: &'a [u8] },
-    /// A topic's records below `first` removed.
-    Trim { topic: &'a str, first: u64 },
+    /// A topic's records below `first` removed, `bytes` of payload.
+    Trim {
+        topic: &'a str,
+        first: u64,
+        bytes: u64,
+    },
 }
 
 /// A journal entry being built: reuse one across group commits.
@@ -90,10 +94,15 @@ impl EntryBuf {
                 self.buf.push(TAG_RELEASE);
                 self.name(key);
             }
-            WalOp::Trim { topic, first } => {
+            WalOp::Trim {
+                topic,
+                first,
+                bytes,
+            } => {
                 self.buf.push(TAG_TRIM);
                 self.name(topic.as_bytes());
                 self.buf.extend_from_slice(&first.to_be_bytes());
+                self.buf.extend_from_slice(&bytes.to_be_bytes());
             }
         }
     }
@@ -166,7 +175,12 @@ pub(crate) fn parse(body: &[u8]) -> Result<Vec<WalOp<'_>>, String> {
                 let n = len_at(&mut at)?;
                 let topic = text(take(&mut at, n)?)?;
                 let first = u64_at(&mut at)?;
-                ops.push(WalOp::Trim { topic, first });
+                let bytes = u64_at(&mut at)?;
+                ops.push(WalOp::Trim {
+                    topic,
+                    first,
+                    bytes,
+                });
             }
             other => return Err(format!("unknown journal operation {other}")),
         }
@@ -361,6 +375,7 @@ mod tests {
         e.push(&WalOp::Trim {
             topic: "a",
             first: 3,
+            bytes: 30,
         });
         wal.append(&mut e, true).expect("append");
         let sound = wal.len;
@@ -369,6 +384,7 @@ mod tests {
         e.push(&WalOp::Trim {
             topic: "b",
             first: 1,
+            bytes: 10,
         });
         let bytes = e.finish(7).to_vec();
         wal.file
@@ -382,7 +398,7 @@ mod tests {
         .expect("read");
         assert_eq!(len, sound);
         assert_eq!(seen.len(), 1);
-        assert!(seen[0].contains("Trim { topic: \"a\", first: 3 }"));
+        assert!(seen[0].contains("Trim { topic: \"a\", first: 3, bytes: 30 }"));
         assert_eq!(generations(dir.path()).expect("list"), vec![7]);
         // Recycled as generation 8: the old entries are not read as its own.
         prepare(dir.path(), 8, Some(&path(dir.path(), 7))).expect("recycle");
