@@ -70,6 +70,25 @@ pub(crate) enum Op {
     },
 }
 
+/// A group stops taking work once its records' payloads reach this (with
+/// headers and framing its journal entry stays far below 4 GiB).
+const MAX_GROUP_BYTES: u64 = 512 << 20;
+
+impl Op {
+    /// Payload bytes the op would write.
+    fn payload_bytes(&self) -> u64 {
+        match self {
+            Op::Append { request, .. } => request.record.payload.len() as u64,
+            Op::Atomic { write, .. } => write
+                .records
+                .iter()
+                .map(|(_, r)| r.payload.len() as u64)
+                .sum(),
+            Op::Trim { .. } | Op::Backup { .. } => 0,
+        }
+    }
+}
+
 /// Most records one trim removes, so retention never stalls ingest for long.
 pub const TRIM_BATCH: usize = 5_000;
 
@@ -270,10 +289,16 @@ impl Committer {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             };
+            let mut bytes = first.payload_bytes();
             batch.push(first);
-            while batch.len() < self.max_batch {
+            // Bounded by count and by bytes: one group is one journal entry,
+            // whose length is a u32.
+            while batch.len() < self.max_batch && bytes < MAX_GROUP_BYTES {
                 match self.ops.try_recv() {
-                    Ok(op) => batch.push(op),
+                    Ok(op) => {
+                        bytes = bytes.saturating_add(op.payload_bytes());
+                        batch.push(op);
+                    }
                     Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
                 }
             }
