@@ -291,20 +291,20 @@ fn keys_of_an_older_data_directory_are_moved_to_their_own_database() {
         .any(|n| n.as_ref() == committer::DEDUP_TREE.as_bytes()));
 }
 
+fn options(segment_bytes: u64) -> StoreOptions {
+    StoreOptions {
+        durability: Durability::Fsync,
+        max_batch: 64,
+        cache_bytes: 16 << 20,
+        min_free: 0,
+        commit_timeout: std::time::Duration::from_secs(30),
+        observer: None,
+        segment_bytes,
+    }
+}
+
 fn open_with_segments(dir: &Path, segment_bytes: u64) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            durability: Durability::Fsync,
-            max_batch: 64,
-            cache_bytes: 16 << 20,
-            min_free: 0,
-            commit_timeout: std::time::Duration::from_secs(30),
-            observer: None,
-            segment_bytes,
-        },
-    )
-    .expect("open")
+    Store::open(dir, options(segment_bytes)).expect("open")
 }
 
 fn segment_files(dir: &Path, topic: &str) -> usize {
@@ -524,18 +524,7 @@ fn a_lost_index_is_rebuilt_and_a_lost_checkpoint_refused() {
         store.close();
     }
     std::fs::remove_file(dir.path().join(checkpoint::FILE)).expect("rm checkpoint");
-    let refused = Store::open(
-        dir.path(),
-        StoreOptions {
-            durability: Durability::None,
-            max_batch: 1,
-            cache_bytes: 1 << 20,
-            min_free: 0,
-            commit_timeout: std::time::Duration::from_secs(5),
-            observer: None,
-            segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,
-        },
-    );
+    let refused = Store::open(dir.path(), options(crate::storage::DEFAULT_SEGMENT_BYTES));
     match refused {
         Err(e) => assert!(e.to_string().contains("no checkpoint file"), "{e}"),
         Ok(_) => panic!("a data directory without its checkpoint was opened"),

@@ -36,6 +36,23 @@ pub(crate) struct TopicState {
     tail_bytes: usize,
 }
 
+impl TopicState {
+    /// Take out the segments wholly below `first` (never the newest, which
+    /// is appended to) and return their files' paths, for deletion.
+    fn drain_expired(&mut self, first: u64) -> Vec<PathBuf> {
+        let keep_from = self
+            .segments
+            .iter()
+            .position(|s| s.end() > first)
+            .unwrap_or(self.segments.len())
+            .min(self.segments.len().saturating_sub(1));
+        self.segments
+            .drain(..keep_from)
+            .flat_map(|s| s.paths())
+            .collect()
+    }
+}
+
 /// One batch of frames kept in memory.
 struct TailChunk {
     /// Offset of its first record.
@@ -162,13 +179,7 @@ impl TopicLog {
             last.truncate(keep)?;
         }
         // Segments retention had already expired when the crash came.
-        let expired = st
-            .segments
-            .iter()
-            .position(|s| s.end() > first)
-            .unwrap_or(st.segments.len())
-            .min(st.segments.len().saturating_sub(1));
-        gone.extend(st.segments.drain(..expired).flat_map(|s| s.paths()));
+        gone.extend(st.drain_expired(first));
         st.first = first;
         st.next = next.max(st.segments.last().map_or(0, |s| s.end()));
         st.bytes = bytes;
@@ -345,17 +356,7 @@ impl TopicLog {
         let removed = new_first - st.first;
         st.first = new_first;
         st.bytes = st.bytes.saturating_sub(bytes);
-        let keep_from = st
-            .segments
-            .iter()
-            .position(|s| s.end() > new_first)
-            .unwrap_or(st.segments.len())
-            .min(st.segments.len().saturating_sub(1));
-        let gone: Vec<PathBuf> = st
-            .segments
-            .drain(..keep_from)
-            .flat_map(|s| s.paths())
-            .collect();
+        let gone = st.drain_expired(new_first);
         (removed, gone)
     }
 
