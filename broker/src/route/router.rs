@@ -28,7 +28,7 @@ pub const BATCH_RECORDS: usize = 4096;
 
 /// Most output bytes one batch gathers before it is written: bounds the
 /// router's memory (and one atomic write) when outputs are large.
-pub const MAX_BATCH_BYTES: usize = 8 << 20;
+pub const MAX_BATCH_BYTES: usize = 2 << 20;
 
 /// Cursor kind of routes in the cursor tree.
 pub const CURSOR_KIND: &str = "route";
@@ -60,6 +60,8 @@ impl Router {
 struct Prepared {
     /// Outputs, dead letters and the cursor advance.
     write: AtomicWrite,
+    /// How many records the next batch from this source should read.
+    next_read: usize,
     /// What happened, for the event once written.
     source: String,
     from: u64,
@@ -71,17 +73,29 @@ struct Prepared {
     oldest_received_ms: Option<u64>,
 }
 
-/// Route every record of `source` from `next` on, one batch (no write yet);
-/// `None` when there is nothing to read.
+/// Records to read for the next batch, given how many the last one used:
+/// when the byte cap cut the last batch short, reading all
+/// [`BATCH_RECORDS`] again would mostly copy records only to drop them, so
+/// read a little more than was used instead.
+fn next_read_size(used: usize, cut_short: bool) -> usize {
+    if cut_short {
+        (used + used / 2).clamp(16, BATCH_RECORDS)
+    } else {
+        BATCH_RECORDS
+    }
+}
+
+/// Route every record of `source` from `next` on, one batch of at most
+/// `max` records (no write yet); `None` when there is nothing to read.
+/// Records are decoded only once the batch takes them.
 fn prepare(
     route: &CompiledRoute,
     store: &Store,
     metrics: &Metrics,
     fhir: &ConvertOptions,
-    source: &str,
-    next: u64,
+    (source, next, max): (&str, u64, usize),
 ) -> Result<Option<Prepared>, StorageError> {
-    let batch = store.read(source, next, BATCH_RECORDS)?;
+    let batch = store.read_raw(source, next, max)?;
     if batch.is_empty() {
         return Ok(None);
     }
@@ -90,12 +104,17 @@ fn prepare(
     let mut oldest_ms = u64::MAX;
     let mut last = next;
     let mut bytes = 0usize;
-    for (offset, record) in &batch {
+    let mut cut_short = false;
+    for (offset, raw) in &batch {
         // Bound the memory one batch holds (FHIR outputs are many times
         // the size of their source): the rest waits for the next batch.
         if bytes >= MAX_BATCH_BYTES {
+            cut_short = true;
             break;
         }
+        let record = &raw
+            .decode()
+            .map_err(|e| StorageError::Record(format!("{source}@{offset}: {e}")))?;
         last = *offset;
         let result = route_record(route, source, *offset, record, fhir);
         if let Some((message_type, took)) = &result.conversion {
@@ -135,7 +154,9 @@ fn prepare(
         .cursors
         .push((cursor_key(CURSOR_KIND, &route.name, source), last + 1));
     let outputs = write.records.len() as u64 - failed;
+    let used = (last + 1 - next) as usize;
     Ok(Some(Prepared {
+        next_read: next_read_size(used, cut_short),
         write,
         source: source.to_string(),
         from: next,
@@ -194,7 +215,7 @@ async fn recover(
     route: &CompiledRoute,
     store: &Store,
     metrics: &Metrics,
-    cursors: &mut [(String, u64)],
+    cursors: &mut [(String, u64, usize)],
     e: &StorageError,
 ) {
     RouteStalled {
@@ -203,7 +224,7 @@ async fn recover(
     }
     .emit(metrics);
     tokio::time::sleep(route.retry).await;
-    for (source, next) in cursors.iter_mut() {
+    for (source, next, _) in cursors.iter_mut() {
         if let Ok(n) = store.cursor(&cursor_key(CURSOR_KIND, &route.name, source)) {
             *next = n;
         }
@@ -223,7 +244,8 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut commits = store.commits();
-    let mut cursors: Vec<(String, u64)> = Vec::new();
+    // Per source: its name, the next offset, and how many records to read.
+    let mut cursors: Vec<(String, u64, usize)> = Vec::new();
     for source in &route.sources {
         let next = loop {
             match store.cursor(&cursor_key(CURSOR_KIND, &route.name, source)) {
@@ -238,7 +260,7 @@ async fn run(
                 }
             }
         };
-        cursors.push((source.clone(), next));
+        cursors.push((source.clone(), next, BATCH_RECORDS));
     }
     tracing::info!(route = %route.name, sources = ?route.sources, "route started");
     let mut in_flight: Option<InFlight> = None;
@@ -255,8 +277,8 @@ async fn run(
         commits.borrow_and_update();
         let mut progressed = false;
         for i in 0..cursors.len() {
-            let (source, next) = (cursors[i].0.clone(), cursors[i].1);
-            let prepared = match prepare(&route, &store, &metrics, &fhir, &source, next) {
+            let (source, next, max) = (cursors[i].0.clone(), cursors[i].1, cursors[i].2);
+            let prepared = match prepare(&route, &store, &metrics, &fhir, (&source, next, max)) {
                 Ok(p) => p,
                 Err(StorageError::Closed) => return,
                 Err(e) => {
@@ -280,13 +302,14 @@ async fn run(
             }
             if let Some(p) = prepared {
                 cursors[i].1 = p.to + 1;
+                cursors[i].2 = p.next_read;
                 in_flight = Some(InFlight::submit(&store, p));
                 progressed = true;
             }
         }
         let lag: u64 = cursors
             .iter()
-            .map(|(source, next)| {
+            .map(|(source, next, _)| {
                 store
                     .last_offset(source)
                     .ok()

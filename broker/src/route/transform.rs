@@ -86,13 +86,19 @@ pub fn route_record(
             conversion: None,
         };
     }
-    let mut base_headers = record.headers.clone();
-    base_headers.retain(|(k, _)| {
-        k != headers::ROUTE
-            && k != headers::SOURCE_TOPIC
-            && k != headers::SOURCE_OFFSET
-            && k != headers::HOPS
-    });
+    let mut base_headers: Vec<(String, String)> = Vec::with_capacity(record.headers.len() + 6);
+    base_headers.extend(
+        record
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                k != headers::ROUTE
+                    && k != headers::SOURCE_TOPIC
+                    && k != headers::SOURCE_OFFSET
+                    && k != headers::HOPS
+            })
+            .cloned(),
+    );
     base_headers.push((headers::HOPS.to_string(), hops.to_string()));
     base_headers.push((headers::ROUTE.to_string(), route.name.clone()));
     base_headers.push((headers::SOURCE_TOPIC.to_string(), source_topic.to_string()));
@@ -103,7 +109,7 @@ pub fn route_record(
         record,
         hl7.as_ref(),
         resource_type,
-        &base_headers,
+        base_headers,
         fhir,
     );
     match result.routed {
@@ -124,7 +130,7 @@ fn transform(
     record: &Record,
     hl7: Option<&Message<'_>>,
     resource_type: Option<&str>,
-    base_headers: &[(String, String)],
+    base_headers: Vec<(String, String)>,
     fhir: &ConvertOptions,
 ) -> RouteResult {
     let fill = |parts: &[TemplatePart], resource: Option<&str>| fill_template(parts, hl7, resource);
@@ -138,7 +144,7 @@ fn transform(
                         fill(t, resource_type),
                         Record {
                             timestamp_ms: record.timestamp_ms,
-                            headers: base_headers.to_vec(),
+                            headers: base_headers.clone(),
                             content_type: record.content_type.clone(),
                             payload: record.payload.clone(),
                         },
@@ -164,18 +170,19 @@ fn transform(
             };
             let started = Instant::now();
             let converted = medbus_fhir::convert(msg, fhir);
-            let conversion = Some((msg.header().message_type(), started.elapsed()));
-            let c = match converted {
+            let took = started.elapsed();
+            let mut c = match converted {
                 Ok(c) => c,
                 Err(e) => {
                     return RouteResult {
                         routed: Routed::Failed(format!("FHIR conversion failed: {e}")),
-                        conversion,
+                        conversion: Some((msg.header().message_type(), took)),
                     }
                 }
             };
+            let conversion = Some((std::mem::take(&mut c.message_type), took));
             RouteResult {
-                routed: Routed::Outputs(fhir_outputs(route, record, base_headers, &c, |t, r| {
+                routed: Routed::Outputs(fhir_outputs(route, record, base_headers, c, |t, r| {
                     fill(t, r)
                 })),
                 conversion,
@@ -187,46 +194,69 @@ fn transform(
 fn fhir_outputs(
     route: &CompiledRoute,
     record: &Record,
-    base: &[(String, String)],
-    c: &Conversion,
+    mut common: Vec<(String, String)>,
+    mut c: Conversion,
     fill: impl Fn(&[TemplatePart], Option<&str>) -> String,
 ) -> Vec<(String, Record)> {
-    let mut common = base.to_vec();
     if c.partial {
         common.push((headers::FHIR_PARTIAL.to_string(), "true".into()));
     }
-    let bundle = || Record {
-        timestamp_ms: record.timestamp_ms,
-        headers: {
-            let mut h = common.clone();
-            h.push((headers::FHIR_RESOURCE_TYPE.to_string(), "Bundle".into()));
-            h
-        },
-        content_type: headers::CONTENT_TYPE_FHIR.to_string(),
-        payload: c.bundle_json.clone(),
+    let per_resource = |t: &[TemplatePart]| {
+        route.transform == Transform::FhirResources
+            || t.iter()
+                .any(|p| matches!(p, TemplatePart::Key(k) if k == "resourceType"))
     };
-    let resource = |(rtype, id, json): &(String, String, Vec<u8>)| Record {
+    // The JSON is moved into the last output that carries it and the common
+    // headers into the last output of all; the others get copies (a Bundle
+    // is tens of KiB).
+    let mut bundle_uses = route.targets.iter().filter(|t| !per_resource(t)).count();
+    let mut resource_uses = route.targets.len() - bundle_uses;
+    let mut left = bundle_uses + resource_uses * c.resources.len();
+    let mut headers_for = |rtype: &str, id: Option<&str>| {
+        left = left.saturating_sub(1);
+        let mut h = if left == 0 {
+            std::mem::take(&mut common)
+        } else {
+            common.clone()
+        };
+        h.push((headers::FHIR_RESOURCE_TYPE.to_string(), rtype.to_string()));
+        if let Some(id) = id {
+            h.push((headers::FHIR_ID.to_string(), id.to_string()));
+        }
+        h
+    };
+    let output = |headers, payload| Record {
         timestamp_ms: record.timestamp_ms,
-        headers: {
-            let mut h = common.clone();
-            h.push((headers::FHIR_RESOURCE_TYPE.to_string(), rtype.clone()));
-            h.push((headers::FHIR_ID.to_string(), id.clone()));
-            h
-        },
+        headers,
         content_type: headers::CONTENT_TYPE_FHIR.to_string(),
-        payload: json.clone(),
+        payload,
     };
     let mut out = Vec::new();
     for t in &route.targets {
-        let per_resource = route.transform == Transform::FhirResources
-            || t.iter()
-                .any(|p| matches!(p, TemplatePart::Key(k) if k == "resourceType"));
-        if per_resource {
-            for r in &c.resources {
-                out.push((fill(t, Some(&r.0)), resource(r)));
+        if per_resource(t) {
+            resource_uses -= 1;
+            for r in &mut c.resources {
+                let json = if resource_uses == 0 {
+                    std::mem::take(&mut r.2)
+                } else {
+                    r.2.clone()
+                };
+                out.push((
+                    fill(t, Some(&r.0)),
+                    output(headers_for(&r.0, Some(&r.1)), json),
+                ));
             }
         } else {
-            out.push((fill(t, Some("Bundle")), bundle()));
+            bundle_uses -= 1;
+            let json = if bundle_uses == 0 {
+                std::mem::take(&mut c.bundle_json)
+            } else {
+                c.bundle_json.clone()
+            };
+            out.push((
+                fill(t, Some("Bundle")),
+                output(headers_for("Bundle", None), json),
+            ));
         }
     }
     out

@@ -16,9 +16,10 @@
 
 use super::checkpoint::{self, Checkpointer, Job};
 use super::log::{Log, Touched};
+use super::record::EncodedRecord;
 use super::topic::TopicBatch;
 use super::wal::{EntryBuf, Wal, WalOp};
-use super::{AppendOutcome, AppendRequest, AtomicWrite, DedupKey, Record, StorageError};
+use super::{AppendOutcome, AppendRequest, AtomicWrite, DedupKey, StorageError};
 use medbus_config::Durability;
 use std::collections::HashMap;
 use std::fs::File;
@@ -48,7 +49,7 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Work for the committer thread.
 pub(crate) enum Op {
     Append {
-        request: AppendRequest,
+        request: EncodedAppend,
         reply: oneshot::Sender<Result<AppendOutcome, StorageError>>,
     },
     /// Remove a topic's records below an offset (retention), at most
@@ -65,9 +66,48 @@ pub(crate) enum Op {
     },
     /// Records plus cursor positions, applied in one atomic step.
     Atomic {
-        write: AtomicWrite,
+        write: EncodedWrite,
         reply: oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
     },
+}
+
+/// An [`AppendRequest`] with its record encoded by the caller.
+pub(crate) struct EncodedAppend {
+    pub topic: String,
+    pub record: EncodedRecord,
+    pub dedup: Option<DedupKey>,
+}
+
+impl EncodedAppend {
+    pub fn new(request: AppendRequest) -> Result<EncodedAppend, StorageError> {
+        Ok(EncodedAppend {
+            record: EncodedRecord::new(&request.record)?,
+            topic: request.topic,
+            dedup: request.dedup,
+        })
+    }
+}
+
+/// An [`AtomicWrite`] with its records encoded by the caller.
+pub(crate) struct EncodedWrite {
+    pub records: Vec<(String, EncodedRecord)>,
+    pub cursors: Vec<(Vec<u8>, u64)>,
+    pub released: Vec<Vec<u8>>,
+}
+
+impl EncodedWrite {
+    pub fn new(write: AtomicWrite) -> Result<EncodedWrite, StorageError> {
+        let records = write
+            .records
+            .into_iter()
+            .map(|(topic, r)| EncodedRecord::new(&r).map(|e| (topic, e)))
+            .collect::<Result<_, _>>()?;
+        Ok(EncodedWrite {
+            records,
+            cursors: write.cursors,
+            released: write.released,
+        })
+    }
 }
 
 /// A group stops taking work once its records' payloads reach this (with
@@ -78,11 +118,11 @@ impl Op {
     /// Payload bytes the op would write.
     fn payload_bytes(&self) -> u64 {
         match self {
-            Op::Append { request, .. } => request.record.payload.len() as u64,
+            Op::Append { request, .. } => u64::from(request.record.payload_len),
             Op::Atomic { write, .. } => write
                 .records
                 .iter()
-                .map(|(_, r)| r.payload.len() as u64)
+                .map(|(_, r)| u64::from(r.payload_len))
                 .sum(),
             Op::Trim { .. } | Op::Backup { .. } => 0,
         }
@@ -253,14 +293,18 @@ impl Plan {
     }
 
     /// Give `record` the next offset of `topic`.
-    fn push(&mut self, log: &Log, topic: &str, record: &Record) -> Result<u64, StorageError> {
+    fn push(
+        &mut self,
+        log: &Log,
+        topic: &str,
+        record: &EncodedRecord,
+    ) -> Result<u64, StorageError> {
         let batch = self.batch(log, topic)?;
         let offset = batch.start + batch.count;
-        let payload_len = u32::try_from(record.payload.len())
-            .map_err(|_| StorageError::Record("payload over 4 GiB".into()))?;
-        batch
-            .push_with(offset, payload_len, |out| record.encode_into(out))
-            .map_err(|e| StorageError::Record(e.to_string()))?;
+        batch.push_with(offset, record.payload_len, |out| {
+            out.extend_from_slice(&record.envelope);
+            Ok::<(), StorageError>(())
+        })?;
         Ok(offset)
     }
 
@@ -649,7 +693,7 @@ impl Committer {
     fn plan_append(
         &mut self,
         plan: &mut Plan,
-        req: AppendRequest,
+        req: EncodedAppend,
         now: u64,
     ) -> Result<AppendOutcome, StorageError> {
         if let Some(dedup) = &req.dedup {
@@ -689,7 +733,7 @@ impl Committer {
     fn plan_atomic(
         &mut self,
         plan: &mut Plan,
-        write: AtomicWrite,
+        write: EncodedWrite,
     ) -> Result<Vec<(String, u64)>, StorageError> {
         if let Some((t, _)) = write
             .records

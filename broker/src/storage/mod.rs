@@ -324,13 +324,15 @@ impl Store {
 
     /// Hand an op (built around its reply channel) to the committer and
     /// wait for the answer, at most `timeout` when given.
+    /// `op` may answer the reply itself instead (a request refused before
+    /// it reaches the committer) and give `None`.
     fn call<T: Send + 'static>(
         &self,
-        op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> committer::Op,
+        op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Option<committer::Op>,
         timeout: Option<Duration>,
     ) -> impl std::future::Future<Output = Result<T, StorageError>> + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = self.submit(op(reply));
+        let sent = op(reply).is_none_or(|op| self.submit(op));
         async move {
             if !sent {
                 return Err(StorageError::Closed);
@@ -353,7 +355,17 @@ impl Store {
         request: AppendRequest,
     ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
         let timeout = Some(self.inner.commit_timeout);
-        self.call(|reply| committer::Op::Append { request, reply }, timeout)
+        // Encoded here, on the caller's thread: the committer is serial.
+        self.call(
+            |reply| match committer::EncodedAppend::new(request) {
+                Ok(request) => Some(committer::Op::Append { request, reply }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    None
+                }
+            },
+            timeout,
+        )
     }
 
     /// Write records and cursor positions atomically; resolves once durable
@@ -363,7 +375,16 @@ impl Store {
         write: AtomicWrite,
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
         let timeout = Some(self.inner.commit_timeout);
-        self.call(|reply| committer::Op::Atomic { write, reply }, timeout)
+        self.call(
+            |reply| match committer::EncodedWrite::new(write) {
+                Ok(write) => Some(committer::Op::Atomic { write, reply }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    None
+                }
+            },
+            timeout,
+        )
     }
 
     /// Write a consistent snapshot of the store to `path` (which must not
@@ -375,7 +396,7 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<backup::BackupSummary, StorageError>> + 'static
     {
         let path = path.to_path_buf();
-        self.call(|reply| committer::Op::Backup { path, reply }, None)
+        self.call(|reply| Some(committer::Op::Backup { path, reply }), None)
     }
 
     /// Remove records of `topic` below `below`, at most [`TRIM_BATCH`] per
@@ -388,10 +409,12 @@ impl Store {
         let topic = topic.to_string();
         let timeout = Some(self.inner.commit_timeout);
         self.call(
-            move |reply| committer::Op::Trim {
-                topic,
-                below,
-                reply,
+            move |reply| {
+                Some(committer::Op::Trim {
+                    topic,
+                    below,
+                    reply,
+                })
             },
             timeout,
         )

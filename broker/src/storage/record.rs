@@ -90,6 +90,32 @@ impl Record {
     }
 }
 
+/// A record encoded on the thread that submits it, so that the serial
+/// committer only frames bytes (and the record's many small allocations are
+/// freed where they were made).
+#[derive(Debug)]
+pub(crate) struct EncodedRecord {
+    /// The versioned envelope ([`Record::encode`]).
+    pub envelope: Vec<u8>,
+    /// Length of the record's payload (what retention and metrics count).
+    pub payload_len: u32,
+}
+
+impl EncodedRecord {
+    /// Encode `record`; its payload must stay under 4 GiB.
+    pub fn new(record: &Record) -> Result<EncodedRecord, super::StorageError> {
+        let payload_len = u32::try_from(record.payload.len())
+            .map_err(|_| super::StorageError::Record("payload over 4 GiB".into()))?;
+        let envelope = record
+            .encode()
+            .map_err(|e| super::StorageError::Record(e.to_string()))?;
+        Ok(EncodedRecord {
+            envelope,
+            payload_len,
+        })
+    }
+}
+
 /// A stored record as it is on disk, not decoded: what a subscriber's
 /// delivery is sent from ([`AsRef`] gives the bincode body, which is the
 /// protocol's `Record` layout). Cheap to clone (shares the bytes read).
