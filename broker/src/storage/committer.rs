@@ -616,6 +616,10 @@ impl Committer {
     ) -> Result<Vec<TopicAppend>, StorageError> {
         let mut stats = Vec::with_capacity(plan.topics.len());
         let written = (|| -> std::io::Result<()> {
+            #[cfg(test)]
+            if fail_injection::take(&self.dir) {
+                return Err(std::io::Error::other("injected failure"));
+            }
             for (topic, b) in plan.topics.iter_mut() {
                 if b.count == 0 {
                     continue;
@@ -642,9 +646,30 @@ impl Committer {
         match written {
             Ok(()) => Ok(stats),
             Err(e) => {
-                // Durable in the journal, not in the topics: recovered from
-                // the journal once the disk lets us.
+                // Durable in the journal, not in the topics. Rebuilding them
+                // from the checkpoint and the journal writes this group too:
+                // if that works now, the group is stored and is answered as
+                // such (an error would make senders resend what is already
+                // kept). Otherwise it is recovered once the disk lets us.
                 self.broken = true;
+                tracing::warn!(error = %e, "a journaled group could not be written to the topics: rebuilding them from the journal");
+                if self.repair() {
+                    // The topics written before the failure are in `stats`;
+                    // the others still hold their batch.
+                    for (topic, b) in plan.topics.iter().filter(|(_, b)| b.count > 0) {
+                        stats.push(TopicAppend {
+                            topic: topic.clone(),
+                            records: b.count,
+                            last_offset: b.start + b.count - 1,
+                            total_bytes: 0,
+                        });
+                    }
+                    for s in &mut stats {
+                        s.total_bytes =
+                            self.log.topic(&s.topic).map_or(0, |t| t.read_state().bytes);
+                    }
+                    return Ok(stats);
+                }
                 Err(StorageError::Durability(format!(
                     "journaled but not written to the topics ({e}); they are recovered from the journal when space is freed"
                 )))
@@ -914,5 +939,34 @@ fn sled_io(e: sled::Error) -> std::io::Error {
     match e {
         sled::Error::Io(io) => io,
         other => std::io::Error::other(other.to_string()),
+    }
+}
+
+/// Tests make the next group of one store fail to reach its topics (the way
+/// an I/O error would), after its journal entry is durable.
+#[cfg(test)]
+pub(crate) mod fail_injection {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Fail the next write to the topics of the store in `dir`.
+    pub fn arm(dir: &Path) {
+        NEXT.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(dir.to_path_buf());
+    }
+
+    /// Whether the store in `dir` must fail now (once per `arm`).
+    pub fn take(dir: &Path) -> bool {
+        let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+        match next.iter().position(|d| d == dir) {
+            Some(i) => {
+                next.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -575,3 +575,44 @@ fn a_replayed_trim_keeps_the_byte_count() {
     assert_eq!(info[0].bytes, 100_000);
     assert_eq!(store.read("t", 0, 1000).expect("read").len(), 100);
 }
+
+#[test]
+fn a_journaled_group_that_fails_to_reach_its_topic_is_rebuilt_and_answered_stored() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    append_n(&store, "a.b", 2, 10);
+    super::committer::fail_injection::arm(dir.path());
+    // Durable in the journal, then the write to the topic fails: the topics
+    // are rebuilt from the journal, which holds this record, so the sender
+    // is told it is stored (an error would make it resend a duplicate).
+    let out = block(store.append(AppendRequest {
+        topic: "a.b".into(),
+        record: rec(b"third"),
+        dedup: None,
+    }))
+    .expect("stored after the rebuild");
+    assert_eq!(
+        out,
+        AppendOutcome::Stored {
+            topic: "a.b".into(),
+            offset: 2
+        }
+    );
+    append_n(&store, "a.b", 1, 10);
+    let got = store.read("a.b", 0, 10).expect("read");
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(got[2].1.payload, b"third");
+    store.close();
+    drop(store);
+    // Once, not twice, after a restart too.
+    let store = open(dir.path());
+    let got = store.read("a.b", 0, 10).expect("read");
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(got[2].1.payload, b"third");
+}
