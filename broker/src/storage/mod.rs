@@ -323,16 +323,21 @@ impl Store {
     }
 
     /// Hand an op (built around its reply channel) to the committer and
-    /// wait for the answer, at most `timeout` when given.
-    /// `op` may answer the reply itself instead (a request refused before
-    /// it reaches the committer) and give `None`.
+    /// wait for the answer, at most `timeout` when given. An `Err` (a
+    /// request refused before it reaches the committer) is the answer.
     fn call<T: Send + 'static>(
         &self,
-        op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Option<committer::Op>,
+        op: Result<
+            impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> committer::Op,
+            StorageError,
+        >,
         timeout: Option<Duration>,
     ) -> impl std::future::Future<Output = Result<T, StorageError>> + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = op(reply).is_none_or(|op| self.submit(op));
+        let sent = match op {
+            Ok(op) => self.submit(op(reply)),
+            Err(e) => reply.send(Err(e)).is_ok(),
+        };
         async move {
             if !sent {
                 return Err(StorageError::Closed);
@@ -356,16 +361,9 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
         let timeout = Some(self.inner.commit_timeout);
         // Encoded here, on the caller's thread: the committer is serial.
-        self.call(
-            |reply| match committer::EncodedAppend::new(request) {
-                Ok(request) => Some(committer::Op::Append { request, reply }),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    None
-                }
-            },
-            timeout,
-        )
+        let op = committer::EncodedAppend::new(request)
+            .map(|request| |reply| committer::Op::Append { request, reply });
+        self.call(op, timeout)
     }
 
     /// Write records and cursor positions atomically; resolves once durable
@@ -375,16 +373,9 @@ impl Store {
         write: AtomicWrite,
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
         let timeout = Some(self.inner.commit_timeout);
-        self.call(
-            |reply| match committer::EncodedWrite::new(write) {
-                Ok(write) => Some(committer::Op::Atomic { write, reply }),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    None
-                }
-            },
-            timeout,
-        )
+        let op = committer::EncodedWrite::new(write)
+            .map(|write| |reply| committer::Op::Atomic { write, reply });
+        self.call(op, timeout)
     }
 
     /// Write a consistent snapshot of the store to `path` (which must not
@@ -396,7 +387,7 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<backup::BackupSummary, StorageError>> + 'static
     {
         let path = path.to_path_buf();
-        self.call(|reply| Some(committer::Op::Backup { path, reply }), None)
+        self.call(Ok(|reply| committer::Op::Backup { path, reply }), None)
     }
 
     /// Remove records of `topic` below `below`, at most [`TRIM_BATCH`] per
@@ -409,13 +400,11 @@ impl Store {
         let topic = topic.to_string();
         let timeout = Some(self.inner.commit_timeout);
         self.call(
-            move |reply| {
-                Some(committer::Op::Trim {
-                    topic,
-                    below,
-                    reply,
-                })
-            },
+            Ok(move |reply| committer::Op::Trim {
+                topic,
+                below,
+                reply,
+            }),
             timeout,
         )
     }
