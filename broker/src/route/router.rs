@@ -112,10 +112,33 @@ fn prepare(
             cut_short = true;
             break;
         }
-        let record = &raw
-            .decode()
-            .map_err(|e| StorageError::Record(format!("{source}@{offset}: {e}")))?;
         last = *offset;
+        // A stored value that no longer decodes must not stall the route
+        // for ever: its bytes are dead-lettered like any other failure.
+        let record = match raw.decode() {
+            Ok(r) => r,
+            Err(e) => {
+                failed += 1;
+                tracing::error!(route = %route.name, topic = %source, offset, error = %e, "stored record does not decode: dead-lettered");
+                write.records.push((
+                    route.dead_letter_topic.clone(),
+                    Record {
+                        timestamp_ms: now_ms(),
+                        headers: dead_letter_headers(
+                            Vec::new(),
+                            format!("the stored record does not decode: {e}"),
+                            route,
+                            source,
+                            *offset,
+                        ),
+                        content_type: headers::CONTENT_TYPE_RAW.to_string(),
+                        payload: raw.stored().to_vec(),
+                    },
+                ));
+                continue;
+            }
+        };
+        let record = &record;
         let result = route_record(route, source, *offset, record, fhir);
         if let Some((message_type, took)) = &result.conversion {
             metrics.observe_conversion(message_type, *took);
@@ -133,16 +156,17 @@ fn prepare(
                 let span = tracing::debug_span!("route.record", route = %route.name, topic = %source, offset);
                 let _enter = span.enter();
                 tracing::warn!(%reason, "record dead-lettered");
-                let mut h = record.headers.clone();
-                h.push((headers::ERROR.to_string(), reason));
-                h.push((headers::SOURCE.to_string(), format!("route/{}", route.name)));
-                h.push((headers::SOURCE_TOPIC.to_string(), source.to_string()));
-                h.push((headers::SOURCE_OFFSET.to_string(), offset.to_string()));
                 write.records.push((
                     route.dead_letter_topic.clone(),
                     Record {
                         timestamp_ms: record.timestamp_ms,
-                        headers: h,
+                        headers: dead_letter_headers(
+                            record.headers.clone(),
+                            reason,
+                            route,
+                            source,
+                            *offset,
+                        ),
                         content_type: record.content_type.clone(),
                         payload: record.payload.clone(),
                     },
@@ -167,6 +191,21 @@ fn prepare(
         outputs,
         oldest_received_ms: (oldest_ms != u64::MAX).then_some(oldest_ms),
     }))
+}
+
+/// A dead letter's headers: the source record's, plus why and whence.
+fn dead_letter_headers(
+    mut h: Vec<(String, String)>,
+    reason: String,
+    route: &CompiledRoute,
+    source: &str,
+    offset: u64,
+) -> Vec<(String, String)> {
+    h.push((headers::ERROR.to_string(), reason));
+    h.push((headers::SOURCE.to_string(), format!("route/{}", route.name)));
+    h.push((headers::SOURCE_TOPIC.to_string(), source.to_string()));
+    h.push((headers::SOURCE_OFFSET.to_string(), offset.to_string()));
+    h
 }
 
 /// The committer's answer to a write, still to come.
@@ -338,5 +377,85 @@ async fn run(
                 _ = stop.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{AppendRequest, StoreOptions};
+    use medbus_config::route::{parse_template, Condition};
+    use medbus_config::{Durability, Transform};
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt")
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_stored_value_that_does_not_decode_is_dead_lettered_and_the_route_goes_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                durability: Durability::None,
+                max_batch: 64,
+                cache_bytes: 1 << 20,
+                min_free: 0,
+                commit_timeout: std::time::Duration::from_secs(30),
+                observer: None,
+                segment_bytes: 1 << 20,
+            },
+        )
+        .expect("open");
+        let good = |p: &[u8]| AppendRequest {
+            topic: "in".into(),
+            record: Record {
+                timestamp_ms: 1,
+                headers: vec![],
+                content_type: "text/plain".into(),
+                payload: p.to_vec(),
+            },
+            dedup: None,
+        };
+        block(store.append(good(b"first"))).expect("append");
+        // The right version byte, then a header count no record has.
+        let bad = [&[crate::storage::record::RECORD_VERSION][..], &[0xff; 16]].concat();
+        block(store.append_envelope("in", bad.clone())).expect("append");
+        block(store.append(good(b"third"))).expect("append");
+        let route = CompiledRoute {
+            name: "r".into(),
+            sources: vec!["in".into()],
+            condition: Condition::Always,
+            transform: Transform::None,
+            targets: vec![parse_template("out").expect("template")],
+            dead_letter_topic: "dlq.r".into(),
+            retry: std::time::Duration::from_secs(1),
+        };
+        let metrics = Metrics::new().expect("metrics");
+        let p = prepare(
+            &route,
+            &store,
+            &metrics,
+            &ConvertOptions::default(),
+            ("in", 0, BATCH_RECORDS),
+        )
+        .expect("prepared")
+        .expect("records");
+        assert_eq!((p.from, p.to, p.matched, p.dead_lettered), (0, 2, 2, 1));
+        let topics: Vec<&str> = p.write.records.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, ["out", "dlq.r", "out"]);
+        let dead = &p.write.records[1].1;
+        assert_eq!(dead.payload, bad);
+        assert!(dead
+            .header(headers::ERROR)
+            .is_some_and(|e| e.contains("does not decode")));
+        assert_eq!(dead.header(headers::SOURCE_OFFSET), Some("1"));
+        assert_eq!(p.write.records[2].1.payload, b"third");
+        assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 3)]);
+        store.close();
     }
 }

@@ -366,6 +366,25 @@ impl Store {
         self.call(op, timeout)
     }
 
+    /// Tests: append an envelope as given, bypassing the encoder (to store
+    /// a value that does not decode).
+    #[cfg(test)]
+    pub(crate) fn append_envelope(
+        &self,
+        topic: &str,
+        envelope: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
+        let request = committer::EncodedAppend {
+            topic: topic.to_string(),
+            record: record::EncodedRecord {
+                payload_len: 0,
+                envelope,
+            },
+            dedup: None,
+        };
+        self.call(Ok(|reply| committer::Op::Append { request, reply }), None)
+    }
+
     /// Write records and cursor positions atomically; resolves once durable
     /// with the (topic, offset) of each record, in order.
     pub fn write_atomic(
