@@ -383,34 +383,15 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{AppendRequest, StoreOptions};
+    use crate::storage::tests::{block, open_with_segments};
+    use crate::storage::AppendRequest;
     use medbus_config::route::{parse_template, Condition};
-    use medbus_config::{Durability, Transform};
-
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt")
-            .block_on(f)
-    }
+    use medbus_config::Transform;
 
     #[test]
     fn a_stored_value_that_does_not_decode_is_dead_lettered_and_the_route_goes_on() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(
-            dir.path(),
-            StoreOptions {
-                durability: Durability::None,
-                max_batch: 64,
-                cache_bytes: 1 << 20,
-                min_free: 0,
-                commit_timeout: std::time::Duration::from_secs(30),
-                observer: None,
-                segment_bytes: 1 << 20,
-            },
-        )
-        .expect("open");
+        let store = open_with_segments(dir.path(), 1 << 20);
         let good = |p: &[u8]| AppendRequest {
             topic: "in".into(),
             record: Record {

@@ -654,4 +654,4 @@ fn open_dedup(db: &sled::Db, dir: &Path) -> Result<sled::Db, StorageError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -15,7 +15,8 @@ fn open(dir: &Path) -> Store {
     open_with_segments(dir, crate::storage::DEFAULT_SEGMENT_BYTES)
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
+/// Run a future to completion (tests of other modules use it too).
+pub(crate) fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -303,7 +304,7 @@ fn options(segment_bytes: u64) -> StoreOptions {
     }
 }
 
-fn open_with_segments(dir: &Path, segment_bytes: u64) -> Store {
+pub(crate) fn open_with_segments(dir: &Path, segment_bytes: u64) -> Store {
     Store::open(dir, options(segment_bytes)).expect("open")
 }
 
