@@ -170,6 +170,11 @@ pub struct RouteRun {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Peak resident memory of the broker (VmHWM).
     pub peak_rss_bytes: Option<u64>,
+    /// The broker's threads that used 5 % of a core or more over the
+    /// measured window: (thread name, percent of one core), busiest first.
+    /// Shows whether the router, the committer or both were the limit.
+    #[serde(default)]
+    pub thread_cpu_percent: Vec<(String, f64)>,
 }
 
 /// The result of `medbus bench route`.
@@ -281,6 +286,19 @@ impl RouteReport {
             }
             for (kind, n) in &r.errors_by_kind {
                 let _ = writeln!(out, "  errors ({}): {n} {kind}", r.transform);
+            }
+            if !r.thread_cpu_percent.is_empty() {
+                let threads: Vec<String> = r
+                    .thread_cpu_percent
+                    .iter()
+                    .map(|(name, pct)| format!("{name} {pct:.0} %"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  broker threads ({}), share of one core over the window: {}",
+                    r.transform,
+                    threads.join(", ")
+                );
             }
         }
         out
@@ -580,6 +598,11 @@ fn time_route(
         errors: errors_by_kind.values().sum(),
         errors_by_kind,
         peak_rss_bytes: peak,
+        thread_cpu_percent: if measured_from == "ready" {
+            busy_threads(&w.cpu, w.done.saturating_duration_since(w.ready))
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -594,6 +617,30 @@ struct Watched {
     done: Instant,
     /// The last reading.
     last: RouteCounts,
+    /// The broker's CPU time by thread name at `ready` and at `done`.
+    cpu: (BTreeMap<String, Duration>, BTreeMap<String, Duration>),
+}
+
+/// Threads that used at least 5 % of a core between two samples over
+/// `window`: (name, percent of one core), busiest first.
+fn busy_threads(
+    (start, end): &(BTreeMap<String, Duration>, BTreeMap<String, Duration>),
+    window: Duration,
+) -> Vec<(String, f64)> {
+    let secs = window.as_secs_f64().max(1e-9);
+    let mut busy: Vec<(String, f64)> = end
+        .iter()
+        .map(|(name, t)| {
+            let before = start.get(name).copied().unwrap_or_default();
+            (
+                name.clone(),
+                t.saturating_sub(before).as_secs_f64() / secs * 100.0,
+            )
+        })
+        .filter(|(_, pct)| *pct >= 5.0)
+        .collect();
+    busy.sort_by(|a, b| b.1.total_cmp(&a.1));
+    busy
 }
 
 /// Wait for `/readyz`, then read `/metrics` every [`POLL`] until the route
@@ -618,6 +665,7 @@ fn watch_route(
             tokio::time::sleep(POLL).await;
         }
         let ready = Instant::now();
+        let cpu_at_ready = broker.thread_cpu();
         let first = endpoint
             .counts()
             .await
@@ -627,6 +675,7 @@ fn watch_route(
             before_ready: first.matched,
             done: Instant::now(),
             last: first,
+            cpu: (cpu_at_ready, BTreeMap::new()),
         };
         let live = Live::default();
         let mut progress = Progress::new(count);
@@ -649,6 +698,7 @@ fn watch_route(
                 .store(c.filtered + c.dead_lettered, Ordering::Relaxed);
             progress.tick(c.seen(), &live, "");
         }
+        w.cpu.1 = broker.thread_cpu();
         progress.finish();
         Ok(w)
     })
@@ -742,6 +792,25 @@ mod tests {
     }
 
     #[test]
+    fn busy_threads_are_the_ones_over_five_percent_busiest_first() {
+        let ms = Duration::from_millis;
+        let start = BTreeMap::from([
+            ("router".to_string(), ms(1000)),
+            ("committer".into(), ms(0)),
+        ]);
+        let end = BTreeMap::from([
+            ("router".to_string(), ms(2000)),
+            ("committer".into(), ms(500)),
+            ("idle".into(), ms(10)),
+        ]);
+        let busy = busy_threads(&(start, end), Duration::from_secs(1));
+        assert_eq!(
+            busy,
+            [("router".to_string(), 100.0), ("committer".into(), 50.0)]
+        );
+    }
+
+    #[test]
     fn table_has_a_row_per_route() {
         let run = |t: &str, ratio| RouteRun {
             transform: t.into(),
@@ -758,6 +827,7 @@ mod tests {
             errors: 0,
             errors_by_kind: BTreeMap::new(),
             peak_rss_bytes: Some(1 << 20),
+            thread_cpu_percent: vec![("actix-rt|system".into(), 99.5)],
         };
         let r = RouteReport {
             mode: "route".into(),
@@ -777,6 +847,10 @@ mod tests {
         assert!(t.lines().any(|l| l.starts_with("none ")), "{t}");
         assert!(t.lines().any(|l| l.starts_with("fhir ")), "{t}");
         assert!(t.contains("converter: medbus_fhir::convert_bytes"), "{t}");
+        assert!(
+            t.contains("share of one core over the window: actix-rt|system 100 %"),
+            "{t}"
+        );
         let v = serde_json::to_value(&r).expect("json");
         assert_eq!(v["runs"][1]["ratio_to_converter"], 0.5);
     }

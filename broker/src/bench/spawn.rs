@@ -16,6 +16,7 @@
 
 use super::report::proc_kib;
 use super::BenchError;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read as _, Seek as _, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -398,6 +399,27 @@ impl SpawnedBroker {
         }
     }
 
+    /// CPU time used so far by each of the child's threads, summed by
+    /// thread name (empty when /proc cannot be read).
+    pub fn thread_cpu(&self) -> BTreeMap<String, Duration> {
+        let mut out = BTreeMap::new();
+        let Some(pid) = self.pid() else {
+            return out;
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return out;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            if let Some((name, cpu)) = parse_task_stat(&stat) {
+                *out.entry(name).or_default() += cpu;
+            }
+        }
+        out
+    }
+
     /// Peak resident memory seen, in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         self.peak_rss
@@ -462,6 +484,28 @@ impl Drop for SpawnedBroker {
     }
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
+/// every architecture Linux runs medbus on).
+const USER_HZ: u64 = 100;
+
+/// A thread's name and CPU time (user + system) from its
+/// `/proc/<pid>/task/<tid>/stat` line. The name sits in parentheses and may
+/// hold spaces or parentheses itself, so the fields are counted from the
+/// last `)`.
+fn parse_task_stat(stat: &str) -> Option<(String, Duration)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    // After the name: state is field 3; utime and stime are fields 14, 15.
+    let mut fields = stat.get(close + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((
+        name,
+        Duration::from_millis((utime + stime) * 1000 / USER_HZ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,5 +557,21 @@ mod tests {
         assert_eq!(c.destinations.len(), 1);
         assert!(c.fhir.is_some());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn task_stat_lines_give_name_and_cpu_time() {
+        let line =
+            "4242 (actix-rt|system) S 1 2 3 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
+        assert_eq!(
+            parse_task_stat(line),
+            Some(("actix-rt|system".to_string(), Duration::from_secs(3)))
+        );
+        let odd = "7 (a (b) c) R 1 2 3 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 100 0 0";
+        assert_eq!(
+            parse_task_stat(odd),
+            Some(("a (b) c".to_string(), Duration::from_millis(30)))
+        );
+        assert_eq!(parse_task_stat("garbage"), None);
     }
 }
