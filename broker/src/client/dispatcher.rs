@@ -229,7 +229,11 @@ impl Dispatcher {
                 break;
             }
             if let Some(offset) = self.redeliver.pop_first() {
-                match self.store.read_raw(&self.topic, offset, 1) {
+                match self
+                    .store
+                    .read_raw(&self.topic, offset, 1)
+                    .and_then(readable)
+                {
                     Ok(found) => {
                         if let Some((o, record)) = found.into_iter().next() {
                             if o == offset {
@@ -250,7 +254,11 @@ impl Dispatcher {
             if want == 0 {
                 break;
             }
-            let batch = match self.store.read_raw(&self.topic, self.next, want as usize) {
+            let batch = match self
+                .store
+                .read_raw(&self.topic, self.next, want as usize)
+                .and_then(readable)
+            {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, error = %e, "subscription read failed; retried on the next commit");
@@ -502,4 +510,15 @@ impl Groups {
         map.insert(key, addr.clone());
         Some(addr)
     }
+}
+
+/// A batch whose every envelope this build can read: a subscriber is sent
+/// the stored body as it is, so one it could not decode is an error here,
+/// as a read failure is.
+fn readable(batch: Vec<(u64, RawRecord)>) -> Result<Vec<(u64, RawRecord)>, StorageError> {
+    for (offset, r) in &batch {
+        r.check()
+            .map_err(|e| StorageError::Record(format!("@{offset}: {e}")))?;
+    }
+    Ok(batch)
 }

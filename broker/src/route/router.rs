@@ -407,6 +407,10 @@ mod tests {
         let bad = [&[crate::storage::record::RECORD_VERSION][..], &[0xff; 16]].concat();
         block(store.append_envelope("in", bad.clone())).expect("append");
         block(store.append(good(b"third"))).expect("append");
+        // An envelope version this build does not know (written by a newer
+        // medbus before a downgrade).
+        let newer = [&[crate::storage::record::RECORD_VERSION + 1][..], b"later"].concat();
+        block(store.append_envelope("in", newer.clone())).expect("append");
         let route = CompiledRoute {
             name: "r".into(),
             sources: vec!["in".into()],
@@ -426,9 +430,14 @@ mod tests {
         )
         .expect("prepared")
         .expect("records");
-        assert_eq!((p.from, p.to, p.matched, p.dead_lettered), (0, 2, 2, 1));
+        assert_eq!((p.from, p.to, p.matched, p.dead_lettered), (0, 3, 2, 2));
         let topics: Vec<&str> = p.write.records.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(topics, ["out", "dlq.r", "out"]);
+        assert_eq!(topics, ["out", "dlq.r", "out", "dlq.r"]);
+        assert_eq!(p.write.records[3].1.payload, newer);
+        assert!(p.write.records[3]
+            .1
+            .header(headers::ERROR)
+            .is_some_and(|e| e.contains("version")));
         let dead = &p.write.records[1].1;
         assert_eq!(dead.payload, bad);
         assert!(dead
@@ -436,7 +445,7 @@ mod tests {
             .is_some_and(|e| e.contains("does not decode")));
         assert_eq!(dead.header(headers::SOURCE_OFFSET), Some("1"));
         assert_eq!(p.write.records[2].1.payload, b"third");
-        assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 3)]);
+        assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 4)]);
         store.close();
     }
 }

@@ -616,11 +616,10 @@ impl Committer {
     ) -> Result<Vec<TopicAppend>, StorageError> {
         let mut stats = Vec::with_capacity(plan.topics.len());
         let written = (|| -> std::io::Result<()> {
-            #[cfg(test)]
-            if fail_injection::take(&self.dir) {
-                return Err(std::io::Error::other("injected failure"));
-            }
-            for (topic, b) in plan.topics.iter_mut() {
+            for (written, (topic, b)) in plan.topics.iter_mut().enumerate() {
+                if fail_injection::take(&self.dir, written) {
+                    return Err(std::io::Error::other("injected failure"));
+                }
                 if b.count == 0 {
                     continue;
                 }
@@ -942,6 +941,15 @@ fn sled_io(e: sled::Error) -> std::io::Error {
     }
 }
 
+/// Outside tests nothing is ever injected.
+#[cfg(not(test))]
+mod fail_injection {
+    #[inline(always)]
+    pub fn take(_dir: &std::path::Path, _written: usize) -> bool {
+        false
+    }
+}
+
 /// Tests make the next group of one store fail to reach its topics (the way
 /// an I/O error would), after its journal entry is durable.
 #[cfg(test)]
@@ -949,19 +957,21 @@ pub(crate) mod fail_injection {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
-    static NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static NEXT: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
 
-    /// Fail the next write to the topics of the store in `dir`.
-    pub fn arm(dir: &Path) {
+    /// Fail the next write to the topics of the store in `dir` once
+    /// `topics` of the group's topics are written.
+    pub fn arm(dir: &Path, topics: usize) {
         NEXT.lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(dir.to_path_buf());
+            .push((dir.to_path_buf(), topics));
     }
 
-    /// Whether the store in `dir` must fail now (once per `arm`).
-    pub fn take(dir: &Path) -> bool {
+    /// Whether the store in `dir`, with `written` topics of the group
+    /// written, must fail now (once per `arm`).
+    pub fn take(dir: &Path, written: usize) -> bool {
         let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
-        match next.iter().position(|d| d == dir) {
+        match next.iter().position(|(d, n)| d == dir && *n == written) {
             Some(i) => {
                 next.swap_remove(i);
                 true

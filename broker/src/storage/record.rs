@@ -123,11 +123,19 @@ impl EncodedRecord {
 pub struct RawRecord(bytes::Bytes);
 
 impl RawRecord {
-    /// Wrap a stored value, checking its version byte.
-    pub(crate) fn new(value: bytes::Bytes) -> Result<RawRecord, RecordError> {
-        match value.first() {
+    /// Wrap a stored value as it is: [`Self::check`] and [`Self::decode`]
+    /// refuse an empty one or an envelope version this build cannot read, so
+    /// each reader decides what to do with it (a route dead-letters it).
+    pub(crate) fn new(value: bytes::Bytes) -> RawRecord {
+        RawRecord(value)
+    }
+
+    /// Whether this build can read the envelope (before sending its body
+    /// on as it is).
+    pub fn check(&self) -> Result<(), RecordError> {
+        match self.0.first() {
             None => Err(RecordError::Empty),
-            Some(&RECORD_VERSION) => Ok(RawRecord(value)),
+            Some(&RECORD_VERSION) => Ok(()),
             Some(&v) => Err(RecordError::Version(v)),
         }
     }

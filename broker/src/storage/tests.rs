@@ -582,7 +582,7 @@ fn a_journaled_group_that_fails_to_reach_its_topic_is_rebuilt_and_answered_store
     let dir = tempfile::tempdir().expect("tmp");
     let store = open(dir.path());
     append_n(&store, "a.b", 2, 10);
-    super::committer::fail_injection::arm(dir.path());
+    super::committer::fail_injection::arm(dir.path(), 0);
     // Durable in the journal, then the write to the topic fails: the topics
     // are rebuilt from the journal, which holds this record, so the sender
     // is told it is stored (an error would make it resend a duplicate).
@@ -616,4 +616,38 @@ fn a_journaled_group_that_fails_to_reach_its_topic_is_rebuilt_and_answered_store
         [0, 1, 2, 3]
     );
     assert_eq!(got[2].1.payload, b"third");
+}
+
+#[test]
+fn a_group_that_fails_after_some_topics_are_written_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    append_n(&store, "a.one", 1, 10);
+    // Fails once the first of the group's two topics is written.
+    super::committer::fail_injection::arm(dir.path(), 1);
+    let write = AtomicWrite {
+        records: vec![("a.one".into(), rec(b"one")), ("a.two".into(), rec(b"two"))],
+        cursors: vec![(cursor_key("route", "r", "src"), 7)],
+        released: Vec::new(),
+    };
+    let out = block(store.write_atomic(write)).expect("stored after the rebuild");
+    assert_eq!(out, [("a.one".to_string(), 1), ("a.two".to_string(), 0)]);
+    let check = |store: &Store| {
+        let one = store.read("a.one", 0, 10).expect("read");
+        assert_eq!(one.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(one[1].1.payload, b"one");
+        let two = store.read("a.two", 0, 10).expect("read");
+        assert_eq!(two.len(), 1);
+        assert_eq!(two[0].1.payload, b"two");
+        assert_eq!(
+            store
+                .cursor(&cursor_key("route", "r", "src"))
+                .expect("cursor"),
+            7
+        );
+    };
+    check(&store);
+    store.close();
+    drop(store);
+    check(&open(dir.path()));
 }

@@ -442,9 +442,7 @@ impl TopicLog {
                         StorageError::Record(format!("{}@{offset}: damaged frame", self.name))
                     })?;
                 let value = buf.slice(pos + FRAME_HEADER..pos + head.frame_len());
-                let record = RawRecord::new(value)
-                    .map_err(|e| StorageError::Record(format!("{}@{offset}: {e}", self.name)))?;
-                out.push((offset, record));
+                out.push((offset, RawRecord::new(value)));
                 pos += head.frame_len();
             }
             budget = budget.saturating_sub(buf.len() as u64);
@@ -485,9 +483,7 @@ impl TopicLog {
                     StorageError::Record(format!("{}@{offset}: damaged frame", self.name))
                 })?;
             let value = chunk.data.slice(pos + FRAME_HEADER..pos + head.frame_len());
-            let record = RawRecord::new(value)
-                .map_err(|e| StorageError::Record(format!("{}@{offset}: {e}", self.name)))?;
-            out.push((offset, record));
+            out.push((offset, RawRecord::new(value)));
             *budget = budget.saturating_sub(head.frame_len() as u64);
             offset += 1;
         }
