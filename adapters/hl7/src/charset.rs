@@ -57,9 +57,15 @@ impl Charset {
     /// Decode bytes to text; borrows whenever the bytes are already valid text.
     pub fn decode(self, bytes: &[u8]) -> Cow<'_, str> {
         match self {
-            Charset::Utf8 => String::from_utf8_lossy(bytes),
+            // `from_utf8` first: its fast path is several times quicker than
+            // `from_utf8_lossy`'s chunk walk on the valid text nearly every
+            // value is.
+            Charset::Utf8 => match std::str::from_utf8(bytes) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(bytes),
+            },
             Charset::Latin1 => match std::str::from_utf8(bytes) {
-                Ok(s) if bytes.is_ascii() => Cow::Borrowed(s),
+                Ok(s) if s.is_ascii() => Cow::Borrowed(s),
                 _ => Cow::Owned(latin1(bytes)),
             },
             Charset::Ascii => match std::str::from_utf8(bytes) {
