@@ -411,7 +411,13 @@ impl Committer {
         }
         match Checkpointer::start(self.dir.clone(), self.log.wal_dir()) {
             Ok(c) => self.checkpointer = c,
-            Err(e) => tracing::error!(error = %e, "cannot restart the checkpointer"),
+            Err(e) => {
+                // Without a checkpointer the journal would only grow and the
+                // segments never be synced: stay refusing writes (and
+                // unready) until one starts.
+                tracing::error!(error = %e, "cannot restart the checkpointer; writes stay refused until it starts");
+                self.broken = true;
+            }
         }
         !self.broken
     }
