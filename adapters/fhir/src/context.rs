@@ -86,8 +86,7 @@ impl<'o> Ctx<'o> {
 
     /// Whether a resource of this type and id was emitted already.
     pub fn has(&self, resource_type: &'static str, id: &str) -> bool {
-        self.seen
-            .contains(concat(&[resource_type, "/", id]).as_str())
+        self.emitted(resource_type, id).is_some()
     }
 
     /// The reference to the resource of this type and id when it was emitted already (shared

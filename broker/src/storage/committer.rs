@@ -443,11 +443,7 @@ impl Committer {
         if self.broken {
             self.repair();
         }
-        let mut refused = self.disk_full().or_else(|| {
-            self.broken.then(|| {
-                StorageError::Durability("the topics could not be written; retrying".into())
-            })
-        });
+        let mut refused = self.disk_full().or_else(|| self.broken.then(not_written));
         if let Some(e) = &refused {
             tracing::error!(error = %e, "refusing writes until space is freed");
         }
@@ -466,9 +462,7 @@ impl Committer {
                     // What was just written may have failed half-way: then
                     // nothing more in this batch may be planned on top.
                     if refused.is_none() && self.broken {
-                        refused = Some(StorageError::Durability(
-                            "the topics could not be written; retrying".into(),
-                        ));
+                        refused = Some(not_written());
                     }
                 }
                 Op::Append { reply, .. } if refused.is_some() => {
@@ -945,6 +939,11 @@ fn sled_io(e: sled::Error) -> std::io::Error {
         sled::Error::Io(io) => io,
         other => std::io::Error::other(other.to_string()),
     }
+}
+
+/// The answer to writes while the topics are being rebuilt.
+fn not_written() -> StorageError {
+    StorageError::Durability("the topics could not be written; retrying".into())
 }
 
 /// Outside tests nothing is ever injected.

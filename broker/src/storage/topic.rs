@@ -434,16 +434,9 @@ impl TopicLog {
             let mut pos = 0usize;
             for k in 0..take as u64 {
                 let offset = at + k;
-                let head = buf
-                    .get(pos..)
-                    .and_then(segment::FrameHead::parse)
-                    .filter(|h| h.offset == offset && pos + h.frame_len() <= buf.len())
-                    .ok_or_else(|| {
-                        StorageError::Record(format!("{}@{offset}: damaged frame", self.name))
-                    })?;
-                let value = buf.slice(pos + FRAME_HEADER..pos + head.frame_len());
-                out.push((offset, RawRecord::new(value)));
-                pos += head.frame_len();
+                let (record, len) = self.frame_at(&buf, pos, offset)?;
+                out.push((offset, record));
+                pos += len;
             }
             budget = budget.saturating_sub(buf.len() as u64);
             from = at + take as u64;
@@ -473,21 +466,31 @@ impl TopicLog {
             if out.len() >= max || *budget == 0 {
                 break;
             }
-            let pos = pos as usize;
-            let head = chunk
-                .data
-                .get(pos..)
-                .and_then(segment::FrameHead::parse)
-                .filter(|h| h.offset == offset && pos + h.frame_len() <= chunk.data.len())
-                .ok_or_else(|| {
-                    StorageError::Record(format!("{}@{offset}: damaged frame", self.name))
-                })?;
-            let value = chunk.data.slice(pos + FRAME_HEADER..pos + head.frame_len());
-            out.push((offset, RawRecord::new(value)));
-            *budget = budget.saturating_sub(head.frame_len() as u64);
+            let (record, len) = self.frame_at(&chunk.data, pos as usize, offset)?;
+            out.push((offset, record));
+            *budget = budget.saturating_sub(len as u64);
             offset += 1;
         }
         Ok(Some(offset))
+    }
+
+    /// The record of the frame at `pos` in `data`, which must hold `offset`
+    /// and end inside `data`, and the frame's length.
+    fn frame_at(
+        &self,
+        data: &Bytes,
+        pos: usize,
+        offset: u64,
+    ) -> Result<(RawRecord, usize), StorageError> {
+        let head = data
+            .get(pos..)
+            .and_then(segment::FrameHead::parse)
+            .filter(|h| h.offset == offset && pos + h.frame_len() <= data.len())
+            .ok_or_else(|| {
+                StorageError::Record(format!("{}@{offset}: damaged frame", self.name))
+            })?;
+        let value = data.slice(pos + FRAME_HEADER..pos + head.frame_len());
+        Ok((RawRecord::new(value), head.frame_len()))
     }
 
     /// Bytes its files take on disk.
