@@ -13,6 +13,11 @@
 //! received (at least the sending window), so a pipeline that falls behind
 //! and drains after the load does not look faster than it is.
 //!
+//! A fresh broker creates its topics, and grows its buffers, on the first
+//! messages; that happens once in its life. So the load first runs for
+//! `--warmup` at the same rate, and only messages due after it are in the
+//! figures; the warm-up's own latency is printed beside them.
+//!
 //! How a Bundle is matched to its message: the route copies the inbound
 //! record's headers, so the Bundle carries `hl7.control_id`, the MSH-10 the
 //! sender made unique. A message that was acknowledged but whose Bundle did
@@ -22,14 +27,14 @@ use super::corpus::{check_ack, control_id, run_id, Mix, CONTROL_ID_LEN, MAX_CONN
 use super::histogram::Latencies;
 use super::mllp::{ack_kind, loses_stream, resolve, Conn, Schedule};
 use super::proto::{self, Gate, Pending, ProtocolTarget};
-use super::report::{Live, LoadReport, Totals};
+use super::report::{Live, LoadReport, Totals, Warmup};
 use super::spawn::SpawnedBroker;
 use super::BenchError;
 use medbus_config::{ByteSize, HumanDuration};
 use medbus_protocol::{StartAt, SubscribeOptions};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The topic the `normalise` route writes one Bundle per message to.
@@ -54,9 +59,12 @@ pub struct E2eArgs {
     /// MLLP connections the rate is divided among.
     #[arg(long, short = 'c', default_value_t = 16)]
     pub connections: usize,
-    /// How long to send (e.g. 10s).
+    /// How long to send (e.g. 10s), after the warm-up.
     #[arg(long, short = 'd', default_value = "10s")]
     pub duration: HumanDuration,
+    /// Send at the same rate for this long first, outside the figures (0s: none).
+    #[arg(long, default_value = "2s")]
+    pub warmup: HumanDuration,
     /// Pad each message to this many bytes with an NTE segment.
     #[arg(long, default_value = "1024")]
     pub size: ByteSize,
@@ -77,6 +85,7 @@ impl E2eArgs {
             rate: 5000.0,
             connections: 16,
             duration: HumanDuration(Duration::from_secs(10)),
+            warmup: HumanDuration(Duration::from_secs(2)),
             size: ByteSize(1024),
             timeout: HumanDuration(Duration::from_secs(10)),
             json: false,
@@ -102,6 +111,9 @@ pub struct Senders {
     pub pending: Arc<Pending>,
     /// Set when the run is over.
     pub done: Arc<AtomicBool>,
+    /// Messages due before this are warm-up: not in the figures (unset: all
+    /// count). Set before the senders start.
+    pub measure_from: Arc<OnceLock<Instant>>,
     /// ACKed messages so far (for the progress line when it shows arrivals).
     pub acked: Arc<Live>,
 }
@@ -127,7 +139,9 @@ pub(super) fn sender(shared: &Senders, index: usize, mut conn: Conn) -> Totals {
         let outcome = conn
             .exchange(&frame)
             .and_then(|ack| check_ack(&ack, &id).map_err(ack_kind));
+        let measured = shared.measure_from.get().is_none_or(|m| due >= *m);
         match outcome {
+            Ok(()) if !measured => {}
             Ok(()) => {
                 totals.latencies.record_since(due);
                 totals.ok += 1;
@@ -205,17 +219,19 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         timeout: args.timeout.0,
         pending: Arc::new(Pending::default()),
         done: Arc::new(AtomicBool::new(false)),
+        measure_from: Arc::default(),
         acked: Arc::new(Live::default()),
     });
     let senders_done = Arc::new(AtomicBool::new(false));
     let gate = Arc::new(Gate::new(args.connections + 1));
     let live = Arc::new(Live::default());
     let receiver = {
-        let (gate, pending, live, senders_done) = (
+        let (gate, pending, live, senders_done, measure_from) = (
             gate.clone(),
             shared.pending.clone(),
             live.clone(),
             senders_done.clone(),
+            shared.measure_from.clone(),
         );
         let (token, drain) = (args.target.token.clone(), args.timeout.0);
         let proto_addr = proto_addr.clone();
@@ -224,7 +240,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                 Ok(rt) => rt,
                 Err(e) => {
                     gate.ready(Err(e));
-                    return (Latencies::new(), None);
+                    return Received::default();
                 }
             };
             rt.block_on(async {
@@ -245,13 +261,12 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                     Ok(s) => s,
                     Err(e) => {
                         gate.ready(Err(e));
-                        return (Latencies::new(), None);
+                        return Received::default();
                     }
                 };
-                let mut lat = Latencies::new();
-                let mut last = None;
+                let mut got = Received::default();
                 if !gate.ready(Ok(())) {
-                    return (lat, last);
+                    return got;
                 }
                 let mut unacked = Vec::new();
                 let mut drain_deadline = None;
@@ -272,10 +287,14 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                                 .iter()
                                 .find(|(k, _)| k == CONTROL_ID_HEADER)
                                 .map(|(_, v)| v.as_bytes());
-                            if let Some(age) = id.and_then(|id| pending.arrived(id)) {
-                                lat.record(age);
-                                last = Some(Instant::now());
-                                live.ok.fetch_add(1, Ordering::Relaxed);
+                            if let Some(due) = id.and_then(|id| pending.arrived_due(id)) {
+                                if measure_from.get().is_none_or(|m| due >= *m) {
+                                    got.latencies.record_since(due);
+                                    got.last = Some(Instant::now());
+                                    live.ok.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    got.warmup.record_since(due);
+                                }
                             }
                             unacked.push(d.offset);
                             if unacked.len() >= (CREDITS / 4) as usize
@@ -294,7 +313,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                         }
                     }
                 }
-                (lat, last)
+                got
             })
         })?
     };
@@ -308,6 +327,10 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
             return Err(e);
         }
     };
+    // Before the gate opens: no message is due before it is set.
+    let measure_from = *shared
+        .measure_from
+        .get_or_init(|| Instant::now() + args.warmup.0);
     if let Err(e) = gate.open() {
         shared.done.store(true, Ordering::Relaxed);
         senders_done.store(true, Ordering::Relaxed);
@@ -318,7 +341,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
     }
     let started = Instant::now();
     proto::watch(
-        args.duration.0,
+        args.warmup.0 + args.duration.0,
         &shared.done,
         &live,
         broker.as_mut(),
@@ -330,12 +353,13 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
             over && receiver.is_finished()
         },
     );
-    let window = started.elapsed().min(args.duration.0);
+    let window = measure_from.elapsed().min(args.duration.0);
     let acks = publish_join(senders);
-    let (latencies, last_bundle) = receiver.join().unwrap_or_default();
-    // First send → last Bundle, at least the sending window.
-    let through = last_bundle
-        .map(|l| l.saturating_duration_since(started))
+    let got = receiver.join().unwrap_or_default();
+    // First measured send → last Bundle, at least the sending window.
+    let through = got
+        .last
+        .map(|l| l.saturating_duration_since(measure_from))
         .unwrap_or_default()
         .max(window);
     let peak = proto::stop_broker(broker);
@@ -345,7 +369,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         args.connections,
         &acks,
         Arrivals {
-            latencies,
+            latencies: got.latencies,
             through,
             window,
             lost: vec![("no_bundle", shared.pending.len() as u64)],
@@ -357,11 +381,31 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         "scheduled MLLP send → FHIR Bundle received by a fhir.bundles subscriber (open loop)"
             .into(),
     );
+    if !args.warmup.0.is_zero() {
+        report.warmup = Some(Warmup {
+            seconds: measure_from
+                .saturating_duration_since(started)
+                .as_secs_f64(),
+            messages: got.warmup.count(),
+            latency: got.warmup.summary(),
+        });
+    }
     if args.target.spawn {
         report.durability = Some(args.target.durability.as_str().to_string());
         report.peak_rss_bytes = peak;
     }
     Ok(report)
+}
+
+/// What the Bundle subscriber saw.
+#[derive(Default)]
+struct Received {
+    /// Latency of the measured messages.
+    latencies: Latencies,
+    /// Latency of the warm-up's messages.
+    warmup: Latencies,
+    /// When the last measured Bundle came.
+    last: Option<Instant>,
 }
 
 /// What reached the far end of an open-loop MLLP load (Bundles at a

@@ -258,7 +258,12 @@ impl Pending {
 
     /// `id` arrived: how long since it was due, if it was pending.
     pub fn arrived(&self, id: &[u8]) -> Option<Duration> {
-        self.lock().remove(id).map(|due| due.elapsed())
+        self.arrived_due(id).map(|due| due.elapsed())
+    }
+
+    /// `id` arrived: when it was due, if it was pending.
+    pub fn arrived_due(&self, id: &[u8]) -> Option<Instant> {
+        self.lock().remove(id)
     }
 
     /// Messages still pending.
