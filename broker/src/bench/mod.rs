@@ -171,7 +171,7 @@ impl BenchCommand {
 #[serde(untagged)]
 pub enum Report {
     /// A load mode.
-    Load(report::LoadReport),
+    Load(Box<report::LoadReport>),
     /// `limits`.
     Limits(limits::LimitsReport),
     /// `route`.
@@ -210,13 +210,13 @@ impl Report {
 /// Run one mode.
 pub fn run(command: &BenchCommand) -> Result<Report, BenchError> {
     match command {
-        BenchCommand::Mllp(a) => mllp::run(a).map(Report::Load),
+        BenchCommand::Mllp(a) => mllp::run(a).map(|r| Report::Load(Box::new(r))),
         BenchCommand::Limits(a) => limits::run(a).map(Report::Limits),
-        BenchCommand::Publish(a) => publish::run(a).map(Report::Load),
-        BenchCommand::Fanout(a) => fanout::run(a).map(Report::Load),
-        BenchCommand::E2e(a) => e2e::run(a).map(Report::Load),
-        BenchCommand::Destination(a) => destination::run(a).map(Report::Load),
-        BenchCommand::Fhir(a) => fhir::run(a).map(Report::Load),
+        BenchCommand::Publish(a) => publish::run(a).map(|r| Report::Load(Box::new(r))),
+        BenchCommand::Fanout(a) => fanout::run(a).map(|r| Report::Load(Box::new(r))),
+        BenchCommand::E2e(a) => e2e::run(a).map(|r| Report::Load(Box::new(r))),
+        BenchCommand::Destination(a) => destination::run(a).map(|r| Report::Load(Box::new(r))),
+        BenchCommand::Fhir(a) => fhir::run(a).map(|r| Report::Load(Box::new(r))),
         BenchCommand::Route(a) => route::run(a).map(Report::Route),
     }
 }
