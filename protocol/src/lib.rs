@@ -28,5 +28,5 @@ pub mod message;
 pub use client::{Client, ClientError, ClientOptions, Delivery, SubscribeOptions, Subscription};
 pub use message::{
     ClientFrame, ErrorCode, PublishRecord, Record, ReplayTarget, ServerFrame, ServerOut, StartAt,
-    TopicSummary,
+    TopicSummary, WireRecord,
 };

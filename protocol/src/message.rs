@@ -353,14 +353,32 @@ impl ErrorCode {
     }
 }
 
+/// A record that can write its own wire form — the bytes bincode's
+/// `legacy()` config makes of a [`Record`] — without being decoded into one:
+/// a broker writes stored records straight into delivery frames this way,
+/// instead of decoding and encoding every record for every subscriber.
+pub trait WireRecord {
+    /// Write the record exactly as `legacy()` bincode encodes a [`Record`].
+    fn write_wire(
+        &self,
+        out: &mut dyn bincode::enc::write::Writer,
+    ) -> Result<(), bincode::error::EncodeError>;
+}
+
+/// Bytes that already are a [`Record`] as `legacy()` bincode encodes it.
+impl WireRecord for Vec<u8> {
+    fn write_wire(
+        &self,
+        out: &mut dyn bincode::enc::write::Writer,
+    ) -> Result<(), bincode::error::EncodeError> {
+        out.write(self)
+    }
+}
+
 /// What a broker writes: a [`ServerFrame`], or a [`ServerFrame::Deliver`]
-/// whose record is already encoded — the broker stores records in the same
-/// bincode layout as [`Record`], so a delivery can go out as the stored
-/// bytes, without decoding and encoding every record for every subscriber.
-/// Both encode exactly as the equivalent [`ServerFrame`] does under the
-/// frame format's bincode `legacy()` (fixed-int) config, the only one
-/// [`crate::frame`] uses; the record bytes must be a `Record` encoded with
-/// that same config.
+/// whose record writes itself ([`WireRecord`]). Both encode exactly as the
+/// equivalent [`ServerFrame`] does under the frame format's bincode
+/// `legacy()` (fixed-int) config, the only one [`crate::frame`] uses.
 #[derive(Debug, Clone)]
 pub enum ServerOut<R> {
     /// Any frame.
@@ -371,7 +389,7 @@ pub enum ServerOut<R> {
         subscription: u64,
         /// The record's offset in the topic.
         offset: u64,
-        /// A [`Record`] as bincode (`legacy()` config) encodes it.
+        /// The record, written as bincode (`legacy()` config) encodes a [`Record`].
         record: R,
     },
 }
@@ -380,7 +398,7 @@ pub enum ServerOut<R> {
 /// u32 before the fields).
 const DELIVER_VARIANT: u32 = 3;
 
-impl<R: AsRef<[u8]>> Encode for ServerOut<R> {
+impl<R: WireRecord> Encode for ServerOut<R> {
     fn encode<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
@@ -395,7 +413,7 @@ impl<R: AsRef<[u8]>> Encode for ServerOut<R> {
                 DELIVER_VARIANT.encode(encoder)?;
                 subscription.encode(encoder)?;
                 offset.encode(encoder)?;
-                bincode::enc::write::Writer::write(encoder.writer(), record.as_ref())
+                record.write_wire(encoder.writer())
             }
         }
     }

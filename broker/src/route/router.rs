@@ -15,7 +15,9 @@ use super::transform::{route_record, Routed};
 use crate::events::{RouteBatchWritten, RouteStalled};
 use crate::headers;
 use crate::metrics::Metrics;
-use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Store};
+use crate::storage::{
+    cursor_key, now_ms, EncodedRecord, EncodedWrite, Record, StorageError, Store,
+};
 use crate::task::LoopHandle;
 use medbus_config::route::CompiledRoute;
 use medbus_fhir::ConvertOptions;
@@ -58,8 +60,9 @@ impl Router {
 
 /// One batch, routed and ready to write.
 struct Prepared {
-    /// Outputs, dead letters and the cursor advance.
-    write: AtomicWrite,
+    /// Outputs, dead letters and the cursor advance, encoded as they were
+    /// made (so each conversion's buffers are freed, and reused, at once).
+    write: EncodedWrite,
     /// How many records the next batch from this source should read.
     next_read: usize,
     /// What happened, for the event once written.
@@ -99,7 +102,11 @@ fn prepare(
     if batch.is_empty() {
         return Ok(None);
     }
-    let mut write = AtomicWrite::default();
+    let mut write = EncodedWrite::default();
+    let push = |write: &mut EncodedWrite, topic: String, r: &Record| {
+        write.records.push((topic, EncodedRecord::new(r)?));
+        Ok::<(), StorageError>(())
+    };
     let (mut matched, mut filtered, mut failed) = (0u64, 0u64, 0u64);
     let mut oldest_ms = u64::MAX;
     let mut last = next;
@@ -120,9 +127,10 @@ fn prepare(
             Err(e) => {
                 failed += 1;
                 tracing::error!(route = %route.name, topic = %source, offset, error = %e, "stored record does not decode: dead-lettered");
-                write.records.push((
+                push(
+                    &mut write,
                     route.dead_letter_topic.clone(),
-                    Record {
+                    &Record {
                         timestamp_ms: now_ms(),
                         headers: dead_letter_headers(
                             Vec::new(),
@@ -134,7 +142,7 @@ fn prepare(
                         content_type: headers::CONTENT_TYPE_RAW.to_string(),
                         payload: raw.stored().to_vec(),
                     },
-                ));
+                )?;
                 continue;
             }
         };
@@ -148,17 +156,20 @@ fn prepare(
             Routed::Outputs(outputs) => {
                 matched += 1;
                 oldest_ms = oldest_ms.min(record.timestamp_ms);
-                bytes += outputs.iter().map(|(_, r)| r.payload.len()).sum::<usize>();
-                write.records.extend(outputs);
+                for (topic, r) in outputs {
+                    bytes += r.payload.len();
+                    push(&mut write, topic, &r)?;
+                }
             }
             Routed::Failed(reason) => {
                 failed += 1;
                 let span = tracing::debug_span!("route.record", route = %route.name, topic = %source, offset);
                 let _enter = span.enter();
                 tracing::warn!(%reason, "record dead-lettered");
-                write.records.push((
+                push(
+                    &mut write,
                     route.dead_letter_topic.clone(),
-                    Record {
+                    &Record {
                         timestamp_ms: record.timestamp_ms,
                         headers: dead_letter_headers(
                             record.headers.clone(),
@@ -170,7 +181,7 @@ fn prepare(
                         content_type: record.content_type.clone(),
                         payload: record.payload.clone(),
                     },
-                ));
+                )?;
             }
         }
     }
@@ -222,7 +233,7 @@ impl InFlight {
     fn submit(store: &Store, mut prepared: Prepared) -> InFlight {
         let write = std::mem::take(&mut prepared.write);
         InFlight {
-            reply: Box::pin(store.write_atomic(write)),
+            reply: Box::pin(store.write_encoded(Ok(write))),
             done: prepared,
         }
     }
@@ -403,7 +414,7 @@ mod tests {
             dedup: None,
         };
         block(store.append(good(b"first"))).expect("append");
-        // The right version byte, then a header count no record has.
+        // The right version byte, then bytes that are no envelope.
         let bad = [&[crate::storage::record::RECORD_VERSION][..], &[0xff; 16]].concat();
         block(store.append_envelope("in", bad.clone())).expect("append");
         block(store.append(good(b"third"))).expect("append");
@@ -433,18 +444,23 @@ mod tests {
         assert_eq!((p.from, p.to, p.matched, p.dead_lettered), (0, 3, 2, 2));
         let topics: Vec<&str> = p.write.records.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(topics, ["out", "dlq.r", "out", "dlq.r"]);
-        assert_eq!(p.write.records[3].1.payload, newer);
-        assert!(p.write.records[3]
-            .1
+        let out: Vec<Record> = p
+            .write
+            .records
+            .iter()
+            .map(|(_, e)| Record::decode(&e.envelope).expect("decodes"))
+            .collect();
+        assert_eq!(out[3].payload, newer);
+        assert!(out[3]
             .header(headers::ERROR)
             .is_some_and(|e| e.contains("version")));
-        let dead = &p.write.records[1].1;
+        let dead = &out[1];
         assert_eq!(dead.payload, bad);
         assert!(dead
             .header(headers::ERROR)
             .is_some_and(|e| e.contains("does not decode")));
         assert_eq!(dead.header(headers::SOURCE_OFFSET), Some("1"));
-        assert_eq!(p.write.records[2].1.payload, b"third");
+        assert_eq!(out[2].payload, b"third");
         assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 4)]);
         store.close();
     }

@@ -89,6 +89,7 @@ impl EncodedAppend {
 }
 
 /// An [`AtomicWrite`] with its records encoded by the caller.
+#[derive(Debug, Default)]
 pub(crate) struct EncodedWrite {
     pub records: Vec<(String, EncodedRecord)>,
     pub cursors: Vec<(Vec<u8>, u64)>,

@@ -26,6 +26,7 @@
 pub mod backup;
 pub(crate) mod checkpoint;
 pub mod committer;
+pub(crate) mod compact;
 pub(crate) mod import;
 pub mod kv;
 pub(crate) mod log;
@@ -34,8 +35,10 @@ pub(crate) mod segment;
 pub(crate) mod topic;
 pub(crate) mod wal;
 
+pub(crate) use committer::EncodedWrite;
 pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend, Trimmed, TRIM_BATCH};
 pub use kv::KvOp;
+pub(crate) use record::EncodedRecord;
 pub use record::{RawRecord, Record, RecordError};
 
 use medbus_config::Durability;
@@ -391,9 +394,18 @@ impl Store {
         &self,
         write: AtomicWrite,
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
+        self.write_encoded(committer::EncodedWrite::new(write))
+    }
+
+    /// [`Store::write_atomic`] for records the caller has already encoded
+    /// (a route encodes each output as it makes it, so the batch holds
+    /// envelopes only).
+    pub(crate) fn write_encoded(
+        &self,
+        write: Result<EncodedWrite, StorageError>,
+    ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
         let timeout = Some(self.inner.commit_timeout);
-        let op = committer::EncodedWrite::new(write)
-            .map(|write| |reply| committer::Op::Atomic { write, reply });
+        let op = write.map(|write| |reply| committer::Op::Atomic { write, reply });
         self.call(op, timeout)
     }
 

@@ -1,14 +1,21 @@
 //! The record envelope stored as a topic entry's value.
 //!
-//! Layout: one version byte ([`RECORD_VERSION`]), then bincode 2 (`legacy()`
-//! config) of [`Record`]. The version byte lets a later medbus read what an
-//! earlier one wrote; decoding is always size-limited so that a corrupt or
-//! hostile value cannot make us allocate without bound.
+//! Layout: one version byte, then the record. Version 2 ([`RECORD_VERSION`],
+//! written by this build) is the compact layout of [`super::compact`];
+//! version 1 ([`LEGACY_VERSION`], still read) is bincode 2 (`legacy()`
+//! config) of [`Record`], the wire protocol's layout. The version byte lets a
+//! later medbus read what an earlier one wrote; decoding is always
+//! size-limited so that a corrupt or hostile value cannot make us allocate
+//! without bound.
 
+use super::compact::{self, Compact};
 use bincode::{Decode, Encode};
 
-/// Version of the envelope written by this build.
-pub const RECORD_VERSION: u8 = 1;
+/// Version of the envelope written by this build (compact).
+pub const RECORD_VERSION: u8 = 2;
+
+/// The first envelope version (the wire layout), still read.
+pub const LEGACY_VERSION: u8 = 1;
 
 /// Largest encoded record accepted on decode: the biggest frame a listener
 /// may accept (64 MiB) plus generous room for headers.
@@ -50,6 +57,9 @@ pub enum RecordError {
     /// The bytes are not a valid envelope (or exceed the size limit).
     #[error("corrupt record: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+    /// The bytes are not a valid compact envelope.
+    #[error("corrupt record: {0}")]
+    Compact(#[from] compact::CompactError),
     /// Encoding failed (cannot happen for in-memory values, kept typed).
     #[error("cannot encode record: {0}")]
     Encode(#[from] bincode::error::EncodeError),
@@ -75,18 +85,40 @@ impl Record {
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
         out.reserve(self.payload.len() + 256);
         out.push(RECORD_VERSION);
-        bincode::encode_into_std_write(self, out, config())?;
+        compact::encode_into(self, out);
         Ok(())
     }
 
-    /// Decode a versioned envelope, refusing anything over the size limit.
+    /// Decode a versioned envelope (either version), refusing anything over
+    /// the size limit.
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
-        let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
-        if version != RECORD_VERSION {
-            return Err(RecordError::Version(version));
+        match Envelope::of(bytes)? {
+            Envelope::Legacy(body) => Ok(bincode::decode_from_slice(body, config())?.0),
+            Envelope::Compact(c) => Ok(c.to_record()),
         }
-        let (record, _) = bincode::decode_from_slice(body, config())?;
-        Ok(record)
+    }
+}
+
+/// A stored value, its version told apart.
+enum Envelope<'a> {
+    /// Version 1: the wire layout, as bincode checks it on decode.
+    Legacy(&'a [u8]),
+    /// Version 2, checked from end to end.
+    Compact(Compact<'a>),
+}
+
+impl<'a> Envelope<'a> {
+    fn of(bytes: &'a [u8]) -> Result<Envelope<'a>, RecordError> {
+        if bytes.len() > MAX_RECORD_BYTES + 1 {
+            return Err(RecordError::Decode(
+                bincode::error::DecodeError::LimitExceeded,
+            ));
+        }
+        match bytes.split_first().ok_or(RecordError::Empty)? {
+            (&LEGACY_VERSION, body) => Ok(Envelope::Legacy(body)),
+            (&RECORD_VERSION, body) => Ok(Envelope::Compact(Compact::parse(body)?)),
+            (&v, _) => Err(RecordError::Version(v)),
+        }
     }
 }
 
@@ -124,20 +156,17 @@ pub struct RawRecord(bytes::Bytes);
 
 impl RawRecord {
     /// Wrap a stored value as it is: [`Self::check`] and [`Self::decode`]
-    /// refuse an empty one or an envelope version this build cannot read, so
-    /// each reader decides what to do with it (a route dead-letters it).
+    /// refuse an empty or malformed one, or an envelope version this build
+    /// cannot read, so each reader decides what to do with it (a route
+    /// dead-letters it).
     pub(crate) fn new(value: bytes::Bytes) -> RawRecord {
         RawRecord(value)
     }
 
-    /// Whether this build can read the envelope (before sending its body
-    /// on as it is).
+    /// Whether this build can read the envelope (before writing it out as
+    /// a delivery): a compact one is checked from end to end.
     pub fn check(&self) -> Result<(), RecordError> {
-        match self.0.first() {
-            None => Err(RecordError::Empty),
-            Some(&RECORD_VERSION) => Ok(()),
-            Some(&v) => Err(RecordError::Version(v)),
-        }
+        Envelope::of(&self.0).map(|_| ())
     }
 
     /// Decode it.
@@ -151,10 +180,22 @@ impl RawRecord {
     }
 }
 
-impl AsRef<[u8]> for RawRecord {
-    /// The bincode body, after the version byte.
-    fn as_ref(&self) -> &[u8] {
-        self.0.get(1..).unwrap_or_default()
+impl medbus_protocol::WireRecord for RawRecord {
+    /// The wire layout: a version 1 body is already in it; a compact one is
+    /// laid out as it is written, without building a [`Record`]. A value
+    /// that does not parse (only after [`RawRecord::check`] said it would
+    /// not) is an encoding error, never a panic.
+    fn write_wire(
+        &self,
+        out: &mut dyn bincode::enc::write::Writer,
+    ) -> Result<(), bincode::error::EncodeError> {
+        match self.0.split_first() {
+            Some((&LEGACY_VERSION, body)) => out.write(body),
+            Some((&RECORD_VERSION, body)) => compact::write_wire(body, out),
+            _ => Err(bincode::error::EncodeError::OtherString(
+                "stored record of an unknown envelope version".into(),
+            )),
+        }
     }
 }
 
@@ -173,6 +214,10 @@ mod tests {
         let bytes = r.encode().expect("encode");
         assert_eq!(bytes[0], RECORD_VERSION);
         assert_eq!(Record::decode(&bytes).expect("decode"), r);
+        // What an earlier medbus wrote is still read.
+        let mut legacy = vec![LEGACY_VERSION];
+        legacy.extend(bincode::encode_to_vec(&r, bincode::config::legacy()).expect("v1"));
+        assert_eq!(Record::decode(&legacy).expect("decode v1"), r);
     }
 
     #[test]

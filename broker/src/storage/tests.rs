@@ -651,3 +651,49 @@ fn a_group_that_fails_after_some_topics_are_written_is_stored_once() {
     drop(store);
     check(&open(dir.path()));
 }
+
+#[test]
+fn records_an_earlier_medbus_wrote_are_read_and_delivered_as_before() {
+    use medbus_protocol::WireRecord;
+    struct Bytes(Vec<u8>);
+    impl bincode::enc::write::Writer for Bytes {
+        fn write(&mut self, b: &[u8]) -> Result<(), bincode::error::EncodeError> {
+            self.0.extend_from_slice(b);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    let mut old = rec(b"MSH|^~\\&|old\r");
+    old.headers
+        .push((crate::headers::CONTROL_ID.into(), "1".into()));
+    let wire = bincode::encode_to_vec(&old, bincode::config::legacy()).expect("wire");
+    let v1 = [&[record::LEGACY_VERSION][..], &wire].concat();
+    block(store.append_envelope("t", v1)).expect("append v1");
+    let mut new = rec(b"MSH|^~\\&|new\r");
+    new.headers
+        .push((crate::headers::CONTROL_ID.into(), "2".into()));
+    block(store.append(AppendRequest {
+        topic: "t".into(),
+        record: new.clone(),
+        dedup: None,
+    }))
+    .expect("append v2");
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+    let got = store.read("t", 0, 10).expect("read");
+    assert_eq!(got, vec![(0, old.clone()), (1, new.clone())]);
+    for ((_, raw), want) in store
+        .read_raw("t", 0, 10)
+        .expect("raw")
+        .iter()
+        .zip([old, new])
+    {
+        raw.check().expect("readable");
+        let mut out = Bytes(Vec::new());
+        raw.write_wire(&mut out).expect("wire");
+        let want = bincode::encode_to_vec(&want, bincode::config::legacy()).expect("wire");
+        assert_eq!(out.0, want);
+    }
+}
