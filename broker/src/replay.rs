@@ -131,7 +131,7 @@ pub async fn replay(
                     match route_record(&route, &source, offset, &record, &fhir).routed {
                         Routed::Filtered => s.filtered += 1,
                         Routed::Outputs(outputs) => {
-                            for (topic, mut out) in outputs {
+                            for (topic, mut out) in outputs.into_records() {
                                 mark(&mut out);
                                 write.records.push((topic, out));
                                 s.written += 1;

@@ -16,7 +16,7 @@ use crate::events::{RouteBatchWritten, RouteStalled};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{
-    cursor_key, now_ms, EncodedRecord, EncodedWrite, Record, StorageError, Store,
+    cursor_key, now_ms, EncodedRecord, EncodedWrite, Record, SharedHeaders, StorageError, Store,
 };
 use crate::task::LoopHandle;
 use medbus_config::route::CompiledRoute;
@@ -156,9 +156,12 @@ fn prepare(
             Routed::Outputs(outputs) => {
                 matched += 1;
                 oldest_ms = oldest_ms.min(record.timestamp_ms);
-                for (topic, r) in outputs {
+                let shared = SharedHeaders::new(&outputs.shared);
+                for (topic, r) in outputs.records {
                     bytes += r.payload.len();
-                    push(&mut write, topic, &r)?;
+                    write
+                        .records
+                        .push((topic, EncodedRecord::with_shared(&shared, &r)?));
                 }
             }
             Routed::Failed(reason) => {

@@ -19,10 +19,35 @@ pub const MAX_HOPS: u32 = 16;
 pub enum Routed {
     /// The condition did not hold.
     Filtered,
-    /// Matched: these (topic, record) outputs.
-    Outputs(Vec<(String, Record)>),
+    /// Matched: these outputs.
+    Outputs(Outputs),
     /// Matched but could not be transformed: dead-letter with this reason.
     Failed(String),
+}
+
+/// A matched record's outputs. Every one carries `shared` (the source
+/// record's headers and the route's) before its own headers; they are kept
+/// apart so that the twenty resources of one message do not each copy them.
+pub struct Outputs {
+    /// Headers of every output, first.
+    pub shared: Vec<(String, String)>,
+    /// (topic, record with only its own headers), in write order.
+    pub records: Vec<(String, Record)>,
+}
+
+impl Outputs {
+    /// Each output with all its headers.
+    pub fn into_records(self) -> Vec<(String, Record)> {
+        let shared = self.shared;
+        self.records
+            .into_iter()
+            .map(|(topic, mut r)| {
+                let own = std::mem::replace(&mut r.headers, shared.clone());
+                r.headers.extend(own);
+                (topic, r)
+            })
+            .collect()
+    }
 }
 
 /// The result plus how long a FHIR conversion took (for the metric).
@@ -113,7 +138,12 @@ pub fn route_record(
         fhir,
     );
     match result.routed {
-        Routed::Outputs(outputs) if outputs.iter().any(|(t, _)| route.sources.contains(t)) => {
+        Routed::Outputs(outputs)
+            if outputs
+                .records
+                .iter()
+                .any(|(t, _)| route.sources.contains(t)) =>
+        {
             RouteResult {
                 routed: Routed::Failed(
                     "a target template resolved to the route's own source topic".into(),
@@ -136,7 +166,7 @@ fn transform(
     let fill = |parts: &[TemplatePart], resource: Option<&str>| fill_template(parts, hl7, resource);
     match route.transform {
         Transform::None => {
-            let outputs = route
+            let records = route
                 .targets
                 .iter()
                 .map(|t| {
@@ -144,7 +174,7 @@ fn transform(
                         fill(t, resource_type),
                         Record {
                             timestamp_ms: record.timestamp_ms,
-                            headers: base_headers.clone(),
+                            headers: Vec::new(),
                             content_type: record.content_type.clone(),
                             payload: record.payload.clone(),
                         },
@@ -152,7 +182,10 @@ fn transform(
                 })
                 .collect();
             RouteResult {
-                routed: Routed::Outputs(outputs),
+                routed: Routed::Outputs(Outputs {
+                    shared: base_headers,
+                    records,
+                }),
                 conversion: None,
             }
         }
@@ -197,7 +230,7 @@ fn fhir_outputs(
     mut common: Vec<(String, String)>,
     mut c: Conversion,
     fill: impl Fn(&[TemplatePart], Option<&str>) -> String,
-) -> Vec<(String, Record)> {
+) -> Outputs {
     if c.partial {
         common.push((headers::FHIR_PARTIAL.to_string(), "true".into()));
     }
@@ -206,19 +239,12 @@ fn fhir_outputs(
             || t.iter()
                 .any(|p| matches!(p, TemplatePart::Key(k) if k == "resourceType"))
     };
-    // The JSON is moved into the last output that carries it and the common
-    // headers into the last output of all; the others get copies (a Bundle
-    // is tens of KiB).
+    // The JSON is moved into the last output that carries it; the others
+    // get copies (a Bundle is tens of KiB).
     let mut bundle_uses = route.targets.iter().filter(|t| !per_resource(t)).count();
     let mut resource_uses = route.targets.len() - bundle_uses;
-    let mut left = bundle_uses + resource_uses * c.resources.len();
-    let mut headers_for = |rtype: &str, id: Option<&str>| {
-        left = left.saturating_sub(1);
-        let mut h = if left == 0 {
-            std::mem::take(&mut common)
-        } else {
-            common.clone()
-        };
+    let headers_for = |rtype: &str, id: Option<&str>| {
+        let mut h = Vec::with_capacity(2);
         h.push((headers::FHIR_RESOURCE_TYPE.to_string(), rtype.to_string()));
         if let Some(id) = id {
             h.push((headers::FHIR_ID.to_string(), id.to_string()));
@@ -259,7 +285,10 @@ fn fhir_outputs(
             ));
         }
     }
-    out
+    Outputs {
+        shared: common,
+        records: out,
+    }
 }
 
 /// Fill a target template. A value that would make an invalid topic name
@@ -375,7 +404,7 @@ mod tests {
             &hl7("lab", vec![]),
             &ConvertOptions::default(),
         );
-        assert!(matches!(out.routed, Routed::Outputs(ref o) if o[0].0 == "hl7.lab"));
+        assert!(matches!(out.routed, Routed::Outputs(ref o) if o.records[0].0 == "hl7.lab"));
     }
 
     #[test]
@@ -386,7 +415,10 @@ mod tests {
         assert!(matches!(out.routed, Routed::Failed(ref why) if why.contains("routing loop")));
         let fresh = hl7("x", vec![(headers::HOPS.into(), "3".into())]);
         match route_record(&r, "in", 0, &fresh, &ConvertOptions::default()).routed {
-            Routed::Outputs(o) => assert_eq!(o[0].1.header(headers::HOPS), Some("4")),
+            Routed::Outputs(o) => {
+                let (_, out) = &o.into_records()[0];
+                assert_eq!(out.header(headers::HOPS), Some("4"));
+            }
             _ => panic!("expected outputs"),
         }
     }

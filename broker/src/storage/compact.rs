@@ -109,11 +109,8 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Append the version 2 body of `record` (after the version byte).
-pub(crate) fn encode_into(record: &Record, out: &mut Vec<u8>) {
-    out.extend_from_slice(&record.timestamp_ms.to_le_bytes());
-    put_varint(out, record.headers.len() as u64);
-    for (k, v) in &record.headers {
+fn put_headers(out: &mut Vec<u8>, headers: &[(String, String)]) {
+    for (k, v) in headers {
         match key_code(k) {
             Some(code) => put_varint(out, code),
             None => {
@@ -123,6 +120,39 @@ pub(crate) fn encode_into(record: &Record, out: &mut Vec<u8>) {
         }
         put_text(out, v);
     }
+}
+
+/// Headers that many records carry first (a route's outputs of one source
+/// record), encoded once and copied into each envelope.
+#[derive(Debug, Default)]
+pub(crate) struct SharedHeaders {
+    count: u64,
+    block: Vec<u8>,
+}
+
+impl SharedHeaders {
+    pub fn new(headers: &[(String, String)]) -> SharedHeaders {
+        let mut block = Vec::with_capacity(headers.len() * 24);
+        put_headers(&mut block, headers);
+        SharedHeaders {
+            count: headers.len() as u64,
+            block,
+        }
+    }
+}
+
+/// Append the version 2 body of `record` (after the version byte).
+pub(crate) fn encode_into(record: &Record, out: &mut Vec<u8>) {
+    encode_shared(&SharedHeaders::default(), record, out);
+}
+
+/// Append the version 2 body of a record whose headers are `shared`, then
+/// `record`'s own.
+pub(crate) fn encode_shared(shared: &SharedHeaders, record: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(&record.timestamp_ms.to_le_bytes());
+    put_varint(out, shared.count + record.headers.len() as u64);
+    out.extend_from_slice(&shared.block);
+    put_headers(out, &record.headers);
     let ct = &record.content_type;
     match KNOWN_CONTENT_TYPES.iter().position(|c| c == ct) {
         Some(i) => put_varint(out, i as u64 + 1),
@@ -339,6 +369,23 @@ mod tests {
         for (i, name) in KNOWN_KEYS.iter().enumerate() {
             assert_eq!(key_code(name), Some(i as u64 + 1), "{name}");
         }
+    }
+
+    #[test]
+    fn shared_headers_come_first() {
+        let mut r = routed();
+        let own = r.headers.split_off(2);
+        let shared = SharedHeaders::new(&r.headers);
+        let mut out = Vec::new();
+        encode_shared(
+            &shared,
+            &Record {
+                headers: own,
+                ..routed()
+            },
+            &mut out,
+        );
+        assert_eq!(out, encode(&routed()));
     }
 
     #[test]

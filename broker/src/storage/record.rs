@@ -136,11 +136,19 @@ pub(crate) struct EncodedRecord {
 impl EncodedRecord {
     /// Encode `record`; its payload must stay under 4 GiB.
     pub fn new(record: &Record) -> Result<EncodedRecord, super::StorageError> {
+        Self::with_shared(&compact::SharedHeaders::default(), record)
+    }
+
+    /// Encode a record whose headers are `shared`, then `record`'s own.
+    pub(crate) fn with_shared(
+        shared: &compact::SharedHeaders,
+        record: &Record,
+    ) -> Result<EncodedRecord, super::StorageError> {
         let payload_len = u32::try_from(record.payload.len())
             .map_err(|_| super::StorageError::Record("payload over 4 GiB".into()))?;
-        let envelope = record
-            .encode()
-            .map_err(|e| super::StorageError::Record(e.to_string()))?;
+        let mut envelope = Vec::with_capacity(record.payload.len() + 256);
+        envelope.push(RECORD_VERSION);
+        compact::encode_shared(shared, record, &mut envelope);
         Ok(EncodedRecord {
             envelope,
             payload_len,
