@@ -37,6 +37,7 @@ fn warm_up_messages_are_reported_apart_from_the_measured_ones() {
     }
     // Every measured message was acknowledged and came back as a Bundle.
     assert_eq!(r["ingested"].as_u64(), Some(measured), "{r}");
+    assert_eq!(r["warmup"]["errors"], 0, "{r}");
     assert!(r["warmup"]["latency"]["p50_ms"].as_f64().expect("p50") > 0.0);
 }
 

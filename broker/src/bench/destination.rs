@@ -338,7 +338,9 @@ pub fn run(args: &DestinationArgs) -> Result<LoadReport, BenchError> {
         timeout: args.timeout.0,
         pending: receiver.pending.clone(),
         done: Arc::new(AtomicBool::new(false)),
-        measure_from: Arc::default(),
+        start: Arc::default(),
+        warmup: Duration::ZERO,
+        warmup_errors: Arc::default(),
         acked: Arc::new(Live::default()),
     });
     let gate = Arc::new(Gate::new(args.connections));

@@ -33,7 +33,7 @@ use super::BenchError;
 use medbus_config::{ByteSize, HumanDuration};
 use medbus_protocol::{StartAt, SubscribeOptions};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -111,17 +111,34 @@ pub struct Senders {
     pub pending: Arc<Pending>,
     /// Set when the run is over.
     pub done: Arc<AtomicBool>,
-    /// Messages due before this are warm-up: not in the figures (unset: all
-    /// count). Set before the senders start.
-    pub measure_from: Arc<OnceLock<Instant>>,
+    /// When the load starts: every sender's schedule counts from it. Set as
+    /// the gate opens ([`Gate::open_with`]); unset, each sender starts
+    /// when it is released.
+    pub start: Arc<OnceLock<Instant>>,
+    /// Messages due in the first `warmup` after `start` are warm-up: in
+    /// none of the figures, reported apart.
+    pub warmup: Duration,
+    /// Warm-up messages that failed (NAK, timeout, …).
+    pub warmup_errors: Arc<AtomicU64>,
     /// ACKed messages so far (for the progress line when it shows arrivals).
     pub acked: Arc<Live>,
+}
+
+impl Senders {
+    /// Messages due from then on are in the figures (`None`: all are).
+    pub fn measure_from(&self) -> Option<Instant> {
+        self.start
+            .get()
+            .filter(|_| !self.warmup.is_zero())
+            .map(|s| *s + self.warmup)
+    }
 }
 
 /// One MLLP connection on its schedule until `done`; ACK latency (from the
 /// due time) in the totals.
 pub(super) fn sender(shared: &Senders, index: usize, mut conn: Conn) -> Totals {
-    let start = Instant::now();
+    let start = shared.start.get().copied().unwrap_or_else(Instant::now);
+    let measure_from = shared.measure_from();
     let mut totals = Totals::default();
     let mut frame = Vec::with_capacity(shared.mix.mean_size() + 64);
     let schedule = Schedule::new(start, shared.interval, index, shared.connections);
@@ -139,9 +156,16 @@ pub(super) fn sender(shared: &Senders, index: usize, mut conn: Conn) -> Totals {
         let outcome = conn
             .exchange(&frame)
             .and_then(|ack| check_ack(&ack, &id).map_err(ack_kind));
-        let measured = shared.measure_from.get().is_none_or(|m| due >= *m);
+        let measured = measure_from.is_none_or(|m| due >= m);
         match outcome {
             Ok(()) if !measured => {}
+            Err(kind) if !measured => {
+                shared.pending.remove(&id);
+                shared.warmup_errors.fetch_add(1, Ordering::Relaxed);
+                if loses_stream(kind) {
+                    break;
+                }
+            }
             Ok(()) => {
                 totals.latencies.record_since(due);
                 totals.ok += 1;
@@ -219,19 +243,22 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         timeout: args.timeout.0,
         pending: Arc::new(Pending::default()),
         done: Arc::new(AtomicBool::new(false)),
-        measure_from: Arc::default(),
+        start: Arc::default(),
+        warmup: args.warmup.0,
+        warmup_errors: Arc::default(),
         acked: Arc::new(Live::default()),
     });
     let senders_done = Arc::new(AtomicBool::new(false));
     let gate = Arc::new(Gate::new(args.connections + 1));
     let live = Arc::new(Live::default());
     let receiver = {
-        let (gate, pending, live, senders_done, measure_from) = (
+        let (gate, pending, live, senders_done, start, warmup) = (
             gate.clone(),
             shared.pending.clone(),
             live.clone(),
             senders_done.clone(),
-            shared.measure_from.clone(),
+            shared.start.clone(),
+            shared.warmup,
         );
         let (token, drain) = (args.target.token.clone(), args.timeout.0);
         let proto_addr = proto_addr.clone();
@@ -268,6 +295,8 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                 if !gate.ready(Ok(())) {
                     return got;
                 }
+                // Set before the gate let this thread go.
+                let measure_from = start.get().map(|s| *s + warmup);
                 let mut unacked = Vec::new();
                 let mut drain_deadline = None;
                 loop {
@@ -288,7 +317,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                                 .find(|(k, _)| k == CONTROL_ID_HEADER)
                                 .map(|(_, v)| v.as_bytes());
                             if let Some(due) = id.and_then(|id| pending.arrived_due(id)) {
-                                if measure_from.get().is_none_or(|m| due >= *m) {
+                                if measure_from.is_none_or(|m| due >= m) {
                                     got.latencies.record_since(due);
                                     got.last = Some(Instant::now());
                                     live.ok.fetch_add(1, Ordering::Relaxed);
@@ -327,11 +356,9 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
             return Err(e);
         }
     };
-    // Before the gate opens: no message is due before it is set.
-    let measure_from = *shared
-        .measure_from
-        .get_or_init(|| Instant::now() + args.warmup.0);
-    if let Err(e) = gate.open() {
+    if let Err(e) = gate.open_with(|| {
+        let _ = shared.start.set(Instant::now());
+    }) {
         shared.done.store(true, Ordering::Relaxed);
         senders_done.store(true, Ordering::Relaxed);
         let _ = publish_join(senders);
@@ -339,7 +366,8 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         proto::stop_broker(broker);
         return Err(e);
     }
-    let started = Instant::now();
+    let started = shared.start.get().copied().unwrap_or_else(Instant::now);
+    let measure_from = started + args.warmup.0;
     proto::watch(
         args.warmup.0 + args.duration.0,
         &shared.done,
@@ -363,6 +391,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         .unwrap_or_default()
         .max(window);
     let peak = proto::stop_broker(broker);
+    let (warm_lost, lost) = shared.pending.split_at(measure_from);
     let mut report = arrivals_report(
         "e2e",
         format!("{addr} → {proto_addr}"),
@@ -372,7 +401,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
             latencies: got.latencies,
             through,
             window,
-            lost: vec![("no_bundle", shared.pending.len() as u64)],
+            lost: vec![("no_bundle", lost)],
         },
         message_bytes,
         args.rate,
@@ -387,6 +416,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                 .saturating_duration_since(started)
                 .as_secs_f64(),
             messages: got.warmup.count(),
+            errors: shared.warmup_errors.load(Ordering::Relaxed) + warm_lost,
             latency: got.warmup.summary(),
         });
     }

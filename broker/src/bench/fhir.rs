@@ -786,7 +786,9 @@ fn drive_hook(
         timeout: args.timeout.0,
         pending: hook.pending.clone(),
         done: Arc::new(AtomicBool::new(false)),
-        measure_from: Arc::default(),
+        start: Arc::default(),
+        warmup: Duration::ZERO,
+        warmup_errors: Arc::default(),
         acked: Arc::new(Live::default()),
     });
     let gate = Arc::new(Gate::new(connections));

@@ -219,11 +219,21 @@ impl Gate {
     /// Wait until every thread is ready (go) or one failed (abort, and
     /// return its error).
     pub fn open(&self) -> Result<(), BenchError> {
+        self.open_with(|| {})
+    }
+
+    /// [`Gate::open`], running `before_go` (e.g. noting the start instant
+    /// every thread then reads) after the last thread is ready and before
+    /// any is released.
+    pub fn open_with(&self, before_go: impl FnOnce()) -> Result<(), BenchError> {
         let mut s = self.lock();
         while s.0 < self.expected && s.1.is_none() {
             s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
         }
         let failure = s.1.take();
+        if failure.is_none() {
+            before_go();
+        }
         s.2 = Some(failure.is_none());
         self.cv.notify_all();
         match failure {
@@ -269,6 +279,13 @@ impl Pending {
     /// Messages still pending.
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Messages still pending that were due before `at`, and the others.
+    pub fn split_at(&self, at: Instant) -> (u64, u64) {
+        let map = self.lock();
+        let before = map.values().filter(|due| **due < at).count() as u64;
+        (before, map.len() as u64 - before)
     }
 
     /// Whether nothing is pending.

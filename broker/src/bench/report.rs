@@ -262,8 +262,8 @@ impl LoadReport {
         if let Some(w) = &self.warmup {
             let _ = writeln!(
                 out,
-                "  warm-up before the window (not counted): {:.1}s, {} messages, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                w.seconds, w.messages, w.latency.p50_ms, w.latency.p99_ms, w.latency.max_ms
+                "  warm-up before the window (not counted): {:.1}s, {} messages, {} errors, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                w.seconds, w.messages, w.errors, w.latency.p50_ms, w.latency.p99_ms, w.latency.max_ms
             );
         }
         if let Some(b) = self.bare_msgs_per_sec {
@@ -287,6 +287,8 @@ pub struct Warmup {
     pub seconds: f64,
     /// Messages that arrived from it.
     pub messages: u64,
+    /// Its messages that failed or never arrived.
+    pub errors: u64,
     /// Their latency.
     pub latency: LatencySummary,
 }

@@ -234,21 +234,39 @@ impl<'a> Cursor<'a> {
 /// checked for UTF-8 again: [`Compact::parse`] did when the record was read
 /// for delivery ([`super::RawRecord::check`]).
 pub(crate) fn write_wire(body: &[u8], out: &mut dyn Writer) -> Result<(), EncodeError> {
+    let bad = |e: CompactError| EncodeError::OtherString(format!("stored record: {e}"));
+    let mut c = Cursor(body);
+    // Everything before the payload is laid out in `head` and written in few
+    // pieces (many small writes through the frame writer cost more than the
+    // copy). A damaged value with millions of empty headers would grow ~20x
+    // in this layout: `head` is flushed every 64 KiB and the whole refused
+    // once it outgrows a frame.
+    let mut head = Vec::with_capacity(body.len().min(1024) + 64);
+    let mut written = 0usize;
+    let mut flush = |head: &mut Vec<u8>, out: &mut dyn Writer| {
+        written += head.len();
+        if written > medbus_protocol::frame::MAX_FRAME {
+            return Err(EncodeError::OtherString(
+                "stored record does not fit in a frame".into(),
+            ));
+        }
+        out.write(head)?;
+        head.clear();
+        Ok(())
+    };
     fn sized(head: &mut Vec<u8>, b: &[u8]) {
         head.extend_from_slice(&(b.len() as u64).to_le_bytes());
         head.extend_from_slice(b);
     }
-    let bad = |e: CompactError| EncodeError::OtherString(format!("stored record: {e}"));
-    let mut c = Cursor(body);
-    // Everything before the payload is laid out here and written at once
-    // (many small writes through the frame writer cost more than the copy).
-    let mut head = Vec::with_capacity(body.len().min(1024) + 64);
     head.extend_from_slice(c.take(8).map_err(bad)?);
     let count = c.varint().map_err(bad)?;
     head.extend_from_slice(&count.to_le_bytes());
     for _ in 0..count {
         sized(&mut head, c.name_bytes(KNOWN_KEYS).map_err(bad)?);
         sized(&mut head, c.bytes().map_err(bad)?);
+        if head.len() >= 64 << 10 {
+            flush(&mut head, out)?;
+        }
     }
     sized(&mut head, c.name_bytes(KNOWN_CONTENT_TYPES).map_err(bad)?);
     let payload = c.bytes().map_err(bad)?;
@@ -256,7 +274,7 @@ pub(crate) fn write_wire(body: &[u8], out: &mut dyn Writer) -> Result<(), Encode
         return Err(bad(CompactError::Trailing(c.0.len())));
     }
     head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.write(&head)?;
+    flush(&mut head, out)?;
     out.write(payload)
 }
 
@@ -369,6 +387,43 @@ mod tests {
         for (i, name) in KNOWN_KEYS.iter().enumerate() {
             assert_eq!(key_code(name), Some(i as u64 + 1), "{name}");
         }
+        // The names too: renaming a header constant would rename it in
+        // every record already stored.
+        assert_eq!(
+            KNOWN_KEYS,
+            [
+                "medbus.listener",
+                "medbus.client",
+                "medbus.peer",
+                "medbus.error",
+                "medbus.source",
+                "hl7.message_type",
+                "hl7.control_id",
+                "hl7.sending_application",
+                "hl7.sending_facility",
+                "hl7.receiving_application",
+                "hl7.receiving_facility",
+                "hl7.version",
+                "medbus.route",
+                "medbus.hops",
+                "medbus.source_topic",
+                "medbus.source_offset",
+                "fhir.resource_type",
+                "fhir.id",
+                "fhir.partial",
+                "fhir.deleted",
+                "fhir.interaction",
+                "medbus.replayed",
+            ]
+        );
+        assert_eq!(
+            KNOWN_CONTENT_TYPES,
+            [
+                "application/hl7-v2+er7",
+                "application/fhir+json",
+                "application/octet-stream"
+            ]
+        );
     }
 
     #[test]
@@ -460,10 +515,41 @@ mod tests {
         assert_eq!(Compact::parse(&huge).err(), Some(CompactError::Truncated));
     }
 
+    /// A writer that keeps what it is given.
+    struct Kept(Vec<u8>);
+
+    impl Writer for Kept {
+        fn write(&mut self, b: &[u8]) -> Result<(), EncodeError> {
+            self.0.extend_from_slice(b);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_value_too_large_for_a_frame_is_refused_not_laid_out() {
+        // Millions of empty literal headers: 3 bytes each stored, ~17 in
+        // the wire layout.
+        let n = (medbus_protocol::frame::MAX_FRAME / 16) as u64 + 1;
+        let mut v = vec![0; 8];
+        put_varint(&mut v, n);
+        for _ in 0..n {
+            v.extend_from_slice(&[0, 0, 0]);
+        }
+        v.extend_from_slice(&[1, 0]);
+        assert!(Compact::parse(&v).is_ok());
+        let mut sized = bincode::enc::write::SizeWriter::default();
+        assert!(write_wire(&v, &mut sized).is_err());
+        assert!(sized.bytes_written <= medbus_protocol::frame::MAX_FRAME);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(c) = Compact::parse(&input) {
+            let parsed = Compact::parse(&input);
+            let wire = write_wire(&input, &mut Kept(Vec::new()));
+            // What the read check accepts, a delivery can lay out.
+            prop_assert!(parsed.is_err() || wire.is_ok());
+            if let Ok(c) = parsed {
                 let r = c.to_record();
                 prop_assert_eq!(Compact::parse(&encode(&r)).map(|c| c.to_record()).ok(), Some(r));
             }
@@ -485,10 +571,10 @@ mod tests {
             let bytes = encode(&r);
             let c = Compact::parse(&bytes).expect("parses");
             prop_assert_eq!(c.to_record(), r.clone());
-            let mut sized = bincode::enc::write::SizeWriter::default();
-            write_wire(&bytes, &mut sized).expect("sized");
+            let mut laid = Kept(Vec::new());
+            write_wire(&bytes, &mut laid).expect("laid out");
             let wire = bincode::encode_to_vec(&r, bincode::config::legacy()).expect("wire");
-            prop_assert_eq!(sized.bytes_written, wire.len());
+            prop_assert_eq!(laid.0, wire);
         }
     }
 }

@@ -157,8 +157,9 @@ impl EncodedRecord {
 }
 
 /// A stored record as it is on disk, not decoded: what a subscriber's
-/// delivery is sent from ([`AsRef`] gives the bincode body, which is the
-/// protocol's `Record` layout). Cheap to clone (shares the bytes read).
+/// delivery is written from (it lays itself out in the protocol's `Record`
+/// layout, [`medbus_protocol::WireRecord`]). Cheap to clone (shares the
+/// bytes read).
 #[derive(Debug, Clone)]
 pub struct RawRecord(bytes::Bytes);
 
