@@ -227,6 +227,31 @@ struct Inner {
     commit_timeout: Duration,
 }
 
+impl Inner {
+    /// Close the committer's queue and wait for it to finish (its final
+    /// checkpoint included). Once only; never from the committer itself.
+    fn stop_committer(&self) {
+        if let Ok(mut g) = self.ops.lock() {
+            g.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut g| g.take());
+        if let Some(t) = thread {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle gone without [`Store::close`]: stop the committer
+    /// all the same, so that nothing writes into the data directory after
+    /// the store is gone (a caller may be removing it).
+    fn drop(&mut self) {
+        self.stop_committer();
+    }
+}
+
 /// Whether `name` is a valid topic name.
 pub fn is_valid_topic(name: &str) -> bool {
     medbus_config::validate::is_valid_topic(name)
@@ -546,13 +571,7 @@ impl Store {
     /// Stop accepting appends, let the committer finish what is queued and
     /// make it durable. Later appends fail with [`StorageError::Closed`].
     pub fn close(&self) {
-        if let Ok(mut g) = self.inner.ops.lock() {
-            g.take();
-        }
-        let thread = self.inner.thread.lock().ok().and_then(|mut g| g.take());
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
+        self.inner.stop_committer();
         if let Err(e) = self.inner.dedup.flush() {
             tracing::warn!(error = %e, "cannot flush the retransmission keys");
         }
