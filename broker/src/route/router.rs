@@ -21,6 +21,7 @@ use crate::storage::{
 use crate::task::LoopHandle;
 use medbus_config::route::CompiledRoute;
 use medbus_fhir::ConvertOptions;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -188,9 +189,10 @@ fn prepare(
             }
         }
     }
-    write
-        .cursors
-        .push((cursor_key(CURSOR_KIND, &route.name, source), last + 1));
+    let key = cursor_key(CURSOR_KIND, &route.name, source);
+    // Applied only where the batch before it left the cursor.
+    write.expect.push((key.clone(), next));
+    write.cursors.push((key, last + 1));
     let outputs = write.records.len() as u64 - failed;
     let used = (last + 1 - next) as usize;
     Ok(Some(Prepared {
@@ -284,11 +286,61 @@ async fn recover(
     }
 }
 
-/// The route's loop. Batches are pipelined one deep: batch N+1 is read and
-/// transformed while batch N commits, and N+1 is handed to the committer
-/// only once N is confirmed — so outputs and cursor still advance in order,
-/// and after a failed write every position is taken back from the durable
-/// cursors.
+/// Batches a route keeps handed to the committer and not yet confirmed.
+/// With two, the committer always has the next batch queued while the
+/// route converts a third, so neither waits for the other's latency
+/// (`fdatasync`). Each batch requires its source's cursor to be where the
+/// one before left it (a cursor expectation), so a batch can never land
+/// without the batches before it: after any failure, those behind it are
+/// refused and every position is taken back from the durable cursors.
+const PIPELINE_DEPTH: usize = 2;
+
+/// Confirm every batch still in flight, in order, after a failure or before
+/// stopping: those that were written are reported; the others' errors add
+/// nothing to the one being handled.
+async fn drain(in_flight: &mut VecDeque<InFlight>, route: &CompiledRoute, metrics: &Metrics) {
+    while let Some(f) = in_flight.pop_front() {
+        let _ = f.settle(route, metrics).await;
+    }
+}
+
+/// What confirming the oldest batch in flight led to.
+enum Confirmed {
+    /// It was written (or nothing was in flight).
+    Written,
+    /// It failed: the batches behind it were settled and every position
+    /// taken back from the durable cursors.
+    Recovered,
+    /// The store is closed.
+    Closed,
+}
+
+/// Confirm the oldest batch in flight; after a failure, settle the rest and
+/// recover the positions.
+async fn confirm_oldest(
+    in_flight: &mut VecDeque<InFlight>,
+    route: &CompiledRoute,
+    store: &Store,
+    metrics: &Metrics,
+    cursors: &mut [(String, u64, usize)],
+) -> Confirmed {
+    let Some(f) = in_flight.pop_front() else {
+        return Confirmed::Written;
+    };
+    match f.settle(route, metrics).await {
+        Ok(()) => Confirmed::Written,
+        Err(StorageError::Closed) => Confirmed::Closed,
+        Err(e) => {
+            drain(in_flight, route, metrics).await;
+            recover(route, store, metrics, cursors, &e).await;
+            Confirmed::Recovered
+        }
+    }
+}
+
+/// The route's loop: read and transform a batch per source, hand it to the
+/// committer with at most [`PIPELINE_DEPTH`] batches unconfirmed, and sleep
+/// until the next group commit when there is nothing new.
 async fn run(
     route: Arc<CompiledRoute>,
     store: Store,
@@ -316,12 +368,10 @@ async fn run(
         cursors.push((source.clone(), next, BATCH_RECORDS));
     }
     tracing::info!(route = %route.name, sources = ?route.sources, "route started");
-    let mut in_flight: Option<InFlight> = None;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(PIPELINE_DEPTH);
     'outer: loop {
         if *stop.borrow() {
-            if let Some(f) = in_flight.take() {
-                let _ = f.settle(&route, &metrics).await;
-            }
+            drain(&mut in_flight, &route, &metrics).await;
             tracing::info!(route = %route.name, "route stopped");
             return;
         }
@@ -335,30 +385,24 @@ async fn run(
                 Ok(p) => p,
                 Err(StorageError::Closed) => return,
                 Err(e) => {
-                    if let Some(f) = in_flight.take() {
-                        let _ = f.settle(&route, &metrics).await;
-                    }
+                    drain(&mut in_flight, &route, &metrics).await;
                     recover(&route, &store, &metrics, &mut cursors, &e).await;
                     continue 'outer;
                 }
             };
-            // Confirm the previous batch before handing over this one.
-            if let Some(f) = in_flight.take() {
-                match f.settle(&route, &metrics).await {
-                    Ok(()) => {}
-                    Err(StorageError::Closed) => return,
-                    Err(e) => {
-                        recover(&route, &store, &metrics, &mut cursors, &e).await;
-                        continue 'outer;
-                    }
+            let Some(p) = prepared else { continue };
+            // Room for this one: confirm the oldest first.
+            if in_flight.len() >= PIPELINE_DEPTH {
+                match confirm_oldest(&mut in_flight, &route, &store, &metrics, &mut cursors).await {
+                    Confirmed::Written => {}
+                    Confirmed::Recovered => continue 'outer,
+                    Confirmed::Closed => return,
                 }
             }
-            if let Some(p) = prepared {
-                cursors[i].1 = p.to + 1;
-                cursors[i].2 = p.next_read;
-                in_flight = Some(InFlight::submit(&store, p));
-                progressed = true;
-            }
+            cursors[i].1 = p.to + 1;
+            cursors[i].2 = p.next_read;
+            in_flight.push_back(InFlight::submit(&store, p));
+            progressed = true;
         }
         let lag: u64 = cursors
             .iter()
@@ -375,16 +419,11 @@ async fn run(
         if !progressed {
             // Nothing new: confirm what is in flight, then sleep until the
             // next commit.
-            if let Some(f) = in_flight.take() {
-                match f.settle(&route, &metrics).await {
-                    Ok(()) => {}
-                    Err(StorageError::Closed) => return,
-                    Err(e) => {
-                        recover(&route, &store, &metrics, &mut cursors, &e).await;
-                        continue;
-                    }
+            if !in_flight.is_empty() {
+                match confirm_oldest(&mut in_flight, &route, &store, &metrics, &mut cursors).await {
+                    Confirmed::Written | Confirmed::Recovered => continue,
+                    Confirmed::Closed => return,
                 }
-                continue;
             }
             tokio::select! {
                 changed = commits.changed() => if changed.is_err() { return },
@@ -465,6 +504,7 @@ mod tests {
         assert_eq!(dead.header(headers::SOURCE_OFFSET), Some("1"));
         assert_eq!(out[2].payload, b"third");
         assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 4)]);
+        assert_eq!(p.write.expect, [(cursor_key(CURSOR_KIND, "r", "in"), 0)]);
         store.close();
     }
 }

@@ -94,6 +94,11 @@ pub(crate) struct EncodedWrite {
     pub records: Vec<(String, EncodedRecord)>,
     pub cursors: Vec<(Vec<u8>, u64)>,
     pub released: Vec<Vec<u8>>,
+    /// (cursor key, position) the write requires the cursor to be at when
+    /// it is applied; otherwise it is refused whole
+    /// ([`StorageError::CursorMoved`]). A route with two batches in flight
+    /// uses it so that the second can never land without the first.
+    pub expect: Vec<(Vec<u8>, u64)>,
 }
 
 impl EncodedWrite {
@@ -107,6 +112,7 @@ impl EncodedWrite {
             records,
             cursors: write.cursors,
             released: write.released,
+            expect: Vec::new(),
         })
     }
 }
@@ -766,6 +772,24 @@ impl Committer {
             .find(|(t, _)| !super::is_valid_topic(t))
         {
             return Err(StorageError::InvalidTopic(t.clone()));
+        }
+        for (key, expected) in &write.expect {
+            // Set earlier in this group, or as applied (0: never set).
+            let found = plan
+                .cursors
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| *v)
+                .or_else(|| self.log.cursor(key))
+                .unwrap_or(0);
+            if found != *expected {
+                return Err(StorageError::CursorMoved {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    expected: *expected,
+                    found,
+                });
+            }
         }
         let mut out = Vec::with_capacity(write.records.len());
         for (topic, record) in &write.records {

@@ -97,6 +97,18 @@ pub enum StorageError {
     /// A topic name outside `[A-Za-z0-9._-]{1,200}`.
     #[error("invalid topic name {0:?}")]
     InvalidTopic(String),
+    /// An atomic write required a cursor position that is not the stored
+    /// one (a write before it failed, or has not been applied yet): nothing
+    /// of it was written.
+    #[error("cursor {key} is at {found}, the write expected {expected}")]
+    CursorMoved {
+        /// The cursor key.
+        key: String,
+        /// Where the write expected it.
+        expected: u64,
+        /// Where it is.
+        found: u64,
+    },
 }
 
 impl From<sled::Error> for StorageError {

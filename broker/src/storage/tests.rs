@@ -697,3 +697,44 @@ fn records_an_earlier_medbus_wrote_are_read_and_delivered_as_before() {
         assert_eq!(out.0, want);
     }
 }
+
+#[test]
+fn a_write_expecting_another_cursor_position_is_refused_whole() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path());
+    let key = b"route/r/in".to_vec();
+    let batch = |expect: u64, to: u64| {
+        Ok(EncodedWrite {
+            records: vec![(
+                "out".to_string(),
+                EncodedRecord::new(&rec(b"x")).expect("encode"),
+            )],
+            cursors: vec![(key.clone(), to)],
+            released: Vec::new(),
+            expect: vec![(key.clone(), expect)],
+        })
+    };
+    block(store.write_encoded(batch(0, 5))).expect("first batch");
+    // A batch behind one that never landed: refused, and nothing of it written.
+    match block(store.write_encoded(batch(3, 9))) {
+        Err(StorageError::CursorMoved {
+            expected: 3,
+            found: 5,
+            ..
+        }) => {}
+        other => panic!("expected CursorMoved, got {other:?}"),
+    }
+    assert_eq!(store.cursor(&key).expect("cursor"), 5);
+    assert_eq!(store.read("out", 0, 10).expect("read").len(), 1);
+    // Two batches in flight at once: the second expects where the first
+    // leaves the cursor, in the same group or the next.
+    let a = store.write_encoded(batch(5, 7));
+    let b = store.write_encoded(batch(7, 9));
+    block(async {
+        a.await.expect("a");
+        b.await.expect("b");
+    });
+    assert_eq!(store.cursor(&key).expect("cursor"), 9);
+    assert_eq!(store.read("out", 0, 10).expect("read").len(), 3);
+    store.close();
+}
