@@ -259,7 +259,15 @@ fn validate_routes(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>,
                 "a route needs at least one source topic".into(),
             );
         }
-        for s in &sources {
+        for (k, s) in sources.iter().enumerate() {
+            if sources.get(..k).is_some_and(|before| before.contains(s)) {
+                err(
+                    r.from.span(),
+                    key("from"),
+                    format!("topic {s:?} is listed twice: each source is read once"),
+                );
+                continue;
+            }
             if !is_valid_topic(s) {
                 err(
                     r.from.span(),

@@ -45,6 +45,10 @@ fn route_error_table() {
             "r.toml:10:8: routes[1].name: duplicate route name \"a\"",
         ),
         (
+            "[[routes]]\nname = \"a\"\nfrom = [\"hl7.in\", \"hl7.in\"]\nto = [\"x\"]\n",
+            "r.toml:7:8: routes[0].from: topic \"hl7.in\" is listed twice",
+        ),
+        (
             "[[routes]]\nname = \"a\"\nfrom = \"hl7.nobody\"\nto = [\"x\"]\n",
             "r.toml:7:8: routes[0].from: no listener or route writes to topic \"hl7.nobody\"",
         ),

@@ -304,8 +304,24 @@ fn options(segment_bytes: u64) -> StoreOptions {
     }
 }
 
+/// Open the store in `dir`. A sled database dropped just before (by the
+/// test itself, or by the store it closed) gives up its file lock only when
+/// sled's flusher thread has stopped, a moment later: `Locked` is retried
+/// for a while, anything else is a failure.
+fn try_open(dir: &Path, segment_bytes: u64) -> Result<Store, StorageError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, options(segment_bytes)) {
+            Err(StorageError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(crate) fn open_with_segments(dir: &Path, segment_bytes: u64) -> Store {
-    Store::open(dir, options(segment_bytes)).expect("open")
+    try_open(dir, segment_bytes).expect("open")
 }
 
 fn segment_files(dir: &Path, topic: &str) -> usize {
@@ -525,7 +541,7 @@ fn a_lost_index_is_rebuilt_and_a_lost_checkpoint_refused() {
         store.close();
     }
     std::fs::remove_file(dir.path().join(checkpoint::FILE)).expect("rm checkpoint");
-    let refused = Store::open(dir.path(), options(crate::storage::DEFAULT_SEGMENT_BYTES));
+    let refused = try_open(dir.path(), crate::storage::DEFAULT_SEGMENT_BYTES);
     match refused {
         Err(e) => assert!(e.to_string().contains("no checkpoint file"), "{e}"),
         Ok(_) => panic!("a data directory without its checkpoint was opened"),
