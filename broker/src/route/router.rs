@@ -39,7 +39,8 @@ pub const CURSOR_KIND: &str = "route";
 /// One running route: a [`crate::task`] loop on the routes' arbiter.
 pub struct Router;
 
-/// Stops a running route after the batch it is writing.
+/// Stops a running route once the batches it has handed to the committer
+/// (at most [`PIPELINE_DEPTH`]) are confirmed.
 pub type RouterHandle = LoopHandle;
 
 impl Router {
