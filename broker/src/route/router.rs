@@ -40,7 +40,7 @@ pub const CURSOR_KIND: &str = "route";
 pub struct Router;
 
 /// Stops a running route once the batches it has handed to the committer
-/// (at most [`PIPELINE_DEPTH`]) are confirmed.
+/// (at most `PIPELINE_DEPTH`) are confirmed.
 pub type RouterHandle = LoopHandle;
 
 impl Router {
