@@ -265,28 +265,6 @@ impl InFlight {
     }
 }
 
-/// After a failed write: pause, then take every source's position back from
-/// its durable cursor, so nothing is skipped.
-async fn recover(
-    route: &CompiledRoute,
-    store: &Store,
-    metrics: &Metrics,
-    cursors: &mut [(String, u64, usize)],
-    e: &StorageError,
-) {
-    RouteStalled {
-        route: &route.name,
-        error: e,
-    }
-    .emit(metrics);
-    tokio::time::sleep(route.retry).await;
-    for (source, next, _) in cursors.iter_mut() {
-        if let Ok(n) = store.cursor(&cursor_key(CURSOR_KIND, &route.name, source)) {
-            *next = n;
-        }
-    }
-}
-
 /// Batches a route keeps handed to the committer and not yet confirmed.
 /// With two, the committer always has the next batch queued while the
 /// route converts a third, so neither waits for the other's latency
@@ -295,15 +273,6 @@ async fn recover(
 /// without the batches before it: after any failure, those behind it are
 /// refused and every position is taken back from the durable cursors.
 const PIPELINE_DEPTH: usize = 2;
-
-/// Confirm every batch still in flight, in order, after a failure or before
-/// stopping: those that were written are reported; the others' errors add
-/// nothing to the one being handled.
-async fn drain(in_flight: &mut VecDeque<InFlight>, route: &CompiledRoute, metrics: &Metrics) {
-    while let Some(f) = in_flight.pop_front() {
-        let _ = f.settle(route, metrics).await;
-    }
-}
 
 /// What confirming the oldest batch in flight led to.
 enum Confirmed {
@@ -316,26 +285,78 @@ enum Confirmed {
     Closed,
 }
 
-/// Confirm the oldest batch in flight; after a failure, settle the rest and
-/// recover the positions.
-async fn confirm_oldest(
-    in_flight: &mut VecDeque<InFlight>,
-    route: &CompiledRoute,
-    store: &Store,
-    metrics: &Metrics,
-    cursors: &mut [(String, u64, usize)],
-) -> Confirmed {
-    let Some(f) = in_flight.pop_front() else {
-        return Confirmed::Written;
-    };
-    match f.settle(route, metrics).await {
-        Ok(()) => Confirmed::Written,
-        Err(StorageError::Closed) => Confirmed::Closed,
-        Err(e) => {
-            drain(in_flight, route, metrics).await;
-            recover(route, store, metrics, cursors, &e).await;
-            Confirmed::Recovered
+/// A running route's state between batches.
+struct Running {
+    route: Arc<CompiledRoute>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    /// Per source: its name, the next offset, and how many records to read.
+    cursors: Vec<(String, u64, usize)>,
+    /// Batches handed to the committer, oldest first.
+    in_flight: VecDeque<InFlight>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Confirm every batch still in flight, in order, after a failure or
+    /// before stopping: those that were written are reported; the others'
+    /// errors add nothing to the one being handled.
+    async fn drain(&mut self) {
+        while let Some(f) = self.in_flight.pop_front() {
+            let _ = f.settle(&self.route, &self.metrics).await;
         }
+    }
+
+    /// After a failed write: pause (a stop ends the pause), then take every
+    /// source's position back from its durable cursor, so nothing is
+    /// skipped.
+    async fn recover(&mut self, e: &StorageError) {
+        RouteStalled {
+            route: &self.route.name,
+            error: e,
+        }
+        .emit(&self.metrics);
+        crate::task::pause(&mut self.stop, self.route.retry).await;
+        for (source, next, _) in self.cursors.iter_mut() {
+            if let Ok(n) = self
+                .store
+                .cursor(&cursor_key(CURSOR_KIND, &self.route.name, source))
+            {
+                *next = n;
+            }
+        }
+    }
+
+    /// Confirm the oldest batch in flight; after a failure, settle the rest
+    /// and recover the positions.
+    async fn confirm_oldest(&mut self) -> Confirmed {
+        let Some(f) = self.in_flight.pop_front() else {
+            return Confirmed::Written;
+        };
+        match f.settle(&self.route, &self.metrics).await {
+            Ok(()) => Confirmed::Written,
+            Err(StorageError::Closed) => Confirmed::Closed,
+            Err(e) => {
+                self.drain().await;
+                self.recover(&e).await;
+                Confirmed::Recovered
+            }
+        }
+    }
+
+    /// Records behind the route's positions, over all its sources.
+    fn lag(&self) -> u64 {
+        self.cursors
+            .iter()
+            .map(|(source, next, _)| {
+                self.store
+                    .last_offset(source)
+                    .ok()
+                    .flatten()
+                    .map(|last| (last + 1).saturating_sub(*next))
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 }
 
@@ -350,8 +371,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut commits = store.commits();
-    // Per source: its name, the next offset, and how many records to read.
-    let mut cursors: Vec<(String, u64, usize)> = Vec::new();
+    let mut cursors = Vec::new();
     for source in &route.sources {
         let next = loop {
             match store.cursor(&cursor_key(CURSOR_KIND, &route.name, source)) {
@@ -362,73 +382,72 @@ async fn run(
                         error: &e,
                     }
                     .emit(&metrics);
-                    tokio::time::sleep(route.retry).await;
+                    if !crate::task::pause(&mut stop, route.retry).await {
+                        return;
+                    }
                 }
             }
         };
         cursors.push((source.clone(), next, BATCH_RECORDS));
     }
     tracing::info!(route = %route.name, sources = ?route.sources, "route started");
-    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(PIPELINE_DEPTH);
+    let mut r = Running {
+        route,
+        store,
+        metrics,
+        cursors,
+        in_flight: VecDeque::with_capacity(PIPELINE_DEPTH),
+        stop,
+    };
     'outer: loop {
-        if *stop.borrow() {
-            drain(&mut in_flight, &route, &metrics).await;
-            tracing::info!(route = %route.name, "route stopped");
+        if *r.stop.borrow() {
+            r.drain().await;
+            tracing::info!(route = %r.route.name, "route stopped");
             return;
         }
         // Mark the commit counter as seen before reading: a commit that
         // lands after this point wakes the wait below.
         commits.borrow_and_update();
         let mut progressed = false;
-        for i in 0..cursors.len() {
-            let (source, next, max) = (cursors[i].0.clone(), cursors[i].1, cursors[i].2);
-            let prepared = match prepare(&route, &store, &metrics, &fhir, (&source, next, max)) {
-                Ok(p) => p,
-                Err(StorageError::Closed) => return,
-                Err(e) => {
-                    drain(&mut in_flight, &route, &metrics).await;
-                    recover(&route, &store, &metrics, &mut cursors, &e).await;
-                    continue 'outer;
-                }
-            };
+        for i in 0..r.cursors.len() {
+            let (source, next, max) = (r.cursors[i].0.clone(), r.cursors[i].1, r.cursors[i].2);
+            let prepared =
+                match prepare(&r.route, &r.store, &r.metrics, &fhir, (&source, next, max)) {
+                    Ok(p) => p,
+                    Err(StorageError::Closed) => return,
+                    Err(e) => {
+                        r.drain().await;
+                        r.recover(&e).await;
+                        continue 'outer;
+                    }
+                };
             let Some(p) = prepared else { continue };
             // Room for this one: confirm the oldest first.
-            if in_flight.len() >= PIPELINE_DEPTH {
-                match confirm_oldest(&mut in_flight, &route, &store, &metrics, &mut cursors).await {
+            if r.in_flight.len() >= PIPELINE_DEPTH {
+                match r.confirm_oldest().await {
                     Confirmed::Written => {}
                     Confirmed::Recovered => continue 'outer,
                     Confirmed::Closed => return,
                 }
             }
-            cursors[i].1 = p.to + 1;
-            cursors[i].2 = p.next_read;
-            in_flight.push_back(InFlight::submit(&store, p));
+            r.cursors[i].1 = p.to + 1;
+            r.cursors[i].2 = p.next_read;
+            r.in_flight.push_back(InFlight::submit(&r.store, p));
             progressed = true;
         }
-        let lag: u64 = cursors
-            .iter()
-            .map(|(source, next, _)| {
-                store
-                    .last_offset(source)
-                    .ok()
-                    .flatten()
-                    .map(|last| (last + 1).saturating_sub(*next))
-                    .unwrap_or(0)
-            })
-            .sum();
-        metrics.set_route_lag(&route.name, lag);
+        r.metrics.set_route_lag(&r.route.name, r.lag());
         if !progressed {
             // Nothing new: confirm what is in flight, then sleep until the
             // next commit.
-            if !in_flight.is_empty() {
-                match confirm_oldest(&mut in_flight, &route, &store, &metrics, &mut cursors).await {
+            if !r.in_flight.is_empty() {
+                match r.confirm_oldest().await {
                     Confirmed::Written | Confirmed::Recovered => continue,
                     Confirmed::Closed => return,
                 }
             }
             tokio::select! {
                 changed = commits.changed() => if changed.is_err() { return },
-                _ = stop.changed() => {}
+                _ = r.stop.changed() => {}
             }
         }
     }
