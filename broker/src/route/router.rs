@@ -344,16 +344,22 @@ impl Running {
         }
     }
 
-    /// Records behind the route's positions, over all its sources.
+    /// Records not yet written past, over all sources: a source's batches
+    /// still in flight count as behind until they are confirmed.
     fn lag(&self) -> u64 {
         self.cursors
             .iter()
             .map(|(source, next, _)| {
+                let done = self
+                    .in_flight
+                    .iter()
+                    .find(|f| &f.done.source == source)
+                    .map_or(*next, |f| f.done.from);
                 self.store
                     .last_offset(source)
                     .ok()
                     .flatten()
-                    .map(|last| (last + 1).saturating_sub(*next))
+                    .map(|last| (last + 1).saturating_sub(done))
                     .unwrap_or(0)
             })
             .sum()
