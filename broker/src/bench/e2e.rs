@@ -252,13 +252,12 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
     let gate = Arc::new(Gate::new(args.connections + 1));
     let live = Arc::new(Live::default());
     let receiver = {
-        let (gate, pending, live, senders_done, start, warmup) = (
+        let (gate, pending, live, senders_done, shared) = (
             gate.clone(),
             shared.pending.clone(),
             live.clone(),
             senders_done.clone(),
-            shared.start.clone(),
-            shared.warmup,
+            shared.clone(),
         );
         let (token, drain) = (args.target.token.clone(), args.timeout.0);
         let proto_addr = proto_addr.clone();
@@ -296,7 +295,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
                     return got;
                 }
                 // Set before the gate let this thread go.
-                let measure_from = start.get().map(|s| *s + warmup);
+                let measure_from = shared.measure_from();
                 let mut unacked = Vec::new();
                 let mut drain_deadline = None;
                 loop {
@@ -367,7 +366,7 @@ pub fn run(args: &E2eArgs) -> Result<LoadReport, BenchError> {
         return Err(e);
     }
     let started = shared.start.get().copied().unwrap_or_else(Instant::now);
-    let measure_from = started + args.warmup.0;
+    let measure_from = shared.measure_from().unwrap_or(started);
     proto::watch(
         args.warmup.0 + args.duration.0,
         &shared.done,

@@ -109,15 +109,20 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// A name: its table code, or 0 and the literal (read by [`Cursor::name`]).
+fn put_name(out: &mut Vec<u8>, code: Option<u64>, name: &str) {
+    match code {
+        Some(code) => put_varint(out, code),
+        None => {
+            out.push(0);
+            put_text(out, name);
+        }
+    }
+}
+
 fn put_headers(out: &mut Vec<u8>, headers: &[(String, String)]) {
     for (k, v) in headers {
-        match key_code(k) {
-            Some(code) => put_varint(out, code),
-            None => {
-                out.push(0);
-                put_text(out, k);
-            }
-        }
+        put_name(out, key_code(k), k);
         put_text(out, v);
     }
 }
@@ -141,11 +146,6 @@ impl SharedHeaders {
     }
 }
 
-/// Append the version 2 body of `record` (after the version byte).
-pub(crate) fn encode_into(record: &Record, out: &mut Vec<u8>) {
-    encode_shared(&SharedHeaders::default(), record, out);
-}
-
 /// Append the version 2 body of a record whose headers are `shared`, then
 /// `record`'s own.
 pub(crate) fn encode_shared(shared: &SharedHeaders, record: &Record, out: &mut Vec<u8>) {
@@ -154,13 +154,8 @@ pub(crate) fn encode_shared(shared: &SharedHeaders, record: &Record, out: &mut V
     out.extend_from_slice(&shared.block);
     put_headers(out, &record.headers);
     let ct = &record.content_type;
-    match KNOWN_CONTENT_TYPES.iter().position(|c| c == ct) {
-        Some(i) => put_varint(out, i as u64 + 1),
-        None => {
-            out.push(0);
-            put_text(out, ct);
-        }
-    }
+    let code = KNOWN_CONTENT_TYPES.iter().position(|c| c == ct);
+    put_name(out, code.map(|i| i as u64 + 1), ct);
     put_varint(out, record.payload.len() as u64);
     out.extend_from_slice(&record.payload);
 }
@@ -338,6 +333,19 @@ impl<'a> Compact<'a> {
     }
 }
 
+/// Tests: a writer that keeps what it is given (a delivery's bytes).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Kept(pub Vec<u8>);
+
+#[cfg(test)]
+impl Writer for Kept {
+    fn write(&mut self, b: &[u8]) -> Result<(), EncodeError> {
+        self.0.extend_from_slice(b);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,7 +367,7 @@ mod tests {
 
     fn encode(r: &Record) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_into(r, &mut out);
+        encode_shared(&SharedHeaders::default(), r, &mut out);
         out
     }
 
@@ -471,20 +479,11 @@ mod tests {
         ] {
             let bytes = encode(&r);
             let mut out = bincode::enc::write::SizeWriter::default();
-            let mut written = Vec::new();
-            {
-                struct Into<'a>(&'a mut Vec<u8>);
-                impl Writer for Into<'_> {
-                    fn write(&mut self, b: &[u8]) -> Result<(), EncodeError> {
-                        self.0.extend_from_slice(b);
-                        Ok(())
-                    }
-                }
-                write_wire(&bytes, &mut Into(&mut written)).expect("written");
-                write_wire(&bytes, &mut out).expect("sized");
-            }
+            let mut written = Kept::default();
+            write_wire(&bytes, &mut written).expect("written");
+            write_wire(&bytes, &mut out).expect("sized");
             let wire = bincode::encode_to_vec(&r, bincode::config::legacy()).expect("wire");
-            assert_eq!(written, wire);
+            assert_eq!(written.0, wire);
             assert_eq!(out.bytes_written, wire.len());
         }
     }
@@ -515,16 +514,6 @@ mod tests {
         assert_eq!(Compact::parse(&huge).err(), Some(CompactError::Truncated));
     }
 
-    /// A writer that keeps what it is given.
-    struct Kept(Vec<u8>);
-
-    impl Writer for Kept {
-        fn write(&mut self, b: &[u8]) -> Result<(), EncodeError> {
-            self.0.extend_from_slice(b);
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_value_too_large_for_a_frame_is_refused_not_laid_out() {
         // Millions of empty literal headers: 3 bytes each stored, ~17 in
@@ -546,7 +535,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {
             let parsed = Compact::parse(&input);
-            let wire = write_wire(&input, &mut Kept(Vec::new()));
+            let wire = write_wire(&input, &mut Kept::default());
             // What the read check accepts, a delivery can lay out.
             prop_assert!(parsed.is_err() || wire.is_ok());
             if let Ok(c) = parsed {
@@ -571,7 +560,7 @@ mod tests {
             let bytes = encode(&r);
             let c = Compact::parse(&bytes).expect("parses");
             prop_assert_eq!(c.to_record(), r.clone());
-            let mut laid = Kept(Vec::new());
+            let mut laid = Kept::default();
             write_wire(&bytes, &mut laid).expect("laid out");
             let wire = bincode::encode_to_vec(&r, bincode::config::legacy()).expect("wire");
             prop_assert_eq!(laid.0, wire);

@@ -60,9 +60,6 @@ pub enum RecordError {
     /// The bytes are not a valid compact envelope.
     #[error("corrupt record: {0}")]
     Compact(#[from] compact::CompactError),
-    /// Encoding failed (cannot happen for in-memory values, kept typed).
-    #[error("cannot encode record: {0}")]
-    Encode(#[from] bincode::error::EncodeError),
 }
 
 impl Record {
@@ -83,9 +80,7 @@ impl Record {
 
     /// Append the versioned envelope to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
-        out.reserve(self.payload.len() + 256);
-        out.push(RECORD_VERSION);
-        compact::encode_into(self, out);
+        envelope_into(&compact::SharedHeaders::default(), self, out);
         Ok(())
     }
 
@@ -97,6 +92,14 @@ impl Record {
             Envelope::Compact(c) => Ok(c.to_record()),
         }
     }
+}
+
+/// Append the envelope this build writes: the version byte, then the
+/// compact body of a record whose headers are `shared`, then its own.
+fn envelope_into(shared: &compact::SharedHeaders, record: &Record, out: &mut Vec<u8>) {
+    out.reserve(record.payload.len() + 256);
+    out.push(RECORD_VERSION);
+    compact::encode_shared(shared, record, out);
 }
 
 /// A stored value, its version told apart.
@@ -146,9 +149,8 @@ impl EncodedRecord {
     ) -> Result<EncodedRecord, super::StorageError> {
         let payload_len = u32::try_from(record.payload.len())
             .map_err(|_| super::StorageError::Record("payload over 4 GiB".into()))?;
-        let mut envelope = Vec::with_capacity(record.payload.len() + 256);
-        envelope.push(RECORD_VERSION);
-        compact::encode_shared(shared, record, &mut envelope);
+        let mut envelope = Vec::new();
+        envelope_into(shared, record, &mut envelope);
         Ok(EncodedRecord {
             envelope,
             payload_len,

@@ -671,13 +671,6 @@ fn a_group_that_fails_after_some_topics_are_written_is_stored_once() {
 #[test]
 fn records_an_earlier_medbus_wrote_are_read_and_delivered_as_before() {
     use medbus_protocol::WireRecord;
-    struct Bytes(Vec<u8>);
-    impl bincode::enc::write::Writer for Bytes {
-        fn write(&mut self, b: &[u8]) -> Result<(), bincode::error::EncodeError> {
-            self.0.extend_from_slice(b);
-            Ok(())
-        }
-    }
     let dir = tempfile::tempdir().expect("tmp");
     let store = open(dir.path());
     let mut old = rec(b"MSH|^~\\&|old\r");
@@ -707,7 +700,7 @@ fn records_an_earlier_medbus_wrote_are_read_and_delivered_as_before() {
         .zip([old, new])
     {
         raw.check().expect("readable");
-        let mut out = Bytes(Vec::new());
+        let mut out = compact::Kept::default();
         raw.write_wire(&mut out).expect("wire");
         let want = bincode::encode_to_vec(&want, bincode::config::legacy()).expect("wire");
         assert_eq!(out.0, want);
