@@ -11,6 +11,8 @@
 //! - [`scan`]: fast byte scanning helpers (line breaks, delimiter splitting) shared by the parser.
 //! - [`message`]: the zero-copy [`Message`] over the input bytes, with [`Segment`], [`Field`],
 //!   [`Repetition`], [`Component`], [`Subcomponent`] and the decoded MSH [`Header`].
+//! - [`located`]: [`LocatedRepetition`], a repetition whose components were found in one pass,
+//!   for readers that take many components of the same value.
 //! - [`buf`]: [`MessageBuf`], an owned, editable copy of a message that re-encodes byte-identically.
 //! - [`ack`]: a pure ACK builder ([`build_ack`], [`build_ack_for_unparsed`]).
 //! - [`split`]: [`split_messages`], cutting a stream of concatenated, unframed messages at each MSH.
@@ -25,6 +27,7 @@ pub mod charset;
 pub mod delimiters;
 pub mod error;
 pub mod escape;
+pub mod located;
 pub mod message;
 pub mod path;
 pub mod scan;
@@ -36,6 +39,7 @@ pub use charset::Charset;
 pub use delimiters::Delimiters;
 pub use error::{ErrorCode, Location, ParseError};
 pub use escape::{escape, unescape};
+pub use located::LocatedRepetition;
 pub use message::{Component, Field, Header, Message, Repetition, Segment, Subcomponent};
 pub use path::{Path, PathError};
 pub use split::split_messages;

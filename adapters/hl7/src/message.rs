@@ -22,6 +22,9 @@ pub struct Message<'a> {
     bom: bool,
     delims: Delimiters,
     charset: Charset,
+    /// `input` as text when it is valid UTF-8 and the charset reads it as it is (see
+    /// [`Value::decoded`]); empty otherwise.
+    text: &'a str,
     /// `(start, end)` of each non-blank segment's content in `input` (terminators excluded).
     spans: Vec<(usize, usize)>,
 }
@@ -138,6 +141,7 @@ impl<'a> Message<'a> {
             bom,
             delims,
             charset: Charset::Ascii,
+            text: "",
             spans,
         };
         if !strict {
@@ -169,8 +173,9 @@ impl<'a> Message<'a> {
             .map(|r| r.raw())
             .unwrap_or_default();
         msg.charset = Charset::from_msh18(cs)?;
+        let text = std::str::from_utf8(bytes);
         if msg.charset == Charset::Utf8 {
-            if let Err(e) = std::str::from_utf8(bytes) {
+            if let Err(e) = text {
                 let at = e.valid_up_to();
                 let idx = msg.spans.iter().position(|&(_, end)| at < end).unwrap_or(0);
                 let l = msg.line(idx);
@@ -181,6 +186,11 @@ impl<'a> Message<'a> {
                 ));
             }
         }
+        // Every charset decodes valid UTF-8 as it is, except Latin-1 beyond ASCII.
+        msg.text = match text {
+            Ok(t) if msg.charset != Charset::Latin1 || t.is_ascii() => t,
+            _ => "",
+        };
         Ok(msg)
     }
 
@@ -230,7 +240,12 @@ impl<'a> Message<'a> {
 
     /// All segments in order (blank lines excluded).
     pub fn segments(&self) -> impl Iterator<Item = Segment<'a>> + '_ {
-        (0..self.spans.len()).map(move |i| Segment::new(self.line(i), self.delims, self.charset))
+        (0..self.spans.len()).map(move |i| Segment {
+            raw: self.line(i),
+            delims: self.delims,
+            charset: self.charset,
+            text: self.text,
+        })
     }
 
     /// The `occurrence`th (1-based) segment with the given id.
@@ -370,12 +385,45 @@ pub(crate) struct Value<'a> {
     charset: Charset,
     /// MSH-1 / MSH-2: never split, never unescaped.
     atomic: bool,
+    /// Known to hold no escape character (set by [`crate::located`], which saw every byte), so
+    /// decoding skips the search for one.
+    pub(crate) plain: bool,
+    /// The message's text (see [`Message`]), of which `raw` is a part; empty when unknown.
+    text: &'a str,
 }
 
 impl<'a> Value<'a> {
+    pub(crate) fn delims(&self) -> &Delimiters {
+        &self.delims
+    }
+
+    pub(crate) fn is_atomic(&self) -> bool {
+        self.atomic
+    }
+
+    /// A part of this value (`raw` lies within it), decoded the same way.
+    pub(crate) fn part(&self, raw: &'a [u8], plain: bool) -> Value<'a> {
+        Value {
+            raw,
+            plain,
+            ..*self
+        }
+    }
+
+    /// `raw` as text, borrowed from the message's text without validating it again.
+    fn as_text(&self) -> Option<&'a str> {
+        let offset = (self.raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        self.text.get(offset..offset.checked_add(self.raw.len())?)
+    }
+
     fn decoded(&self) -> Cow<'a, str> {
-        if self.atomic {
-            self.charset.decode(self.raw)
+        let plain =
+            self.atomic || self.plain || !self.delims.escape.is_some_and(|e| self.raw.contains(&e));
+        if plain {
+            match self.as_text() {
+                Some(t) => Cow::Borrowed(t),
+                None => self.charset.decode(self.raw),
+            }
         } else {
             unescape(self.raw, &self.delims, self.charset)
         }
@@ -407,6 +455,8 @@ pub struct Segment<'a> {
     raw: &'a [u8],
     delims: Delimiters,
     charset: Charset,
+    /// The message's text (see [`Message`]); empty when unknown.
+    text: &'a str,
 }
 
 impl<'a> Segment<'a> {
@@ -416,6 +466,7 @@ impl<'a> Segment<'a> {
             raw,
             delims,
             charset,
+            text: "",
         }
     }
 
@@ -457,6 +508,8 @@ impl<'a> Segment<'a> {
             delims: self.delims,
             charset: self.charset,
             atomic,
+            plain: false,
+            text: self.text,
         }))
     }
 
@@ -480,6 +533,8 @@ impl<'a> Segment<'a> {
                 delims: seg.delims,
                 charset: seg.charset,
                 atomic,
+                plain: false,
+                text: seg.text,
             })
         };
         // MSH-1 is the separator itself and MSH-2 (piece 1) is never split; any other segment's
@@ -569,7 +624,7 @@ impl<'a> Field<'a> {
 
 /// One repetition of a field.
 #[derive(Debug, Clone, Copy)]
-pub struct Repetition<'a>(Value<'a>);
+pub struct Repetition<'a>(pub(crate) Value<'a>);
 
 impl<'a> Repetition<'a> {
     value_accessors!();
@@ -587,7 +642,7 @@ impl<'a> Repetition<'a> {
 
 /// One component.
 #[derive(Debug, Clone, Copy)]
-pub struct Component<'a>(Value<'a>);
+pub struct Component<'a>(pub(crate) Value<'a>);
 
 impl<'a> Component<'a> {
     value_accessors!();

@@ -25,15 +25,16 @@ pub mod time;
 
 use std::borrow::Cow;
 
-use medbus_hl7::{Component, Field, Repetition, Segment, Subcomponent};
+use medbus_hl7::{Component, Field, LocatedRepetition, Repetition, Segment, Subcomponent};
 
 /// One v2 value at any depth, seen as "something with numbered parts".
 #[derive(Debug, Clone, Copy, Default)]
 pub enum Node<'a> {
-    /// A field repetition: parts are components.
-    Rep(Repetition<'a>),
-    /// A component: parts are subcomponents.
-    Comp(Component<'a>),
+    /// A field repetition: parts are components, located once (mappings read many).
+    Rep(LocatedRepetition<'a>),
+    /// A component: parts are subcomponents. The flag is `false` when the component is known
+    /// to hold no subcomponent separator (its only part is itself).
+    Comp(Component<'a>, bool),
     /// A subcomponent: its only part is itself.
     Sub(Subcomponent<'a>),
     /// Absent.
@@ -56,11 +57,20 @@ fn clean<'a>(c: Cow<'a, str>) -> Option<Cow<'a, str>> {
 }
 
 impl<'a> Node<'a> {
+    /// A field repetition.
+    pub fn rep(r: Repetition<'a>) -> Node<'a> {
+        Node::Rep(LocatedRepetition::new(r))
+    }
+
     /// Part `j` (1-based): component of a repetition, subcomponent of a component.
     pub fn part(&self, j: usize) -> Node<'a> {
         match self {
-            Node::Rep(r) => r.component(j).map_or(Node::Empty, Node::Comp),
-            Node::Comp(c) => c.subcomponent(j).map_or(Node::Empty, Node::Sub),
+            Node::Rep(r) => r
+                .component(j)
+                .map_or(Node::Empty, |c| Node::Comp(c, r.may_have_subcomponents(j))),
+            Node::Comp(_, false) if j == 1 => *self,
+            Node::Comp(_, false) => Node::Empty,
+            Node::Comp(c, true) => c.subcomponent(j).map_or(Node::Empty, Node::Sub),
             Node::Sub(_) if j == 1 => *self,
             _ => Node::Empty,
         }
@@ -69,8 +79,8 @@ impl<'a> Node<'a> {
     /// Decoded, trimmed text of the whole node (`None` when empty or `""`).
     pub fn text(&self) -> Option<Cow<'a, str>> {
         let decoded = match self {
-            Node::Rep(r) if !r.is_empty() => r.decoded(),
-            Node::Comp(c) if !c.is_empty() => c.decoded(),
+            Node::Rep(r) if !r.repetition().is_empty() => r.repetition().decoded(),
+            Node::Comp(c, _) if !c.is_empty() => c.decoded(),
             Node::Sub(s) if !s.is_empty() => s.decoded(),
             _ => return None,
         };
@@ -81,7 +91,7 @@ impl<'a> Node<'a> {
     /// primitive was expected, as happens across v2 versions).
     pub fn first(&self) -> Option<Cow<'a, str>> {
         match self {
-            Node::Sub(_) | Node::Empty => self.text(),
+            Node::Sub(_) | Node::Empty | Node::Comp(_, false) => self.text(),
             _ => self.part(1).first(),
         }
     }
@@ -100,10 +110,11 @@ impl<'a> Node<'a> {
     pub fn is_empty(&self) -> bool {
         match self {
             Node::Rep(r) => r
+                .repetition()
                 .raw()
                 .iter()
                 .all(|b| b.is_ascii_whitespace() || *b == b'^'),
-            Node::Comp(c) => c.is_empty(),
+            Node::Comp(c, _) => c.is_empty(),
             Node::Sub(s) => s.is_empty(),
             Node::Empty => true,
         }
@@ -189,7 +200,7 @@ pub trait SegmentExt<'a> {
     fn node(&self, n: usize) -> Node<'a> {
         self.field_at(n)
             .and_then(|f: Field<'a>| f.repetition(1))
-            .map_or(Node::Empty, Node::Rep)
+            .map_or(Node::Empty, Node::rep)
     }
 
     /// Non-empty repetitions of field `n`.
@@ -197,7 +208,7 @@ pub trait SegmentExt<'a> {
         match self.field_at(n) {
             Some(f) if !f.is_empty() => f
                 .repetitions()
-                .map(Node::Rep)
+                .map(Node::rep)
                 .filter(|r| !r.is_empty())
                 .collect(),
             _ => Vec::new(),
