@@ -11,9 +11,12 @@
 
 use crate::message::{Component, Repetition};
 
-/// How many components are located; later ones are found by scanning, as before (no HL7
-/// datatype medbus maps has more than 23: XCN).
-pub const LOCATED_COMPONENTS: usize = 24;
+/// How many components are located (a power of two, so a slot index needs no bounds check);
+/// a repetition with more is not located and every access scans, as without this type (no
+/// HL7 datatype medbus maps has more than 23 components: XCN).
+pub const LOCATED_COMPONENTS: usize = 32;
+
+const SLOT: usize = LOCATED_COMPONENTS - 1;
 
 /// A [`Repetition`] with its components located (see the module documentation).
 #[derive(Debug, Clone, Copy)]
@@ -21,12 +24,10 @@ pub struct LocatedRepetition<'a> {
     rep: Repetition<'a>,
     /// `ends[i]`: end offset of component `i + 1`, for `i < count`.
     ends: [u16; LOCATED_COMPONENTS],
-    /// Components located; 0 when the repetition was not split (MSH-1/MSH-2, or longer than
-    /// `u16` offsets reach), so every access falls back to scanning.
+    /// Components located; 0 when the repetition was not located (MSH-1/MSH-2, more than
+    /// [`LOCATED_COMPONENTS`] components, or longer than `u16` offsets reach).
     count: u8,
-    /// More components follow the located ones.
-    more: bool,
-    /// Bit `i`: component `i + 1` holds a subcomponent separator (bit 31: any from the 32nd on).
+    /// Bit `i`: component `i + 1` holds a subcomponent separator.
     with_subcomponents: u32,
     /// Some byte is the escape character.
     escaped: bool,
@@ -41,7 +42,6 @@ impl<'a> LocatedRepetition<'a> {
             rep,
             ends: [0; LOCATED_COMPONENTS],
             count: 0,
-            more: false,
             with_subcomponents: 0,
             escaped: true,
         };
@@ -50,35 +50,27 @@ impl<'a> LocatedRepetition<'a> {
         }
         let d = value.delims();
         let (comp, sub) = (d.component, d.subcomponent);
-        // A byte that cannot occur stands in for a missing escape character.
+        // A byte that cannot occur in a value stands in for a missing escape character.
         let esc = d.escape.unwrap_or(d.field);
         let mut n = 0usize;
         let mut subs = 0u32;
         let mut escaped = false;
-        let last = LOCATED_COMPONENTS - 1;
+        let ends = &mut located.ends;
         for (i, &b) in raw.iter().enumerate() {
-            // Every byte writes its offset into the current slot; a separator then moves to
+            // Every byte writes its offset into the current slot and a separator moves on to
             // the next, so each slot ends up holding its component's separator position.
-            if let Some(slot) = located.ends.get_mut(n.min(last)) {
-                *slot = i as u16;
-            }
-            subs |= u32::from(b == sub) << n.min(31);
+            ends[n & SLOT] = i as u16;
+            subs |= u32::from(b == sub) << (n & SLOT);
             escaped |= b == esc;
             n += usize::from(b == comp);
         }
-        if n <= last {
-            // The last component ends at the end of the repetition.
-            if let Some(slot) = located.ends.get_mut(n) {
-                *slot = raw.len() as u16;
-            }
+        if n < LOCATED_COMPONENTS {
+            // The last component ends where the repetition does.
+            ends[n] = raw.len() as u16;
             located.count = (n + 1) as u8;
-        } else {
-            // The last slot holds whichever offset came last: only the ones before it count.
-            located.count = last as u8;
-            located.more = true;
+            located.with_subcomponents = subs;
+            located.escaped = escaped;
         }
-        located.with_subcomponents = subs;
-        located.escaped = escaped;
         located
     }
 
@@ -90,10 +82,10 @@ impl<'a> LocatedRepetition<'a> {
     /// Component `j` (1-based), as [`Repetition::component`] would return it.
     pub fn component(&self, j: usize) -> Option<Component<'a>> {
         let count = usize::from(self.count);
-        if count == 0 || j == 0 || (j > count && self.more) {
+        if count == 0 {
             return self.rep.component(j);
         }
-        if j > count {
+        if j == 0 || j > count {
             return None;
         }
         let end = usize::from(*self.ends.get(j - 1)?);
@@ -113,7 +105,7 @@ impl<'a> LocatedRepetition<'a> {
         if self.count == 0 || j == 0 || j > usize::from(self.count) {
             return true;
         }
-        self.with_subcomponents & (1 << (j - 1).min(31)) != 0
+        self.with_subcomponents & (1 << (j - 1)) != 0
     }
 }
 
@@ -160,6 +152,8 @@ mod tests {
             "123",
             "123^^^HOSP&1.2.3&ISO^MR",
             "1^2^3^4^5^6^7^8^9^10^11^12^13^14^15^16^17^18^19^20^21^22^23^24^25^26^27",
+            "1^2^3^4^5^6^7^8^9^10^11^12^13^14^15^16^17^18^19^20^21^22^23^24^25^26^27^28^29^30^31^32",
+            "1^2^3^4^5^6^7^8^9^10^11^12^13^14^15^16^17^18^19^20^21^22^23^24^25^26^27^28^29^30^31^32^33&x",
             "1^2^3^4^5^6^7^8^9^10^11^12^13^14^15^16^17^18^19^20^21^22^23^24",
             "1^2^3^4^5^6^7^8^9^10^11^12^13^14^15^16^17^18^19^20^21^22^23",
             "a\\S\\b^c\\T\\d&e~x^y",

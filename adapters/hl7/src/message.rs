@@ -9,7 +9,7 @@ use crate::delimiters::Delimiters;
 use crate::error::{ErrorCode, Location, ParseError};
 use crate::escape::unescape;
 use crate::path::{is_segment_id, Path, PathError};
-use crate::scan::{find_line_break, nth_piece, pieces};
+use crate::scan::{find_line_break, nth_piece, pieces, push_offsets};
 use crate::MAX_SEGMENTS;
 
 /// The UTF-8 byte order mark, stripped (and remembered) at parse time.
@@ -485,6 +485,46 @@ impl<'a> Segment<'a> {
 
     fn is_msh(&self) -> bool {
         self.raw.starts_with(b"MSH")
+    }
+
+    /// Append the offset of every field separator of this segment to `out`, then the
+    /// segment's length: what [`Segment::located_field`] reads fields from.
+    pub fn locate_fields(&self, out: &mut Vec<u32>) {
+        push_offsets(self.raw, self.delims.field, out);
+        out.push(self.raw.len() as u32);
+    }
+
+    /// Field `n` as [`Segment::field`] returns it, found through `seps`, this segment's
+    /// [`Segment::locate_fields`] output, instead of by scanning.
+    pub fn located_field(&self, seps: &[u32], n: usize) -> Option<Field<'a>> {
+        let piece = |k: usize| -> Option<&'a [u8]> {
+            let start = match k {
+                0 => 0,
+                _ => *seps.get(k - 1)? as usize + 1,
+            };
+            self.raw.get(start..*seps.get(k)? as usize)
+        };
+        let (raw, atomic) = if self.is_msh() {
+            match n {
+                0 => return None,
+                1 => (self.raw.get(3..4)?, true),
+                2 => (piece(1)?, true),
+                _ => (piece(n - 1)?, false),
+            }
+        } else {
+            if n == 0 {
+                return None;
+            }
+            (piece(n)?, false)
+        };
+        Some(Field(Value {
+            raw,
+            delims: self.delims,
+            charset: self.charset,
+            atomic,
+            plain: false,
+            text: self.text,
+        }))
     }
 
     /// Field `n` in HL7 numbering (MSH-1 is the field separator, MSH-2 the encoding characters);

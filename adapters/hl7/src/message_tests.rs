@@ -309,3 +309,26 @@ fn too_many_segments() {
     assert_eq!(e.code, ErrorCode::SegmentSequenceError);
     assert!(e.message.contains("more than"));
 }
+
+#[test]
+fn located_fields_match_scanned_fields() {
+    let samples: [&[u8]; 4] = [
+        b"MSH|^~\\&|app|fac|||20240101||ADT^A01|1|P|2.5\rPID|||123^^^H||Doe^J\rZZZ\rOBX|\r",
+        b"MSH|^~\\&\rPID||||||||||||||||||||\r",
+        b"MSH|^~\\&|a\rNTE|1||a|b|c\r",
+        b"MSH|^~\\&\rPID\r",
+    ];
+    for bytes in samples {
+        let m = Message::parse_with(bytes, false).unwrap();
+        for seg in m.segments() {
+            let mut seps = vec![7, 7];
+            seg.locate_fields(&mut seps);
+            let seps = &seps[2..];
+            for n in 0..30 {
+                let a = seg.field(n).map(|f| (f.raw(), f.decoded()));
+                let b = seg.located_field(seps, n).map(|f| (f.raw(), f.decoded()));
+                assert_eq!(a, b, "{} field {n}", seg.id());
+            }
+        }
+    }
+}

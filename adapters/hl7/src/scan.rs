@@ -134,6 +134,28 @@ impl<'a> Iterator for Pieces<'a> {
     }
 }
 
+/// Append the offset of every `sep` in `s` to `out`, eight bytes at a time.
+#[inline]
+pub fn push_offsets(s: &[u8], sep: u8, out: &mut Vec<u32>) {
+    let mut offset = 0u32;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        if let Ok(arr) = <[u8; 8]>::try_from(chunk) {
+            let mut m = byte_mask(u64::from_le_bytes(arr), sep);
+            while m != 0 {
+                out.push(offset + m.trailing_zeros() / 8);
+                m &= m - 1;
+            }
+        }
+        offset += 8;
+    }
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == sep {
+            out.push(offset + i as u32);
+        }
+    }
+}
+
 /// The `n`th (0-based) piece of `s` split on `sep`.
 #[inline]
 pub fn nth_piece(s: &[u8], sep: u8, n: usize) -> Option<&[u8]> {
@@ -193,6 +215,12 @@ mod tests {
                     assert_eq!(nth_piece(s, sep, n), s.split(|&b| b == sep).nth(n), "{n}");
                 }
                 assert!(pieces(s, Some(sep)).eq(s.split(|&b| b == sep)));
+                let mut offsets = Vec::new();
+                push_offsets(s, sep, &mut offsets);
+                let expected: Vec<u32> = (0..s.len() as u32)
+                    .filter(|&i| s[i as usize] == sep)
+                    .collect();
+                assert_eq!(offsets, expected);
                 for start in 0..s.len() {
                     let tail = s.get(start..).unwrap();
                     assert!(pieces(tail, Some(sep)).eq(tail.split(|&b| b == sep)));

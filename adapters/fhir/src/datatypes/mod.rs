@@ -121,14 +121,14 @@ impl<'a> Node<'a> {
     }
 }
 
-/// A segment whose fields were split once (by [`SegIndex`]), so that reading field `n` is an
-/// index instead of a scan from the start of the segment; mappings read a segment's fields
-/// many times. Segments no mapping reads are not split; their fields are found on demand.
+/// A segment whose fields were located once (by [`SegIndex`]), so that reading field `n` is
+/// an index instead of a scan from the start of the segment; mappings read a segment's fields
+/// many times. Segments no mapping reads are not located; their fields are found on demand.
 #[derive(Debug, Clone, Copy)]
 pub struct Seg<'a> {
     segment: Segment<'a>,
-    /// Fields 1.. (`fields[0]` is field 1); `None` when the segment was not split.
-    fields: Option<&'a [Field<'a>]>,
+    /// The segment's [`Segment::locate_fields`] offsets; `None` when it was not located.
+    seps: Option<&'a [u32]>,
 }
 
 impl<'a> Seg<'a> {
@@ -144,33 +144,34 @@ impl<'a> Seg<'a> {
 }
 
 /// Segments some mapping reads fields of; the others (GT1, IN2, ROL, Z-segments …) are only
-/// named in the notes, so splitting them would be wasted.
+/// named in the notes, so locating their fields would be wasted.
 const READ: &[&str] = &[
     "MSH", "EVN", "SFT", "PID", "PD1", "MRG", "PV1", "PV2", "NK1", "AL1", "DG1", "PR1", "IN1",
     "ORC", "OBR", "OBX", "NTE", "SPM", "TXA", "SCH", "TQ1", "AIS", "AIG", "AIL", "AIP", "RXA",
     "RXE", "RXR",
 ];
 
-/// The fields of every segment of a message, split in one pass.
+/// The fields of every segment of a message, located in one pass.
 #[derive(Debug, Default)]
 pub struct SegIndex<'a> {
-    fields: Vec<Field<'a>>,
-    /// Per segment: the segment and the range of its fields in `fields` (`None`: not split).
+    /// Every located segment's separator offsets, one after another.
+    seps: Vec<u32>,
+    /// Per segment: the segment and the range of its offsets in `seps` (`None`: not located).
     segments: Vec<(Segment<'a>, Option<(usize, usize)>)>,
 }
 
 impl<'a> SegIndex<'a> {
-    /// Split the fields of `segments` (those a mapping reads).
+    /// Locate the fields of `segments` (those a mapping reads).
     pub fn new(segments: impl Iterator<Item = Segment<'a>>) -> SegIndex<'a> {
         let mut index = SegIndex {
-            fields: Vec::with_capacity(256),
+            seps: Vec::with_capacity(512),
             segments: Vec::with_capacity(32),
         };
         for seg in segments {
             let range = READ.contains(&seg.id()).then(|| {
-                let start = index.fields.len();
-                index.fields.extend(seg.fields());
-                (start, index.fields.len())
+                let start = index.seps.len();
+                seg.locate_fields(&mut index.seps);
+                (start, index.seps.len())
             });
             index.segments.push((seg, range));
         }
@@ -181,7 +182,7 @@ impl<'a> SegIndex<'a> {
     pub fn segments(&self) -> impl Iterator<Item = Seg<'_>> + '_ {
         self.segments.iter().map(|&(segment, range)| Seg {
             segment,
-            fields: range.map(|(start, end)| self.fields.get(start..end).unwrap_or_default()),
+            seps: range.map(|(start, end)| self.seps.get(start..end).unwrap_or_default()),
         })
     }
 
@@ -215,9 +216,13 @@ pub trait SegmentExt<'a> {
         }
     }
 
-    /// First leaf text of field `n`.
+    /// First leaf text of field `n`. Only the start of the field is scanned: locating all
+    /// its components ([`Node::Rep`]) would cost more than the one read needs.
     fn text(&self, n: usize) -> Option<Cow<'a, str>> {
-        self.node(n).first()
+        self.field_at(n)
+            .and_then(|f: Field<'a>| f.component(1))
+            .map_or(Node::Empty, |c| Node::Comp(c, true))
+            .first()
     }
 
     /// Owned first leaf text of field `n`.
@@ -234,8 +239,8 @@ impl<'a> SegmentExt<'a> for Segment<'a> {
 
 impl<'a> SegmentExt<'a> for Seg<'a> {
     fn field_at(&self, n: usize) -> Option<Field<'a>> {
-        match self.fields {
-            Some(fields) => fields.get(n.checked_sub(1)?).copied(),
+        match self.seps {
+            Some(seps) => self.segment.located_field(seps, n),
             None => self.segment.field(n),
         }
     }
