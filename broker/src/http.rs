@@ -106,6 +106,8 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
                 .storage_disk_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        let damaged = &state.metrics.storage_damaged_reads;
+        damaged.inc_by(b.store.damaged_reads().saturating_sub(damaged.get()));
     }
     match state.metrics.render() {
         Ok(body) => HttpResponse::Ok()

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub storage_commit_failures: IntCounter,
     /// Bytes the store uses on disk (sampled at scrape time).
     pub storage_disk_bytes: IntGauge,
+    /// Reads refused since start because a stored record was damaged on
+    /// disk (sampled at scrape time).
+    pub storage_damaged_reads: IntCounter,
     /// Records appended per topic since start.
     pub topic_records: IntCounterVec,
     /// Newest offset per topic.
@@ -199,6 +202,10 @@ impl Metrics {
             storage_disk_bytes: IntGauge::new(
                 "medbus_storage_disk_bytes",
                 "Bytes the message store uses on disk",
+            )?,
+            storage_damaged_reads: IntCounter::new(
+                "medbus_storage_damaged_reads_total",
+                "Reads refused since start because a stored record was damaged on disk",
             )?,
             topic_records: counter(
                 "topic_records_total",
@@ -371,6 +378,7 @@ impl Metrics {
         r.register(Box::new(self.storage_commit_batch_records.clone()))?;
         r.register(Box::new(self.storage_commit_failures.clone()))?;
         r.register(Box::new(self.storage_disk_bytes.clone()))?;
+        r.register(Box::new(self.storage_damaged_reads.clone()))?;
         r.register(Box::new(self.topic_records.clone()))?;
         r.register(Box::new(self.topic_last_offset.clone()))?;
         r.register(Box::new(self.topic_bytes.clone()))?;

@@ -84,6 +84,27 @@ fn send_summarises_acks_and_sets_the_exit_code() {
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1);
     assert!(out.contains("CLI2"));
+
+    // A byte of the second message damaged on disk: `dump` prints the first,
+    // then names the damaged record and fails, rather than print altered data.
+    let seg = data
+        .join("topics/hl7.inbound")
+        .join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let at = bytes
+        .windows(4)
+        .rposition(|w| w == b"CLI2")
+        .expect("second message in the segment");
+    bytes[at] = b'X';
+    std::fs::write(&seg, &bytes).expect("damage the segment");
+    let (code, out, err) = medbus(&["dump", "hl7.inbound", "--data-dir", &data.to_string_lossy()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("CLI1"), "{out}");
+    assert!(
+        err.contains("damaged record: hl7.inbound@1: frame checksum does not match"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -77,6 +77,10 @@ pub enum StorageError {
     /// A stored value could not be encoded or decoded.
     #[error("bad record: {0}")]
     Record(String),
+    /// A record read back from disk is not what was written (its frame's
+    /// checksum or header does not match): it is not delivered.
+    #[error("damaged record: {0}")]
+    Damaged(String),
     /// The committer has stopped (the broker is shutting down).
     #[error("the message store is closed")]
     Closed,
@@ -237,6 +241,8 @@ struct Inner {
     committed: watch::Receiver<u64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     commit_timeout: Duration,
+    /// Reads refused because a record on disk was damaged, since open.
+    damaged_reads: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -354,6 +360,7 @@ impl Store {
                 committed: committed_rx,
                 thread: std::sync::Mutex::new(Some(thread)),
                 commit_timeout: options.commit_timeout,
+                damaged_reads: Default::default(),
             }),
         })
     }
@@ -549,10 +556,25 @@ impl Store {
         if !is_valid_topic(topic) {
             return Err(StorageError::InvalidTopic(topic.to_string()));
         }
-        match self.inner.log.topic(topic) {
+        let read = match self.inner.log.topic(topic) {
             Some(t) if max > 0 => t.read(from, max),
             _ => Ok(Vec::new()),
+        };
+        if let Err(StorageError::Damaged(what)) = &read {
+            self.inner
+                .damaged_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(record = %what, "a stored record is damaged on disk and cannot be read");
         }
+        read
+    }
+
+    /// Reads refused since open because a record on disk was damaged
+    /// ([`StorageError::Damaged`]).
+    pub fn damaged_reads(&self) -> u64 {
+        self.inner
+            .damaged_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every topic with its offsets.

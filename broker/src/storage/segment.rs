@@ -387,20 +387,37 @@ impl Segment {
         let mut index = Vec::new();
         let mut count = 0u64;
         let mut end = 0usize;
-        for (head, pos, _) in frames(&data) {
+        // Frames are walked by their headers. One whose header holds the
+        // next offset and fits in the file but whose checksum fails is kept
+        // (and refused when read): cutting the segment there would also drop
+        // every sound record after it. What follows a header that does not
+        // fit is a write a crash cut short, and is dropped (the journal has
+        // it, or it was never acknowledged).
+        let mut damaged = Vec::new();
+        while let Some(head) = data.get(end..).and_then(FrameHead::parse) {
+            let Some(value) = data.get(end + FRAME_HEADER..end + head.frame_len()) else {
+                break;
+            };
             if head.offset != self.base + count {
                 break;
             }
-            index.extend_from_slice(&(pos as u32).to_be_bytes());
+            if frame_crc(head.offset, head.payload_len, value) != head.crc {
+                damaged.push(head.offset);
+            }
+            index.extend_from_slice(&(end as u32).to_be_bytes());
             index.extend_from_slice(&head.payload_len.to_be_bytes());
             count += 1;
-            end = pos + head.frame_len();
+            end += head.frame_len();
         }
-        tracing::warn!(
-            segment = %self.dir.join(data_name(self.base)).display(),
-            records = count,
-            "segment index rebuilt from its data"
-        );
+        let segment = self.dir.join(data_name(self.base));
+        tracing::warn!(segment = %segment.display(), records = count, "segment index rebuilt from its data");
+        if !damaged.is_empty() {
+            tracing::error!(
+                segment = %segment.display(),
+                offsets = ?damaged,
+                "records in this segment fail their checksum: reading them is refused"
+            );
+        }
         files.data.set_len(end as u64)?;
         files.index.set_len(0)?;
         files.index.write_all_at(&index, 0)?;

@@ -406,7 +406,8 @@ impl TopicLog {
             // The index is not trusted blindly: positions must grow and stay
             // inside the segment (a damaged one is an error, not a panic or
             // a huge allocation).
-            let damaged = || StorageError::Record(format!("{}@{at}: damaged index", self.name));
+            let damaged =
+                || StorageError::Damaged(format!("{}@{at}: index does not match", self.name));
             let mut prev = u64::from(start);
             for &end in &ends {
                 if end < prev || end > seg_len {
@@ -434,7 +435,13 @@ impl TopicLog {
             let mut pos = 0usize;
             for k in 0..take as u64 {
                 let offset = at + k;
-                let (record, len) = self.frame_at(&buf, pos, offset)?;
+                let (record, len) = match self.frame_at(&buf, pos, offset, true) {
+                    Ok(found) => found,
+                    // The sound records before a damaged one are delivered;
+                    // the next read, from the damaged one, gets the error.
+                    Err(_) if !out.is_empty() => return Ok(out),
+                    Err(e) => return Err(e),
+                };
                 out.push((offset, record));
                 pos += len;
             }
@@ -466,7 +473,7 @@ impl TopicLog {
             if out.len() >= max || *budget == 0 {
                 break;
             }
-            let (record, len) = self.frame_at(&chunk.data, pos as usize, offset)?;
+            let (record, len) = self.frame_at(&chunk.data, pos as usize, offset, false)?;
             out.push((offset, record));
             *budget = budget.saturating_sub(len as u64);
             offset += 1;
@@ -475,21 +482,27 @@ impl TopicLog {
     }
 
     /// The record of the frame at `pos` in `data`, which must hold `offset`
-    /// and end inside `data`, and the frame's length.
+    /// and end inside `data`, and the frame's length. `from_disk`: the
+    /// frame's checksum is checked too (bytes read back from a segment may
+    /// have been damaged since they were written; the in-memory tail holds
+    /// the frames as they were made).
     fn frame_at(
         &self,
         data: &Bytes,
         pos: usize,
         offset: u64,
+        from_disk: bool,
     ) -> Result<(RawRecord, usize), StorageError> {
+        let damaged = |what: &str| StorageError::Damaged(format!("{}@{offset}: {what}", self.name));
         let head = data
             .get(pos..)
             .and_then(segment::FrameHead::parse)
             .filter(|h| h.offset == offset && pos + h.frame_len() <= data.len())
-            .ok_or_else(|| {
-                StorageError::Record(format!("{}@{offset}: damaged frame", self.name))
-            })?;
+            .ok_or_else(|| damaged("frame header does not match"))?;
         let value = data.slice(pos + FRAME_HEADER..pos + head.frame_len());
+        if from_disk && segment::frame_crc(head.offset, head.payload_len, &value) != head.crc {
+            return Err(damaged("frame checksum does not match"));
+        }
         Ok((RawRecord::new(value), head.frame_len()))
     }
 
