@@ -29,8 +29,9 @@ use tokio::sync::watch;
 /// atomic write, while amortising the commit.
 pub const BATCH_RECORDS: usize = 4096;
 
-/// Most output bytes one batch gathers before it is written: bounds the
-/// router's memory (and one atomic write) when outputs are large.
+/// Most output bytes (outputs and dead letters) one batch gathers before it
+/// is written: bounds the router's memory (and one atomic write) when
+/// outputs are large.
 pub const MAX_BATCH_BYTES: usize = 2 << 20;
 
 /// Cursor kind of routes in the cursor tree.
@@ -145,6 +146,7 @@ fn prepare(
                         payload: raw.stored().to_vec(),
                     },
                 )?;
+                bytes += raw.stored().len();
                 continue;
             }
         };
@@ -187,6 +189,7 @@ fn prepare(
                         payload: record.payload.clone(),
                     },
                 )?;
+                bytes += record.payload.len();
             }
         }
     }
@@ -467,6 +470,30 @@ mod tests {
     use medbus_config::route::{parse_template, Condition};
     use medbus_config::Transform;
 
+    /// One batch of route `r` (`in` → `out`, dead letters to `dlq.r`) from
+    /// offset 0.
+    fn prepare_from_start(transform: Transform, store: &Store) -> Prepared {
+        let route = CompiledRoute {
+            name: "r".into(),
+            sources: vec!["in".into()],
+            condition: Condition::Always,
+            transform,
+            targets: vec![parse_template("out").expect("template")],
+            dead_letter_topic: "dlq.r".into(),
+            retry: std::time::Duration::from_secs(1),
+        };
+        let metrics = Metrics::new().expect("metrics");
+        prepare(
+            &route,
+            store,
+            &metrics,
+            &ConvertOptions::default(),
+            ("in", 0, BATCH_RECORDS),
+        )
+        .expect("prepared")
+        .expect("records")
+    }
+
     #[test]
     fn a_stored_value_that_does_not_decode_is_dead_lettered_and_the_route_goes_on() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -490,25 +517,7 @@ mod tests {
         // medbus before a downgrade).
         let newer = [&[crate::storage::record::RECORD_VERSION + 1][..], b"later"].concat();
         block(store.append_envelope("in", newer.clone())).expect("append");
-        let route = CompiledRoute {
-            name: "r".into(),
-            sources: vec!["in".into()],
-            condition: Condition::Always,
-            transform: Transform::None,
-            targets: vec![parse_template("out").expect("template")],
-            dead_letter_topic: "dlq.r".into(),
-            retry: std::time::Duration::from_secs(1),
-        };
-        let metrics = Metrics::new().expect("metrics");
-        let p = prepare(
-            &route,
-            &store,
-            &metrics,
-            &ConvertOptions::default(),
-            ("in", 0, BATCH_RECORDS),
-        )
-        .expect("prepared")
-        .expect("records");
+        let p = prepare_from_start(Transform::None, &store);
         assert_eq!((p.from, p.to, p.matched, p.dead_lettered), (0, 3, 2, 2));
         let topics: Vec<&str> = p.write.records.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(topics, ["out", "dlq.r", "out", "dlq.r"]);
@@ -531,6 +540,33 @@ mod tests {
         assert_eq!(out[2].payload, b"third");
         assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 4)]);
         assert_eq!(p.write.expect, [(cursor_key(CURSOR_KIND, "r", "in"), 0)]);
+        store.close();
+    }
+
+    /// Dead letters count toward a batch's byte cap like outputs do: a run of
+    /// large records that all fail is written in several bounded batches.
+    #[test]
+    fn dead_letters_count_toward_the_batch_byte_cap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = open_with_segments(dir.path(), 8 << 20);
+        for _ in 0..4 {
+            block(store.append(AppendRequest {
+                topic: "in".into(),
+                record: Record {
+                    timestamp_ms: 1,
+                    headers: vec![],
+                    content_type: "text/plain".into(),
+                    // Not HL7: the `fhir` transform fails on every one.
+                    payload: vec![b'x'; 900 << 10],
+                },
+                dedup: None,
+            }))
+            .expect("append");
+        }
+        let p = prepare_from_start(Transform::Fhir, &store);
+        // 3 × 900 KiB passes 2 MiB: the fourth waits for the next batch.
+        assert_eq!((p.from, p.to, p.dead_lettered), (0, 2, 3));
+        assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 3)]);
         store.close();
     }
 }
