@@ -276,6 +276,49 @@ fn block_holds_later_messages_in_order() {
     );
 }
 
+/// A stored message damaged on disk while the broker was down: the
+/// destination delivers the ones around it and dead-letters it, with the
+/// bytes as they are on disk, instead of stalling on it for ever.
+#[test]
+fn a_message_damaged_on_disk_is_dead_lettered_and_delivery_goes_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    // Nobody listens yet: the messages wait in the topic.
+    let port = free_port();
+    let broker = Broker::start(&config(port, ""), &data);
+    send_all(&broker, &["DMG1", "DMG2", "DMG3"]);
+    assert_eq!(broker.stop(), Some(0));
+    let seg = data.join("topics/hl7.in").join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let at = bytes
+        .windows(4)
+        .rposition(|w| w == b"DMG2")
+        .expect("the second message in the segment");
+    bytes[at + 3] = b'9';
+    std::fs::write(&seg, &bytes).expect("damage the segment");
+
+    let peer = Peer::start(tmp.path(), port, &[]);
+    let broker = Broker::start(&config(peer.port, ""), &data);
+    wait_for("the sound messages", || peer.firsts().len() == 2);
+    assert_eq!(peer.firsts(), vec!["DMG1", "DMG3"]);
+    wait_for("the dead letter", || dump_running_dlq(&broker) == 1);
+    assert_eq!(
+        metric(&broker, "medbus_storage_damaged_reads_total"),
+        Some(1.0)
+    );
+    assert_eq!(broker.stop(), Some(0));
+    let dead = dump(&data, "dlq.down");
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]["headers"]["medbus.error"]
+            .as_str()
+            .is_some_and(|e| e.contains("damaged on disk: frame checksum does not match")),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(dead[0]["headers"]["medbus.source_offset"], "1");
+}
+
 #[test]
 fn a_broker_killed_mid_delivery_resumes_without_losing_anything() {
     let tmp = tempfile::tempdir().expect("tmp");

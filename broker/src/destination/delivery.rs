@@ -204,6 +204,29 @@ impl Worker {
             let batch = match self.store.read(&self.s.from, next, READ_BATCH) {
                 Ok(b) => b,
                 Err(StorageError::Closed) => break,
+                // The next record is damaged on disk: dead-lettered with its
+                // bytes as they are on disk, like a message the peer
+                // rejects, rather than stall the destination for ever.
+                Err(StorageError::Damaged { offset, what, .. }) if offset == next => {
+                    let record = Record {
+                        timestamp_ms: now_ms(),
+                        headers: Vec::new(),
+                        content_type: headers::CONTENT_TYPE_RAW.to_string(),
+                        payload: self
+                            .store
+                            .read_damaged(&self.s.from, offset)
+                            .unwrap_or_default(),
+                    };
+                    let reason = format!("the stored record is damaged on disk: {what}");
+                    match self
+                        .settle(offset, &record, DoneOutcome::DeadLettered, Some(reason))
+                        .await
+                    {
+                        Some(n) => next = n,
+                        None => break,
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(destination = %self.s.name, error = %e, "cannot read the source topic");
                     if !self.pause(self.s.retry_initial).await {
@@ -327,6 +350,19 @@ impl Worker {
                 return Some(offset + 1);
             }
         }
+        self.settle(offset, record, outcome, dead_letter).await
+    }
+
+    /// Write the dead letter (if any) and the cursor past `offset` in one
+    /// atomic step, retrying until it lands; returns the next offset, or
+    /// `None` when stopping.
+    async fn settle(
+        &mut self,
+        offset: u64,
+        record: &Record,
+        outcome: DoneOutcome,
+        dead_letter: Option<String>,
+    ) -> Option<u64> {
         let mut write = AtomicWrite::default();
         if let Some(reason) = &dead_letter {
             let mut h = record.headers.clone();

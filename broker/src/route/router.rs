@@ -101,7 +101,16 @@ fn prepare(
     fhir: &ConvertOptions,
     (source, next, max): (&str, u64, usize),
 ) -> Result<Option<Prepared>, StorageError> {
-    let batch = store.read_raw(source, next, max)?;
+    let batch = match store.read_raw(source, next, max) {
+        Ok(batch) => batch,
+        // The next record is damaged on disk: like a value that does not
+        // decode, it is dead-lettered (with the bytes as they are on disk)
+        // rather than stall the route for ever.
+        Err(StorageError::Damaged { offset, what, .. }) if offset == next => {
+            return dead_letter_damaged(route, store, source, next, what).map(Some);
+        }
+        Err(e) => return Err(e),
+    };
     if batch.is_empty() {
         return Ok(None);
     }
@@ -193,10 +202,7 @@ fn prepare(
             }
         }
     }
-    let key = cursor_key(CURSOR_KIND, &route.name, source);
-    // Applied only where the batch before it left the cursor.
-    write.expect.push((key.clone(), next));
-    write.cursors.push((key, last + 1));
+    advance_cursor(&mut write, route, source, next, last + 1);
     let outputs = write.records.len() as u64 - failed;
     let used = (last + 1 - next) as usize;
     Ok(Some(Prepared {
@@ -211,6 +217,62 @@ fn prepare(
         outputs,
         oldest_received_ms: (oldest_ms != u64::MAX).then_some(oldest_ms),
     }))
+}
+
+/// Move the route's cursor on `source` from `from` to `to` with `write`,
+/// applied only where the batch before it left the cursor.
+fn advance_cursor(
+    write: &mut EncodedWrite,
+    route: &CompiledRoute,
+    source: &str,
+    from: u64,
+    to: u64,
+) {
+    let key = cursor_key(CURSOR_KIND, &route.name, source);
+    write.expect.push((key.clone(), from));
+    write.cursors.push((key, to));
+}
+
+/// A one-record batch: the damaged record at `offset` of `source`
+/// dead-lettered, the cursor moved past it.
+fn dead_letter_damaged(
+    route: &CompiledRoute,
+    store: &Store,
+    source: &str,
+    offset: u64,
+    what: &str,
+) -> Result<Prepared, StorageError> {
+    tracing::error!(route = %route.name, topic = %source, offset, what, "stored record is damaged on disk: dead-lettered");
+    let record = Record {
+        timestamp_ms: now_ms(),
+        headers: dead_letter_headers(
+            Vec::new(),
+            format!("the stored record is damaged on disk: {what}"),
+            route,
+            source,
+            offset,
+        ),
+        content_type: headers::CONTENT_TYPE_RAW.to_string(),
+        payload: store.read_damaged(source, offset)?,
+    };
+    let mut write = EncodedWrite::default();
+    write.records.push((
+        route.dead_letter_topic.clone(),
+        EncodedRecord::new(&record)?,
+    ));
+    advance_cursor(&mut write, route, source, offset, offset + 1);
+    Ok(Prepared {
+        write,
+        next_read: BATCH_RECORDS,
+        source: source.to_string(),
+        from: offset,
+        to: offset,
+        matched: 0,
+        filtered: 0,
+        dead_lettered: 1,
+        outputs: 0,
+        oldest_received_ms: None,
+    })
 }
 
 /// A dead letter's headers: the source record's, plus why and whence.
@@ -470,9 +532,29 @@ mod tests {
     use medbus_config::route::{parse_template, Condition};
     use medbus_config::Transform;
 
+    /// Append a `text/plain` record to topic `in`.
+    fn append_in(store: &Store, payload: &[u8]) {
+        block(store.append(AppendRequest {
+            topic: "in".into(),
+            record: Record {
+                timestamp_ms: 1,
+                headers: vec![],
+                content_type: "text/plain".into(),
+                payload: payload.to_vec(),
+            },
+            dedup: None,
+        }))
+        .expect("append");
+    }
+
     /// One batch of route `r` (`in` → `out`, dead letters to `dlq.r`) from
     /// offset 0.
     fn prepare_from_start(transform: Transform, store: &Store) -> Prepared {
+        prepare_at(transform, store, 0)
+    }
+
+    /// One batch of route `r` from offset `next`.
+    fn prepare_at(transform: Transform, store: &Store, next: u64) -> Prepared {
         let route = CompiledRoute {
             name: "r".into(),
             sources: vec!["in".into()],
@@ -488,7 +570,7 @@ mod tests {
             store,
             &metrics,
             &ConvertOptions::default(),
-            ("in", 0, BATCH_RECORDS),
+            ("in", next, BATCH_RECORDS),
         )
         .expect("prepared")
         .expect("records")
@@ -498,21 +580,11 @@ mod tests {
     fn a_stored_value_that_does_not_decode_is_dead_lettered_and_the_route_goes_on() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = open_with_segments(dir.path(), 1 << 20);
-        let good = |p: &[u8]| AppendRequest {
-            topic: "in".into(),
-            record: Record {
-                timestamp_ms: 1,
-                headers: vec![],
-                content_type: "text/plain".into(),
-                payload: p.to_vec(),
-            },
-            dedup: None,
-        };
-        block(store.append(good(b"first"))).expect("append");
+        append_in(&store, b"first");
         // The right version byte, then bytes that are no envelope.
         let bad = [&[crate::storage::record::RECORD_VERSION][..], &[0xff; 16]].concat();
         block(store.append_envelope("in", bad.clone())).expect("append");
-        block(store.append(good(b"third"))).expect("append");
+        append_in(&store, b"third");
         // An envelope version this build does not know (written by a newer
         // medbus before a downgrade).
         let newer = [&[crate::storage::record::RECORD_VERSION + 1][..], b"later"].concat();
@@ -550,23 +622,62 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let store = open_with_segments(dir.path(), 8 << 20);
         for _ in 0..4 {
-            block(store.append(AppendRequest {
-                topic: "in".into(),
-                record: Record {
-                    timestamp_ms: 1,
-                    headers: vec![],
-                    content_type: "text/plain".into(),
-                    // Not HL7: the `fhir` transform fails on every one.
-                    payload: vec![b'x'; 900 << 10],
-                },
-                dedup: None,
-            }))
-            .expect("append");
+            // Not HL7: the `fhir` transform fails on every one.
+            append_in(&store, &vec![b'x'; 900 << 10]);
         }
         let p = prepare_from_start(Transform::Fhir, &store);
         // 3 × 900 KiB passes 2 MiB: the fourth waits for the next batch.
         assert_eq!((p.from, p.to, p.dead_lettered), (0, 2, 3));
         assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 3)]);
+        store.close();
+    }
+
+    /// A source record damaged on disk is dead-lettered with the bytes as
+    /// they are on disk, and the route goes on past it.
+    #[test]
+    fn a_source_record_damaged_on_disk_is_dead_lettered_and_the_route_goes_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = open_with_segments(dir.path(), 1 << 20);
+        for p in [b"first", b"secnd", b"third"] {
+            append_in(&store, p);
+        }
+        store.close();
+        drop(store);
+        let seg = dir
+            .path()
+            .join(crate::storage::log::TOPICS_DIR)
+            .join("in")
+            .join(crate::storage::segment::data_name(0));
+        let mut data = std::fs::read(&seg).expect("segment");
+        let at = data
+            .windows(5)
+            .position(|w| w == b"secnd")
+            .expect("second payload");
+        data[at] = b'S';
+        std::fs::write(&seg, &data).expect("damage");
+        let store = open_with_segments(dir.path(), 1 << 20);
+        // The batch stops before the damaged record …
+        let p = prepare_at(Transform::None, &store, 0);
+        assert_eq!((p.from, p.to, p.matched, p.dead_lettered), (0, 0, 1, 0));
+        // … which is then dead-lettered on its own …
+        let p = prepare_at(Transform::None, &store, 1);
+        assert_eq!((p.from, p.to, p.matched, p.dead_lettered), (1, 1, 0, 1));
+        assert_eq!(p.write.cursors, [(cursor_key(CURSOR_KIND, "r", "in"), 2)]);
+        assert_eq!(p.write.expect, [(cursor_key(CURSOR_KIND, "r", "in"), 1)]);
+        let (topic, dead) = &p.write.records[0];
+        assert_eq!(topic, "dlq.r");
+        let dead = Record::decode(&dead.envelope).expect("decodes");
+        assert!(
+            dead.payload.windows(5).any(|w| w == b"Secnd"),
+            "the bytes on disk"
+        );
+        assert!(dead
+            .header(headers::ERROR)
+            .is_some_and(|e| e.contains("damaged on disk: frame checksum")));
+        assert_eq!(dead.header(headers::SOURCE_OFFSET), Some("1"));
+        // … and the route goes on.
+        let p = prepare_at(Transform::None, &store, 2);
+        assert_eq!((p.from, p.to, p.matched), (2, 2, 1));
         store.close();
     }
 }

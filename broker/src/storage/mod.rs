@@ -79,8 +79,15 @@ pub enum StorageError {
     Record(String),
     /// A record read back from disk is not what was written (its frame's
     /// checksum or header does not match): it is not delivered.
-    #[error("damaged record: {0}")]
-    Damaged(String),
+    #[error("damaged record: {topic}@{offset}: {what}")]
+    Damaged {
+        /// The topic.
+        topic: String,
+        /// The record's offset.
+        offset: u64,
+        /// What does not match.
+        what: &'static str,
+    },
     /// The committer has stopped (the broker is shutting down).
     #[error("the message store is closed")]
     Closed,
@@ -560,11 +567,16 @@ impl Store {
             Some(t) if max > 0 => t.read(from, max),
             _ => Ok(Vec::new()),
         };
-        if let Err(StorageError::Damaged(what)) = &read {
+        if let Err(StorageError::Damaged {
+            topic,
+            offset,
+            what,
+        }) = &read
+        {
             self.inner
                 .damaged_reads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(record = %what, "a stored record is damaged on disk and cannot be read");
+            tracing::error!(%topic, offset, what, "a stored record is damaged on disk and cannot be read");
         }
         read
     }
@@ -575,6 +587,17 @@ impl Store {
         self.inner
             .damaged_reads
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The stored bytes of the record at `offset` as they are on disk,
+    /// without the checksum check (for dead-lettering a record that
+    /// [`StorageError::Damaged`] refused); empty when its frame header
+    /// itself is unreadable.
+    pub fn read_damaged(&self, topic: &str, offset: u64) -> Result<Vec<u8>, StorageError> {
+        match self.inner.log.topic(topic) {
+            Some(t) => t.read_unchecked(offset),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Every topic with its offsets.

@@ -406,8 +406,7 @@ impl TopicLog {
             // The index is not trusted blindly: positions must grow and stay
             // inside the segment (a damaged one is an error, not a panic or
             // a huge allocation).
-            let damaged =
-                || StorageError::Damaged(format!("{}@{at}: index does not match", self.name));
+            let damaged = || StorageError::Record(format!("{}@{at}: damaged index", self.name));
             let mut prev = u64::from(start);
             for &end in &ends {
                 if end < prev || end > seg_len {
@@ -449,6 +448,43 @@ impl TopicLog {
             from = at + take as u64;
         }
         Ok(out)
+    }
+
+    /// The stored value (envelope) of the record at `offset` as it is in
+    /// its segment, without the checksum check; empty when the index or the
+    /// frame header does not lead to it. For dead-lettering a damaged record.
+    pub fn read_unchecked(&self, offset: u64) -> Result<Vec<u8>, StorageError> {
+        let found = {
+            let st = self.read_state();
+            st.segments
+                .iter()
+                .find(|s| s.base <= offset && offset < s.end())
+                .map(|s| s.files().map(|f| (f, s.base, s.len)))
+                .transpose()
+                .map_err(io_error)?
+        };
+        let Some((files, base, seg_len)) = found else {
+            return Ok(Vec::new());
+        };
+        let entries = files.entries(offset - base, 1).map_err(io_error)?;
+        let Some(&(pos, _)) = entries.first() else {
+            return Ok(Vec::new());
+        };
+        let mut head = [0u8; FRAME_HEADER];
+        if files.data.read_exact_at(&mut head, u64::from(pos)).is_err() {
+            return Ok(Vec::new());
+        }
+        let Some(head) = segment::FrameHead::parse(&head)
+            .filter(|h| h.offset == offset && u64::from(pos) + h.frame_len() as u64 <= seg_len)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut value = vec![0u8; head.value_len as usize];
+        files
+            .data
+            .read_exact_at(&mut value, u64::from(pos) + FRAME_HEADER as u64)
+            .map_err(io_error)?;
+        Ok(value)
     }
 
     /// Records from `from` on out of the in-memory tail, when it holds
@@ -493,7 +529,11 @@ impl TopicLog {
         offset: u64,
         from_disk: bool,
     ) -> Result<(RawRecord, usize), StorageError> {
-        let damaged = |what: &str| StorageError::Damaged(format!("{}@{offset}: {what}", self.name));
+        let damaged = |what| StorageError::Damaged {
+            topic: self.name.clone(),
+            offset,
+            what,
+        };
         let head = data
             .get(pos..)
             .and_then(segment::FrameHead::parse)
