@@ -106,8 +106,10 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
                 .storage_disk_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
-        let damaged = &state.metrics.storage_damaged_reads;
-        damaged.inc_by(b.store.damaged_reads().saturating_sub(damaged.get()));
+        state
+            .metrics
+            .storage_damaged_reads
+            .inc_by(b.store.take_damaged_reads());
     }
     match state.metrics.render() {
         Ok(body) => HttpResponse::Ok()
@@ -334,6 +336,7 @@ async fn backup(state: web::Data<HttpState>) -> HttpResponse {
     tracing::info!(
         entries = summary.entries,
         bytes = summary.bytes,
+        damaged = summary.damaged,
         "backup streamed"
     );
     let chunks = futures_util::stream::unfold(file, |mut f| async move {
@@ -350,6 +353,7 @@ async fn backup(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header(("X-Medbus-Backup-Entries", summary.entries.to_string()))
+        .insert_header(("X-Medbus-Backup-Damaged", summary.damaged.to_string()))
         .insert_header(("Content-Length", summary.bytes.to_string()))
         .streaming(chunks)
 }

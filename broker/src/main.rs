@@ -318,6 +318,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 s.entries,
                 s.bytes
             );
+            if s.damaged > 0 {
+                eprintln!(
+                    "medbus backup: {} records damaged on disk were left out (see the log for their topics and offsets)",
+                    s.damaged
+                );
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { input, data_dir } => {

@@ -102,7 +102,15 @@ pub async fn pass(
             continue;
         };
         let limits = config.limits(&t.name);
-        let mut below = cut(store, &t.name, first, last, t.bytes, &limits)?;
+        // One topic that cannot be scanned must not stop retention of the
+        // others.
+        let mut below = match cut(store, &t.name, first, last, t.bytes, &limits) {
+            Ok(below) => below,
+            Err(e) => {
+                tracing::error!(topic = %t.name, error = %e, "retention skipped a topic it cannot scan");
+                continue;
+            }
+        };
         if below <= first {
             continue;
         }
@@ -197,7 +205,18 @@ fn cut(
     let mut next = first;
     let mut scanned = 0;
     'scan: while scanned < SCAN_LIMIT {
-        let page = store.read(topic, next, SCAN_PAGE)?;
+        let page = match store.read(topic, next, SCAN_PAGE) {
+            Ok(page) => page,
+            // A record damaged on disk has no age to read: it goes with the
+            // records before it rather than hold the topic's retention.
+            Err(StorageError::Damaged { offset, .. }) if offset >= next => {
+                scanned += 1;
+                below = below.max(offset + 1);
+                next = offset + 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if page.is_empty() {
             break;
         }
@@ -213,4 +232,49 @@ fn cut(
         }
     }
     Ok(below)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::tests::{block, damage_on_disk, open_with_segments};
+    use crate::storage::{AppendRequest, Record};
+
+    /// A record damaged on disk (no age to read) does not hold the age
+    /// limit up: it is cut with the expired records around it.
+    #[test]
+    fn a_damaged_record_does_not_hold_retention_up() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = open_with_segments(dir.path(), 1 << 20);
+        for (ts, p) in [
+            (1, b"first"),
+            (2, b"secnd"),
+            (3, b"third"),
+            (now_ms(), b"fresh"),
+        ] {
+            block(store.append(AppendRequest {
+                topic: "t".into(),
+                record: Record {
+                    timestamp_ms: ts,
+                    headers: vec![],
+                    content_type: "text/plain".into(),
+                    payload: p.to_vec(),
+                },
+                dedup: None,
+            }))
+            .expect("append");
+        }
+        store.close();
+        drop(store);
+        damage_on_disk(dir.path(), "t", b"secnd");
+        let store = open_with_segments(dir.path(), 1 << 20);
+        let limits = Limits {
+            max_age: Some(std::time::Duration::from_secs(3600)),
+            max_bytes: None,
+            max_records: None,
+            force: false,
+        };
+        assert_eq!(cut(&store, "t", 0, 3, 20, &limits).expect("cut"), 3);
+        store.close();
+    }
 }

@@ -105,6 +105,34 @@ fn send_summarises_acks_and_sets_the_exit_code() {
         err.contains("damaged record: hl7.inbound@1: frame checksum does not match"),
         "{err}"
     );
+
+    // A backup leaves the damaged record out (it must not come back under a
+    // fresh checksum), says so, and exits 1; the restore has the rest.
+    let bak = tmp.path().join("damaged.bak");
+    let (code, out, err) = medbus(&[
+        "backup",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--out",
+        &bak.to_string_lossy(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("1 records damaged on disk were left out"),
+        "{err}"
+    );
+    let restored = tmp.path().join("restored");
+    let (code, _, err) = medbus(&[
+        "restore",
+        "--in",
+        &bak.to_string_lossy(),
+        "--data-dir",
+        &restored.to_string_lossy(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let recs = dump(&restored, "hl7.inbound");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["headers"]["hl7.control_id"], "CLI1");
 }
 
 #[test]

@@ -106,6 +106,7 @@ fn remote(data_dir: &Path, out: &Path) -> Result<BackupSummary, BackupCliError> 
         trees: 0,
         entries: header("x-medbus-backup-entries").unwrap_or(0),
         bytes,
+        damaged: header("x-medbus-backup-damaged").unwrap_or(0),
     })
 }
 

@@ -207,7 +207,7 @@ impl Worker {
                 // The next record is damaged on disk: dead-lettered with its
                 // bytes as they are on disk, like a message the peer
                 // rejects, rather than stall the destination for ever.
-                Err(StorageError::Damaged { offset, what, .. }) if offset == next => {
+                Err(StorageError::Damaged { offset, what, .. }) if offset >= next => {
                     let record = Record {
                         timestamp_ms: now_ms(),
                         headers: Vec::new(),

@@ -155,17 +155,18 @@ async fn manage(
         let mut latest: HashMap<String, Option<(u64, Spec)>> = HashMap::new();
         let mut failed = None;
         loop {
-            let batch = match store.read(TOPIC, next, READ_BATCH) {
-                Ok(b) => b,
+            let (batch, after) = match store.read_sound(TOPIC, next, READ_BATCH) {
+                Ok(read) => read,
                 Err(e) => {
                     failed = Some(e);
                     break;
                 }
             };
-            // A read may stop short of READ_BATCH: done only when empty.
-            let full = !batch.is_empty();
-            for (offset, record) in &batch {
-                next = offset + 1;
+            // A read may stop short of READ_BATCH: done only when it
+            // moved nothing on.
+            let full = after > next;
+            next = after;
+            for (_, record) in &batch {
                 let Some(id) = record.header(headers::FHIR_ID) else {
                     continue;
                 };
@@ -342,8 +343,8 @@ impl Worker {
             let mut lag = 0u64;
             for (i, topic) in sources.iter().enumerate() {
                 let from = next.get(i).copied().unwrap_or(0);
-                let batch = match self.store.read(topic, from, READ_BATCH) {
-                    Ok(b) => b,
+                let (batch, after) = match self.store.read_sound(topic, from, READ_BATCH) {
+                    Ok(read) => read,
                     Err(StorageError::Closed) => break 'outer,
                     Err(e) => {
                         tracing::error!(subscription = %self.spec.id, error = %e, "cannot read a source topic");
@@ -353,12 +354,12 @@ impl Worker {
                         continue;
                     }
                 };
-                if let Some(&(last, _)) = batch.last() {
+                if after > from {
                     progressed = true;
-                    match self.handle_batch(topic, &batch).await {
+                    match self.handle_batch(topic, &batch, after).await {
                         Some(()) => {
                             if let Some(n) = next.get_mut(i) {
-                                *n = last + 1;
+                                *n = after;
                             }
                         }
                         None => break 'outer,
@@ -394,7 +395,12 @@ impl Worker {
     /// write per batch, not per notification: after a crash the
     /// notifications of the last batch or two may be sent again
     /// (at-least-once), none is skipped. `None` when stopping.
-    async fn handle_batch(&mut self, topic: &str, batch: &[(u64, Record)]) -> Option<()> {
+    async fn handle_batch(
+        &mut self,
+        topic: &str,
+        batch: &[(u64, Record)],
+        after: u64,
+    ) -> Option<()> {
         let want = self.spec.criteria.resource_type.clone();
         let mut write = AtomicWrite::default();
         let mut outcomes = Vec::new();
@@ -459,9 +465,8 @@ impl Worker {
         }
         let stopped = *self.stop.borrow();
         if !stopped {
-            if let Some(&(last, _)) = batch.last() {
-                write.cursors = vec![(self.key(topic), last + 1)];
-            }
+            // Past the batch, and past a damaged record the read passed over.
+            write.cursors = vec![(self.key(topic), after)];
         }
         // One write in flight at a time, in order: the previous batch's
         // lands before this one is handed over.

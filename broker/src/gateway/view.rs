@@ -326,20 +326,17 @@ fn step(
     topic: &str,
     next: u64,
 ) -> Result<Option<u64>, StorageError> {
-    let batch = store.read(topic, next, VIEW_BATCH)?;
-    let Some(&(last, _)) = batch.last() else {
+    let (batch, after) = store.read_sound(topic, next, VIEW_BATCH)?;
+    if after == next {
         return Ok(None);
-    };
+    }
     let mut ops = Vec::new();
     let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
     let mut versions = 0u64;
     for (_, record) in &batch {
         versions += u64::from(index_record(store, &mut overlay, &mut ops, record)?);
     }
-    ops.push(KvOp::Put(
-        key(b'c', &[topic]),
-        (last + 1).to_be_bytes().to_vec(),
-    ));
+    ops.push(KvOp::Put(key(b'c', &[topic]), after.to_be_bytes().to_vec()));
     store.kv_apply(VIEW_TREE, ops)?;
     ViewBatchIndexed {
         topic,
@@ -347,7 +344,7 @@ fn step(
         versions,
     }
     .emit(metrics);
-    Ok(Some(last + 1))
+    Ok(Some(after))
 }
 
 /// Add one record's changes to `ops`; whether it made a new version.

@@ -105,9 +105,10 @@ fn prepare(
         Ok(batch) => batch,
         // The next record is damaged on disk: like a value that does not
         // decode, it is dead-lettered (with the bytes as they are on disk)
-        // rather than stall the route for ever.
-        Err(StorageError::Damaged { offset, what, .. }) if offset == next => {
-            return dead_letter_damaged(route, store, source, next, what).map(Some);
+        // rather than stall the route for ever. (It may lie past `next`
+        // when the offsets before it are gone: retention, a restore.)
+        Err(StorageError::Damaged { offset, what, .. }) if offset >= next => {
+            return dead_letter_damaged(route, store, (source, next), offset, what).map(Some);
         }
         Err(e) => return Err(e),
     };
@@ -234,11 +235,11 @@ fn advance_cursor(
 }
 
 /// A one-record batch: the damaged record at `offset` of `source`
-/// dead-lettered, the cursor moved past it.
+/// dead-lettered, the cursor moved from `next` past it.
 fn dead_letter_damaged(
     route: &CompiledRoute,
     store: &Store,
-    source: &str,
+    (source, next): (&str, u64),
     offset: u64,
     what: &str,
 ) -> Result<Prepared, StorageError> {
@@ -260,12 +261,12 @@ fn dead_letter_damaged(
         route.dead_letter_topic.clone(),
         EncodedRecord::new(&record)?,
     ));
-    advance_cursor(&mut write, route, source, offset, offset + 1);
+    advance_cursor(&mut write, route, source, next, offset + 1);
     Ok(Prepared {
         write,
         next_read: BATCH_RECORDS,
         source: source.to_string(),
-        from: offset,
+        from: next,
         to: offset,
         matched: 0,
         filtered: 0,
@@ -527,7 +528,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::tests::{block, open_with_segments};
+    use crate::storage::tests::{block, damage_on_disk, open_with_segments};
     use crate::storage::AppendRequest;
     use medbus_config::route::{parse_template, Condition};
     use medbus_config::Transform;
@@ -643,18 +644,7 @@ mod tests {
         }
         store.close();
         drop(store);
-        let seg = dir
-            .path()
-            .join(crate::storage::log::TOPICS_DIR)
-            .join("in")
-            .join(crate::storage::segment::data_name(0));
-        let mut data = std::fs::read(&seg).expect("segment");
-        let at = data
-            .windows(5)
-            .position(|w| w == b"secnd")
-            .expect("second payload");
-        data[at] = b'S';
-        std::fs::write(&seg, &data).expect("damage");
+        damage_on_disk(dir.path(), "in", b"secnd");
         let store = open_with_segments(dir.path(), 1 << 20);
         // The batch stops before the damaged record …
         let p = prepare_at(Transform::None, &store, 0);

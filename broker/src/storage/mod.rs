@@ -250,6 +250,8 @@ struct Inner {
     commit_timeout: Duration,
     /// Reads refused because a record on disk was damaged, since open.
     damaged_reads: std::sync::atomic::AtomicU64,
+    /// How many of them [`Store::take_damaged_reads`] has handed out.
+    damaged_reads_taken: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -368,6 +370,7 @@ impl Store {
                 thread: std::sync::Mutex::new(Some(thread)),
                 commit_timeout: options.commit_timeout,
                 damaged_reads: Default::default(),
+                damaged_reads_taken: Default::default(),
             }),
         })
     }
@@ -533,6 +536,31 @@ impl Store {
         Ok(self.inner.log.topic(topic).map(|t| topic_info(&t)))
     }
 
+    /// Like [`Store::read`], but passing over records damaged on disk
+    /// (each logged and counted by the read that met it): for readers that
+    /// cannot use such a record and have no dead-letter topic to put it in
+    /// (the FHIR view, subscription notifications). Also returns the offset
+    /// to read from next, which is past a damaged record even when no sound
+    /// one follows it.
+    pub fn read_sound(
+        &self,
+        topic: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<(Vec<(u64, Record)>, u64), StorageError> {
+        let mut at = from;
+        loop {
+            match self.read(topic, at, max) {
+                Ok(batch) => {
+                    let after = batch.last().map_or(at, |(last, _)| last + 1);
+                    return Ok((batch, after));
+                }
+                Err(StorageError::Damaged { offset, .. }) if offset >= at => at = offset + 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Up to `max` records of `topic` from offset `from` on.
     pub fn read(
         &self,
@@ -587,6 +615,17 @@ impl Store {
         self.inner
             .damaged_reads
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The damaged reads since the last call (for a metrics counter:
+    /// concurrent callers each get a distinct share of the increase).
+    pub fn take_damaged_reads(&self) -> u64 {
+        let now = self.damaged_reads();
+        let before = self
+            .inner
+            .damaged_reads_taken
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        now.saturating_sub(before)
     }
 
     /// The stored bytes of the record at `offset` as they are on disk,

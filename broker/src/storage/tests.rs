@@ -517,6 +517,22 @@ fn topics_kept_in_sled_trees_are_moved_over() {
     assert_eq!(store.read("old", 0, 10).expect("read").len(), 3);
 }
 
+/// Damage a closed store's data on disk: the first byte of the first
+/// occurrence of `needle` in `topic`'s first segment gets its case flipped.
+pub(crate) fn damage_on_disk(dir: &Path, topic: &str, needle: &[u8]) {
+    let seg = dir
+        .join(log::TOPICS_DIR)
+        .join(topic)
+        .join(segment::data_name(0));
+    let mut data = std::fs::read(&seg).expect("segment");
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the bytes to damage");
+    data[at] ^= 0x20;
+    std::fs::write(&seg, &data).expect("damage");
+}
+
 /// A closed store holding five 100-byte records in topic `t`, and the path
 /// of its one segment file.
 fn five_records_stored() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -784,6 +800,17 @@ fn a_record_damaged_on_disk_is_refused_when_read() {
     assert_eq!(store.read("t", 3, 10).expect("sound record").len(), 1);
     assert!(store.read("t", 4, 10).is_err());
     assert_eq!(store.damaged_reads(), 2);
+    assert_eq!(store.take_damaged_reads(), 2);
+    assert_eq!(store.take_damaged_reads(), 0);
+    // Readers without a dead-letter topic pass over them.
+    let offsets = |(batch, after): (Vec<(u64, Record)>, u64)| {
+        (batch.iter().map(|(o, _)| *o).collect::<Vec<_>>(), after)
+    };
+    let sound = |from| offsets(store.read_sound("t", from, 10).expect("read_sound"));
+    assert_eq!(sound(0), (vec![0, 1], 2));
+    assert_eq!(sound(2), (vec![3], 4));
+    assert_eq!(sound(4), (vec![], 5));
+    assert_eq!(store.damaged_reads(), 4);
     assert_eq!(store.topics().expect("topics")[0].last, Some(4));
     append_n(&store, "t", 1, 10);
     assert_eq!(store.read("t", 5, 10).expect("appended").len(), 1);

@@ -5,6 +5,7 @@
 //! which it does only after the journal made it durable: nothing a reader
 //! acts on (a route, a subscriber) can be lost by a crash afterwards.
 
+use super::record::MAX_RECORD_BYTES;
 use super::segment::{self, Files, Segment, FRAME_HEADER, INDEX_ENTRY};
 use super::{RawRecord, StorageError};
 use bytes::Bytes;
@@ -451,8 +452,11 @@ impl TopicLog {
     }
 
     /// The stored value (envelope) of the record at `offset` as it is in
-    /// its segment, without the checksum check; empty when the index or the
-    /// frame header does not lead to it. For dead-lettering a damaged record.
+    /// its segment, without the checksum check: the bytes after its frame
+    /// header up to where the index puts the next record (at most
+    /// [`MAX_RECORD_BYTES`], whatever a damaged length field says); empty
+    /// when the index or the frame header does not lead to it. For
+    /// dead-lettering a [`StorageError::Damaged`] record.
     pub fn read_unchecked(&self, offset: u64) -> Result<Vec<u8>, StorageError> {
         let found = {
             let st = self.read_state();
@@ -466,23 +470,23 @@ impl TopicLog {
         let Some((files, base, seg_len)) = found else {
             return Ok(Vec::new());
         };
-        let entries = files.entries(offset - base, 1).map_err(io_error)?;
+        let entries = files.entries(offset - base, 2).map_err(io_error)?;
         let Some(&(pos, _)) = entries.first() else {
             return Ok(Vec::new());
         };
+        let end = entries.get(1).map_or(seg_len, |e| u64::from(e.0));
         let mut head = [0u8; FRAME_HEADER];
-        if files.data.read_exact_at(&mut head, u64::from(pos)).is_err() {
+        if files.data.read_exact_at(&mut head, u64::from(pos)).is_err()
+            || segment::FrameHead::parse(&head).is_none_or(|h| h.offset != offset)
+        {
             return Ok(Vec::new());
         }
-        let Some(head) = segment::FrameHead::parse(&head)
-            .filter(|h| h.offset == offset && u64::from(pos) + h.frame_len() as u64 <= seg_len)
-        else {
-            return Ok(Vec::new());
-        };
-        let mut value = vec![0u8; head.value_len as usize];
+        let start = u64::from(pos) + FRAME_HEADER as u64;
+        let len = end.saturating_sub(start).min(MAX_RECORD_BYTES as u64);
+        let mut value = vec![0u8; len as usize];
         files
             .data
-            .read_exact_at(&mut value, u64::from(pos) + FRAME_HEADER as u64)
+            .read_exact_at(&mut value, start)
             .map_err(io_error)?;
         Ok(value)
     }
@@ -522,6 +526,12 @@ impl TopicLog {
     /// frame's checksum is checked too (bytes read back from a segment may
     /// have been damaged since they were written; the in-memory tail holds
     /// the frames as they were made).
+    ///
+    /// Only a frame found where the index says, holding the right offset,
+    /// whose checksum fails is [`StorageError::Damaged`] (a damaged record,
+    /// which readers may dead-letter and pass). A header that does not
+    /// match may as well mean a wrong index entry, so it is a plain error
+    /// that stops the reader rather than let it pass a sound record.
     fn frame_at(
         &self,
         data: &Bytes,
@@ -529,19 +539,23 @@ impl TopicLog {
         offset: u64,
         from_disk: bool,
     ) -> Result<(RawRecord, usize), StorageError> {
-        let damaged = |what| StorageError::Damaged {
-            topic: self.name.clone(),
-            offset,
-            what,
-        };
         let head = data
             .get(pos..)
             .and_then(segment::FrameHead::parse)
             .filter(|h| h.offset == offset && pos + h.frame_len() <= data.len())
-            .ok_or_else(|| damaged("frame header does not match"))?;
+            .ok_or_else(|| {
+                StorageError::Record(format!(
+                    "{}@{offset}: the frame the index points at does not hold this record",
+                    self.name
+                ))
+            })?;
         let value = data.slice(pos + FRAME_HEADER..pos + head.frame_len());
         if from_disk && segment::frame_crc(head.offset, head.payload_len, &value) != head.crc {
-            return Err(damaged("frame checksum does not match"));
+            return Err(StorageError::Damaged {
+                topic: self.name.clone(),
+                offset,
+                what: "frame checksum does not match",
+            });
         }
         Ok((RawRecord::new(value), head.frame_len()))
     }
