@@ -118,6 +118,17 @@ pub(crate) fn frames(bytes: &[u8]) -> impl Iterator<Item = (FrameHead, usize, &[
     })
 }
 
+/// The length of the frame at `pos` in `data` when it is sound: a header
+/// holding `offset`, a value inside `data`, a matching checksum.
+fn sound_frame(data: &[u8], pos: usize, offset: u64) -> Option<usize> {
+    let head = FrameHead::parse(data.get(pos..)?)?;
+    if head.offset != offset {
+        return None;
+    }
+    let value = data.get(pos + FRAME_HEADER..pos + head.frame_len())?;
+    (frame_crc(head.offset, head.payload_len, value) == head.crc).then_some(head.frame_len())
+}
+
 /// File name of the segment starting at `base`.
 pub(crate) fn data_name(base: u64) -> String {
     format!("{base:020}.seg")
@@ -387,27 +398,43 @@ impl Segment {
         let mut index = Vec::new();
         let mut count = 0u64;
         let mut end = 0usize;
-        // Frames are walked by their headers. One whose header holds the
-        // next offset and fits in the file but whose checksum fails is kept
-        // (and refused when read): cutting the segment there would also drop
-        // every sound record after it. What follows a header that does not
-        // fit is a write a crash cut short, and is dropped (the journal has
-        // it, or it was never acknowledged).
+        // Frames are walked by their headers. A damaged frame (its checksum
+        // fails, or its header does not lead on to the next frame) is kept
+        // in the index when a sound frame with the next offset follows it,
+        // found by scanning if its length field is what was damaged: it is
+        // refused when read, and the sound records after it stay. Cutting
+        // the segment there would drop them all. A damaged frame that no
+        // sound one follows is a write a crash cut short, and is dropped
+        // with what follows (the journal has it, or it was never
+        // acknowledged).
         let mut damaged = Vec::new();
-        while let Some(head) = data.get(end..).and_then(FrameHead::parse) {
-            let Some(value) = data.get(end + FRAME_HEADER..end + head.frame_len()) else {
+        while end < data.len() {
+            let want = self.base + count;
+            let head = FrameHead::parse(data.get(end..).unwrap_or_default());
+            if let Some(len) = sound_frame(&data, end, want) {
+                index.extend_from_slice(&(end as u32).to_be_bytes());
+                index.extend_from_slice(&head.map_or(0, |h| h.payload_len).to_be_bytes());
+                count += 1;
+                end += len;
+                continue;
+            }
+            // Where the next record starts: right after this frame if its
+            // header holds the right offset and length (only the checksum
+            // failed), else wherever a sound frame holding it is found.
+            let claimed = head
+                .filter(|h| h.offset == want)
+                .map(|h| end + h.frame_len())
+                .filter(|&e| e == data.len() || sound_frame(&data, e, want + 1).is_some());
+            let Some(next) = claimed.or_else(|| {
+                (end + 1..data.len()).find(|&p| sound_frame(&data, p, want + 1).is_some())
+            }) else {
                 break;
             };
-            if head.offset != self.base + count {
-                break;
-            }
-            if frame_crc(head.offset, head.payload_len, value) != head.crc {
-                damaged.push(head.offset);
-            }
+            damaged.push(want);
             index.extend_from_slice(&(end as u32).to_be_bytes());
-            index.extend_from_slice(&head.payload_len.to_be_bytes());
+            index.extend_from_slice(&head.map_or(0, |h| h.payload_len).to_be_bytes());
             count += 1;
-            end += head.frame_len();
+            end = next;
         }
         let segment = self.dir.join(data_name(self.base));
         tracing::warn!(segment = %segment.display(), records = count, "segment index rebuilt from its data");
@@ -415,7 +442,7 @@ impl Segment {
             tracing::error!(
                 segment = %segment.display(),
                 offsets = ?damaged,
-                "records in this segment fail their checksum: reading them is refused"
+                "records in this segment are damaged: reading them is refused"
             );
         }
         files.data.set_len(end as u64)?;

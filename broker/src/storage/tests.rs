@@ -549,6 +549,42 @@ fn five_records_stored() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, seg)
 }
 
+/// A damaged length field in the middle of a segment: with the index, the
+/// record is refused as damaged; when the index is lost too (rebuilt from
+/// the data), the frames after it are found again by scanning, instead of
+/// the segment being cut there.
+#[test]
+fn a_damaged_frame_length_loses_only_its_record() {
+    for lose_index in [false, true] {
+        let (dir, seg) = five_records_stored();
+        let mut data = std::fs::read(&seg).expect("read segment");
+        let frame = data.len() / 5;
+        // The third frame's value length, one larger.
+        data[2 * frame + 3] = data[2 * frame + 3].wrapping_add(1);
+        std::fs::write(&seg, &data).expect("write segment");
+        if lose_index {
+            std::fs::remove_file(seg.with_extension("idx")).expect("rm idx");
+        }
+        let store = open(dir.path());
+        let sound = |from| {
+            let (batch, after) = store.read_sound("t", from, 10).expect("read_sound");
+            (batch.iter().map(|(o, _)| *o).collect::<Vec<_>>(), after)
+        };
+        assert_eq!(sound(0), (vec![0, 1], 2), "lose_index {lose_index}");
+        assert_eq!(sound(2), (vec![3, 4], 5), "lose_index {lose_index}");
+        match store.read("t", 2, 10) {
+            Err(StorageError::Damaged { offset: 2, .. }) => {}
+            other => panic!("lose_index {lose_index}: {other:?}"),
+        }
+        // Its bytes for a dead letter: up to where the next record starts.
+        assert_eq!(
+            store.read_damaged("t", 2).expect("raw").len(),
+            frame - segment::FRAME_HEADER
+        );
+        store.close();
+    }
+}
+
 /// A segment whose index file is gone (a crash right after the data file
 /// was created) is rebuilt from the data; a data directory whose checkpoint
 /// is gone is refused, not read as empty.

@@ -527,11 +527,12 @@ impl TopicLog {
     /// have been damaged since they were written; the in-memory tail holds
     /// the frames as they were made).
     ///
-    /// Only a frame found where the index says, holding the right offset,
-    /// whose checksum fails is [`StorageError::Damaged`] (a damaged record,
-    /// which readers may dead-letter and pass). A header that does not
-    /// match may as well mean a wrong index entry, so it is a plain error
-    /// that stops the reader rather than let it pass a sound record.
+    /// Only a frame found where the index says and holding the right
+    /// offset, whose length or checksum is wrong, is
+    /// [`StorageError::Damaged`] (a damaged record, which readers may
+    /// dead-letter and pass). A header holding another offset may as well
+    /// mean a wrong index entry, so it is a plain error that stops the
+    /// reader rather than let it pass a sound record.
     fn frame_at(
         &self,
         data: &Bytes,
@@ -539,23 +540,27 @@ impl TopicLog {
         offset: u64,
         from_disk: bool,
     ) -> Result<(RawRecord, usize), StorageError> {
+        let damaged = |what| StorageError::Damaged {
+            topic: self.name.clone(),
+            offset,
+            what,
+        };
         let head = data
             .get(pos..)
             .and_then(segment::FrameHead::parse)
-            .filter(|h| h.offset == offset && pos + h.frame_len() <= data.len())
+            .filter(|h| h.offset == offset)
             .ok_or_else(|| {
                 StorageError::Record(format!(
                     "{}@{offset}: the frame the index points at does not hold this record",
                     self.name
                 ))
             })?;
+        if pos + head.frame_len() > data.len() {
+            return Err(damaged("frame length does not match"));
+        }
         let value = data.slice(pos + FRAME_HEADER..pos + head.frame_len());
         if from_disk && segment::frame_crc(head.offset, head.payload_len, &value) != head.crc {
-            return Err(StorageError::Damaged {
-                topic: self.name.clone(),
-                offset,
-                what: "frame checksum does not match",
-            });
+            return Err(damaged("frame checksum does not match"));
         }
         Ok((RawRecord::new(value), head.frame_len()))
     }
