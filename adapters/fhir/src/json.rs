@@ -14,7 +14,7 @@ use std::fmt::Display;
 use serde::ser::{self, Serialize};
 
 /// The struct name `serde_json::value::RawValue` serialises under (its text is the one field).
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Why serialising failed (only on values this writer does not support).
 #[derive(Debug)]

@@ -86,11 +86,15 @@ impl Skip for Decimal {
 }
 
 impl Serialize for Decimal {
+    /// As a JSON number written as is: the shape `serde_json`'s `RawValue` serialises as (a
+    /// struct named by its token, the text its one field), which both `serde_json` and
+    /// [`crate::json`] write verbatim. The text is a valid JSON number by construction, so it
+    /// is neither copied nor validated again here.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match serde_json::value::RawValue::from_string(self.0.clone()) {
-            Ok(raw) => raw.serialize(s),
-            Err(_) => s.serialize_str(&self.0),
-        }
+        use serde::ser::SerializeStruct;
+        let mut raw = s.serialize_struct(crate::json::RAW_VALUE_TOKEN, 1)?;
+        raw.serialize_field(crate::json::RAW_VALUE_TOKEN, self.0.as_str())?;
+        raw.end()
     }
 }
 
