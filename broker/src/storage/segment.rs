@@ -118,15 +118,31 @@ pub(crate) fn frames(bytes: &[u8]) -> impl Iterator<Item = (FrameHead, usize, &[
     })
 }
 
-/// The length of the frame at `pos` in `data` when it is sound: a header
-/// holding `offset`, a value inside `data`, a matching checksum.
-fn sound_frame(data: &[u8], pos: usize, offset: u64) -> Option<usize> {
-    let head = FrameHead::parse(data.get(pos..)?)?;
-    if head.offset != offset {
-        return None;
+/// Whether `rest` (what follows a segment's last sound frame) holds a sound
+/// frame of a record at or after `offset`. Checksums are computed only for
+/// headers with a plausible offset, within a fixed byte budget, so damaged
+/// or hostile bytes cannot make this slow.
+fn holds_later_frame(rest: &[u8], offset: u64) -> bool {
+    let mut budget: usize = 64 << 20;
+    for pos in 0..rest.len() {
+        let Some(head) = rest.get(pos..).and_then(FrameHead::parse) else {
+            return false;
+        };
+        if head.offset < offset || head.offset - offset > MAX_SEGMENT_BYTES {
+            continue;
+        }
+        let Some(value) = rest.get(pos + FRAME_HEADER..pos + head.frame_len()) else {
+            continue;
+        };
+        if value.len() > budget {
+            return false;
+        }
+        budget -= value.len();
+        if frame_crc(head.offset, head.payload_len, value) == head.crc {
+            return true;
+        }
     }
-    let value = data.get(pos + FRAME_HEADER..pos + head.frame_len())?;
-    (frame_crc(head.offset, head.payload_len, value) == head.crc).then_some(head.frame_len())
+    false
 }
 
 /// File name of the segment starting at `base`.
@@ -329,18 +345,16 @@ impl Segment {
             self.rebuild(&files)?;
         }
         let keep = keep.min(self.count);
-        let len = if keep == 0 {
-            0
+        // Where record `keep` starts (the segment's end when all are kept):
+        // from the index, not from a frame header, whose length field may be
+        // the damaged part of a frame the rebuild kept.
+        let len = if keep == self.count {
+            self.len
         } else {
-            let (pos, _) = files
-                .entries(keep - 1, 1)?
+            files
+                .entries(keep, 1)?
                 .first()
-                .copied()
-                .unwrap_or((0, 0));
-            let mut head = [0u8; FRAME_HEADER];
-            files.data.read_exact_at(&mut head, u64::from(pos))?;
-            let head = FrameHead::parse(&head).ok_or_else(|| io::Error::other("bad frame"))?;
-            u64::from(pos) + head.frame_len() as u64
+                .map_or(self.len, |&(pos, _)| u64::from(pos))
         };
         files.data.set_len(len)?;
         files.index.set_len(keep * INDEX_ENTRY as u64)?;
@@ -398,43 +412,29 @@ impl Segment {
         let mut index = Vec::new();
         let mut count = 0u64;
         let mut end = 0usize;
-        // Frames are walked by their headers. A damaged frame (its checksum
-        // fails, or its header does not lead on to the next frame) is kept
-        // in the index when a sound frame with the next offset follows it,
-        // found by scanning if its length field is what was damaged: it is
-        // refused when read, and the sound records after it stay. Cutting
-        // the segment there would drop them all. A damaged frame that no
-        // sound one follows is a write a crash cut short, and is dropped
-        // with what follows (the journal has it, or it was never
-        // acknowledged).
+        // Frames are walked by their headers. One whose header holds the
+        // next offset and fits in the file but whose checksum fails is kept
+        // (refused when read; its payload length, which may be what was
+        // damaged, counts as 0): cutting the segment there would drop every
+        // record after it. The walk stops at a header that does not hold
+        // the next offset or does not fit: normally a write a crash cut
+        // short (the journal has it, or it was never acknowledged).
         let mut damaged = Vec::new();
-        while end < data.len() {
-            let want = self.base + count;
-            let head = FrameHead::parse(data.get(end..).unwrap_or_default());
-            if let Some(len) = sound_frame(&data, end, want) {
-                index.extend_from_slice(&(end as u32).to_be_bytes());
-                index.extend_from_slice(&head.map_or(0, |h| h.payload_len).to_be_bytes());
-                count += 1;
-                end += len;
-                continue;
-            }
-            // Where the next record starts: right after this frame if its
-            // header holds the right offset and length (only the checksum
-            // failed), else wherever a sound frame holding it is found.
-            let claimed = head
-                .filter(|h| h.offset == want)
-                .map(|h| end + h.frame_len())
-                .filter(|&e| e == data.len() || sound_frame(&data, e, want + 1).is_some());
-            let Some(next) = claimed.or_else(|| {
-                (end + 1..data.len()).find(|&p| sound_frame(&data, p, want + 1).is_some())
-            }) else {
+        while let Some(head) = data.get(end..).and_then(FrameHead::parse) {
+            let Some(value) = data.get(end + FRAME_HEADER..end + head.frame_len()) else {
                 break;
             };
-            damaged.push(want);
+            if head.offset != self.base + count {
+                break;
+            }
+            let sound = frame_crc(head.offset, head.payload_len, value) == head.crc;
+            if !sound {
+                damaged.push(head.offset);
+            }
             index.extend_from_slice(&(end as u32).to_be_bytes());
-            index.extend_from_slice(&head.map_or(0, |h| h.payload_len).to_be_bytes());
+            index.extend_from_slice(&(if sound { head.payload_len } else { 0 }).to_be_bytes());
             count += 1;
-            end = next;
+            end += head.frame_len();
         }
         let segment = self.dir.join(data_name(self.base));
         tracing::warn!(segment = %segment.display(), records = count, "segment index rebuilt from its data");
@@ -442,7 +442,23 @@ impl Segment {
             tracing::error!(
                 segment = %segment.display(),
                 offsets = ?damaged,
-                "records in this segment are damaged: reading them is refused"
+                "records in this segment fail their checksum: reading them is refused"
+            );
+        }
+        // What the walk leaves is cut off. If it holds a sound frame of a
+        // later record, this is damage, not a torn write: the bytes are kept
+        // beside the segment for an operator, never destroyed.
+        let rest = data.get(end..).unwrap_or_default();
+        if holds_later_frame(rest, self.base + count) {
+            let aside = self
+                .dir
+                .join(format!("{}.cut-at-{end}", data_name(self.base)));
+            std::fs::write(&aside, rest)?;
+            tracing::error!(
+                segment = %segment.display(),
+                at = end,
+                kept_in = %aside.display(),
+                "a damaged frame ends this segment early; records after it that the journal does not have are no longer served (restore the topic from a backup)"
             );
         }
         files.data.set_len(end as u64)?;

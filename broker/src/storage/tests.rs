@@ -549,12 +549,13 @@ fn five_records_stored() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, seg)
 }
 
-/// A damaged length field in the middle of a segment: with the index, the
-/// record is refused as damaged; when the index is lost too (rebuilt from
-/// the data), the frames after it are found again by scanning, instead of
-/// the segment being cut there.
+/// A damaged length field in the middle of a segment. With the index, the
+/// record is refused as damaged and the ones after it still read. When the
+/// index is lost too, the rebuild cannot walk past it: the segment ends
+/// there, and the bytes cut off (sound records among them) are kept beside
+/// it rather than destroyed.
 #[test]
-fn a_damaged_frame_length_loses_only_its_record() {
+fn a_damaged_frame_length_is_refused_and_what_a_rebuild_cuts_is_kept() {
     for lose_index in [false, true] {
         let (dir, seg) = five_records_stored();
         let mut data = std::fs::read(&seg).expect("read segment");
@@ -571,16 +572,38 @@ fn a_damaged_frame_length_loses_only_its_record() {
             (batch.iter().map(|(o, _)| *o).collect::<Vec<_>>(), after)
         };
         assert_eq!(sound(0), (vec![0, 1], 2), "lose_index {lose_index}");
-        assert_eq!(sound(2), (vec![3, 4], 5), "lose_index {lose_index}");
         match store.read("t", 2, 10) {
             Err(StorageError::Damaged { offset: 2, .. }) => {}
             other => panic!("lose_index {lose_index}: {other:?}"),
         }
-        // Its bytes for a dead letter: up to where the next record starts.
-        assert_eq!(
-            store.read_damaged("t", 2).expect("raw").len(),
-            frame - segment::FRAME_HEADER
-        );
+        let aside: Vec<_> = std::fs::read_dir(seg.parent().expect("dir"))
+            .expect("topic dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".seg.cut-at-"))
+            .collect();
+        if lose_index {
+            assert_eq!(sound(2), (vec![], 3));
+            assert_eq!(aside.len(), 1);
+            let kept = std::fs::read(aside[0].path()).expect("kept bytes");
+            assert_eq!(
+                kept.len(),
+                2 * frame - 1,
+                "frames 3 and 4, less the byte the damaged length took"
+            );
+        } else {
+            assert_eq!(sound(2), (vec![3, 4], 5));
+            assert!(aside.is_empty());
+            // Its bytes for a dead letter: up to where the next record starts.
+            assert_eq!(
+                store.read_damaged("t", 2).expect("raw").len(),
+                frame - segment::FRAME_HEADER
+            );
+        }
+        // The last record's bytes too (no next index entry to end them).
+        let last = if lose_index { 2 } else { 4 };
+        assert!(store
+            .read_damaged("t", last)
+            .is_ok_and(|b| b.len() >= frame - segment::FRAME_HEADER));
         store.close();
     }
 }

@@ -463,14 +463,16 @@ impl TopicLog {
             st.segments
                 .iter()
                 .find(|s| s.base <= offset && offset < s.end())
-                .map(|s| s.files().map(|f| (f, s.base, s.len)))
+                .map(|s| s.files().map(|f| (f, s.base, s.end(), s.len)))
                 .transpose()
                 .map_err(io_error)?
         };
-        let Some((files, base, seg_len)) = found else {
+        let Some((files, base, seg_end, seg_len)) = found else {
             return Ok(Vec::new());
         };
-        let entries = files.entries(offset - base, 2).map_err(io_error)?;
+        // Its own index entry, and the next record's when there is one.
+        let want = if offset + 1 < seg_end { 2 } else { 1 };
+        let entries = files.entries(offset - base, want).map_err(io_error)?;
         let Some(&(pos, _)) = entries.first() else {
             return Ok(Vec::new());
         };
