@@ -404,6 +404,10 @@ impl Worker {
         let want = self.spec.criteria.resource_type.clone();
         let mut write = AtomicWrite::default();
         let mut outcomes = Vec::new();
+        // Set when a delivery was cut short, whatever the reason (a stop, or
+        // the channel to the subscriber's socket closing): the cursor then
+        // stays after the last record handled, not past the batch.
+        let mut interrupted = false;
         for (offset, record) in batch {
             // The type is in the headers: the JSON is parsed only when the
             // criteria has parameters to check.
@@ -429,7 +433,10 @@ impl Worker {
             );
             let result = match self.deliver(&body).await {
                 // What was delivered before the stop still moves the cursor.
-                Delivery::Stopped => break,
+                Delivery::Stopped => {
+                    interrupted = true;
+                    break;
+                }
                 Delivery::Delivered => SubscriptionOutcome::Delivered,
                 Delivery::Failed(reason) => {
                     let mut h = vec![
@@ -463,7 +470,7 @@ impl Worker {
             write.cursors = vec![(self.key(topic), offset + 1)];
             outcomes.push((result, record.timestamp_ms));
         }
-        let stopped = *self.stop.borrow();
+        let stopped = interrupted || *self.stop.borrow();
         if !stopped {
             // Past the batch, and past a damaged record the read passed over.
             write.cursors = vec![(self.key(topic), after)];
