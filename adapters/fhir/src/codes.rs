@@ -145,7 +145,10 @@ pub fn document_status(v2: Option<&str>) -> &'static str {
 }
 
 /// Encounter participant type (v3 ParticipationType) for a PV1 doctor field.
-pub fn participation(code: &str, display: &str) -> crate::resources::CodeableConcept {
+pub fn participation(
+    code: &'static str,
+    display: &'static str,
+) -> crate::resources::CodeableConcept {
     crate::resources::CodeableConcept::code(
         "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
         code,

@@ -13,7 +13,8 @@ use crate::datatypes::time::{self, Offset};
 use crate::datatypes::Node;
 use crate::ids;
 use crate::resources::{
-    CodeableConcept, Identifier, Location, Organization, Practitioner, Reference, Resource,
+    CodeableConcept, Identifier, Location, Organization, Practitioner, Reference, Resource, Shared,
+    Text,
 };
 use crate::{concat, ConvertError, ConvertOptions};
 
@@ -40,7 +41,7 @@ pub struct Ctx<'o> {
     pub out: Vec<Emitted>,
     /// `Type/id` of every emitted resource (the reference text, so a lookup needs no key of
     /// its own).
-    seen: BTreeSet<String>,
+    seen: BTreeSet<Shared>,
     /// Scratch buffer every resource is serialised into before it is copied out at its exact
     /// size (no growing of a fresh buffer per resource).
     json_buf: Vec<u8>,
@@ -102,11 +103,12 @@ impl<'o> Ctx<'o> {
     /// first mention wins). Returns the reference to it.
     pub fn add<R: Resource>(&mut self, r: &R) -> Result<Reference, ConvertError> {
         let reference = Reference::to(R::TYPE, r.id());
-        let key = reference.reference.as_deref().unwrap_or_default();
-        if self.seen.contains(key) {
+        let Some(key) = &reference.reference else {
+            return Ok(reference);
+        };
+        if !self.seen.insert(key.clone()) {
             return Ok(reference);
         }
-        self.seen.insert(key.to_string());
         self.json_buf.clear();
         crate::json::write(&mut self.json_buf, r)
             .map_err(|e| ConvertError::Serialize(e.to_string()))?;
@@ -192,7 +194,7 @@ impl<'o> Ctx<'o> {
         &mut self,
         name: Option<String>,
         value: Option<String>,
-        system: Option<String>,
+        system: Option<Text>,
     ) -> Result<Option<Reference>, ConvertError> {
         let key = match (&value, &name) {
             (Some(v), _) => concat(&[v, "|", system.as_deref().unwrap_or_default()]),

@@ -443,7 +443,7 @@ fn finish_bundle(
             security: Vec::new(),
         }),
         identifier: control.map(|c| Identifier {
-            system: Some("urn:medbus:hl7v2:message-control-id".to_string()),
+            system: Some("urn:medbus:hl7v2:message-control-id".into()),
             value: Some(c),
             ..Identifier::default()
         }),

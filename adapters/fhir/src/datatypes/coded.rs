@@ -8,13 +8,13 @@
 
 use super::Node;
 use crate::concat;
-use crate::resources::{CodeableConcept, Coding};
+use crate::resources::{CodeableConcept, Coding, Text};
 
 /// Base of the URIs given to coding systems FHIR has no canonical URI for.
 pub const LOCAL_SYSTEM_BASE: &str = "urn:medbus:coding-system:";
 
 /// The FHIR URI for a v2 coding-system name, or `None` when the name cannot form a URI.
-pub fn system_uri(name: &str) -> Option<String> {
+pub fn system_uri(name: &str) -> Option<Text> {
     let n = name.trim();
     // Upper-cased on the stack: every known name is short.
     let mut buf = [0u8; 16];
@@ -46,17 +46,17 @@ pub fn system_uri(name: &str) -> Option<String> {
         _ => "",
     };
     if !known.is_empty() {
-        return Some(known.to_string());
+        return Some(Text::Borrowed(known));
     }
     if let Some(table) = n
         .strip_prefix("HL7")
         .or_else(|| n.strip_prefix("hl7"))
         .filter(|t| t.len() == 4 && t.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Some(concat(&[
+        return Some(Text::Owned(concat(&[
             "http://terminology.hl7.org/CodeSystem/v2-",
             table,
-        ]));
+        ])));
     }
     if n.contains('.')
         && n.bytes().all(|b| b.is_ascii_digit() || b == b'.')
@@ -64,19 +64,19 @@ pub fn system_uri(name: &str) -> Option<String> {
         && !n.ends_with('.')
         && !n.contains("..")
     {
-        return Some(concat(&["urn:oid:", n]));
+        return Some(Text::Owned(concat(&["urn:oid:", n])));
     }
     if !n.is_empty()
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Some(concat(&[LOCAL_SYSTEM_BASE, n]));
+        return Some(Text::Owned(concat(&[LOCAL_SYSTEM_BASE, n])));
     }
     None
 }
 
 /// A v2 code as a FHIR `code`: whitespace runs collapsed to one space.
-pub fn code(s: &str) -> Option<String> {
+pub fn code(s: &str) -> Option<Text> {
     let mut out = String::with_capacity(s.len());
     for w in s.split_whitespace() {
         if !out.is_empty() {
@@ -87,7 +87,7 @@ pub fn code(s: &str) -> Option<String> {
     if out.is_empty() {
         None
     } else {
-        Some(out)
+        Some(Text::Owned(out))
     }
 }
 
@@ -97,9 +97,9 @@ fn coding_at(node: Node<'_>, id: usize, text: usize, sys: usize, ver: usize) -> 
     code_v.as_ref()?;
     Some(Coding {
         system: node.get(sys).and_then(|s| system_uri(&s)),
-        version: node.s(ver),
+        version: node.s(ver).map(Text::Owned),
         code: code_v,
-        display,
+        display: display.map(Text::Owned),
     })
 }
 
@@ -125,15 +125,17 @@ pub fn concept(node: Node<'_>) -> Option<CodeableConcept> {
 /// A coded value from a v2 table (ID/IS, or the first component of a CWE) with a fixed system.
 pub fn table_concept(node: Node<'_>, table: &str) -> Option<CodeableConcept> {
     let c = node.first().and_then(|c| code(&c))?;
-    let system = node
-        .get(3)
-        .and_then(|s| system_uri(&s))
-        .unwrap_or_else(|| concat(&["http://terminology.hl7.org/CodeSystem/v2-", table]));
+    let system = node.get(3).and_then(|s| system_uri(&s)).unwrap_or_else(|| {
+        Text::Owned(concat(&[
+            "http://terminology.hl7.org/CodeSystem/v2-",
+            table,
+        ]))
+    });
     Some(CodeableConcept {
         coding: vec![Coding {
             system: Some(system),
             code: Some(c),
-            display: node.s(2),
+            display: node.s(2).map(Text::Owned),
             ..Coding::default()
         }],
         text: None,

@@ -10,7 +10,7 @@ use super::coded::code;
 use super::time;
 use super::Node;
 use crate::concat;
-use crate::resources::{CodeableConcept, Coding, Identifier, Period};
+use crate::resources::{CodeableConcept, Coding, Identifier, Period, Text};
 
 /// Base of the URIs given to assigning authorities known only by a local namespace id.
 pub const LOCAL_IDENTIFIER_BASE: &str = "urn:medbus:identifier-system:";
@@ -31,6 +31,14 @@ fn is_oid(s: &str) -> bool {
 
 /// An HD (namespace id, universal id, universal id type) as an identifier system URI.
 pub fn hd_system(
+    namespace: Option<Cow<'_, str>>,
+    universal: Option<Cow<'_, str>>,
+    kind: Option<Cow<'_, str>>,
+) -> Option<Text> {
+    hd_uri(namespace, universal, kind).map(Text::Owned)
+}
+
+fn hd_uri(
     namespace: Option<Cow<'_, str>>,
     universal: Option<Cow<'_, str>>,
     kind: Option<Cow<'_, str>>,
@@ -60,7 +68,7 @@ pub fn hd_system(
 pub fn id_type(c: &str) -> Option<CodeableConcept> {
     Some(CodeableConcept {
         coding: vec![Coding {
-            system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".to_string()),
+            system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
             code: Some(code(c)?),
             ..Coding::default()
         }],

@@ -2,16 +2,16 @@
 //!
 //! Only the elements medbus fills are declared; anything else would be dead weight.
 
-use super::Decimal;
+use super::{Decimal, Shared, Text};
 use crate::element;
 
 element! {
     /// FHIR `Coding`.
     pub struct Coding {
-        pub system: Option<String>,
-        pub version: Option<String>,
-        pub code: Option<String>,
-        pub display: Option<String>,
+        pub system: Option<Text>,
+        pub version: Option<Text>,
+        pub code: Option<Text>,
+        pub display: Option<Text>,
     }
 }
 
@@ -24,13 +24,17 @@ element! {
 }
 
 impl CodeableConcept {
-    /// A concept with one coding.
-    pub fn code(system: &str, code: &str, display: Option<&str>) -> CodeableConcept {
+    /// A concept with one coding (constants: nothing is copied).
+    pub fn code(
+        system: &'static str,
+        code: &'static str,
+        display: Option<&'static str>,
+    ) -> CodeableConcept {
         CodeableConcept {
             coding: vec![Coding {
-                system: Some(system.to_string()),
-                code: Some(code.to_string()),
-                display: display.map(str::to_string),
+                system: Some(Text::Borrowed(system)),
+                code: Some(Text::Borrowed(code)),
+                display: display.map(Text::Borrowed),
                 ..Coding::default()
             }],
             text: None,
@@ -55,9 +59,10 @@ element! {
 }
 
 element! {
-    /// FHIR `Reference` (relative `Type/id` references, resolved by the transaction).
+    /// FHIR `Reference` (relative `Type/id` references, resolved by the transaction; the text
+    /// is shared, as the Patient's and Encounter's are copied into most resources).
     pub struct Reference {
-        pub reference: Option<String>,
+        pub reference: Option<Shared>,
         pub display: Option<String>,
     }
 }
@@ -66,7 +71,7 @@ impl Reference {
     /// `Type/id`.
     pub fn to(resource_type: &str, id: &str) -> Reference {
         Reference {
-            reference: Some(crate::concat(&[resource_type, "/", id])),
+            reference: Some(Shared::from(crate::concat(&[resource_type, "/", id]))),
             display: None,
         }
     }
@@ -85,7 +90,7 @@ element! {
     pub struct Identifier {
         pub r#use: Option<&'static str>,
         pub r#type: Option<CodeableConcept>,
-        pub system: Option<String>,
+        pub system: Option<Text>,
         pub value: Option<String>,
         pub period: Option<Period>,
         pub assigner: Option<Reference>,
@@ -138,7 +143,7 @@ element! {
         pub value: Option<Decimal>,
         pub comparator: Option<&'static str>,
         pub unit: Option<String>,
-        pub system: Option<String>,
+        pub system: Option<Text>,
         pub code: Option<String>,
     }
 }

@@ -31,6 +31,52 @@ impl Skip for String {
         self.is_empty()
     }
 }
+/// Text that is often a constant (code systems, fixed codes and displays): a constant is
+/// borrowed, not copied.
+pub type Text = std::borrow::Cow<'static, str>;
+
+impl Skip for Text {
+    fn skip(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+/// Text many resources carry the same copy of (the Patient and Encounter references): cloning
+/// it shares it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Shared(std::rc::Rc<str>);
+
+impl std::borrow::Borrow<str> for Shared {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Shared {
+    fn from(s: String) -> Shared {
+        Shared(s.into())
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl Skip for Shared {
+    fn skip(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Skip for &'static str {
     fn skip(&self) -> bool {
         self.is_empty()

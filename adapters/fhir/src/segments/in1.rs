@@ -15,8 +15,8 @@ use crate::resources::{CodeableConcept, Coverage, CoverageClass, Identifier, Per
 use crate::ConvertError;
 
 fn class(
-    code: &str,
-    display: &str,
+    code: &'static str,
+    display: &'static str,
     value: Option<String>,
     name: Option<String>,
 ) -> Option<CoverageClass> {

@@ -15,16 +15,16 @@ use crate::datatypes::coded::{code, concept};
 use crate::datatypes::{Node, SegmentExt};
 use crate::resources::{
     CodeableConcept, Coding, MessageDestination, MessageHeader, MessageSource, Meta,
-    PrimitiveExtension, Provenance, ProvenanceAgent, Reference, Resource,
+    PrimitiveExtension, Provenance, ProvenanceAgent, Reference, Resource, Text,
 };
 use crate::ConvertError;
 
 /// The tag marking a partial mapping.
 pub fn partial_tag() -> Coding {
     Coding {
-        system: Some("urn:medbus:conversion".to_string()),
-        code: Some("partial".to_string()),
-        display: Some("message type not mapped; only header and patient converted".to_string()),
+        system: Some("urn:medbus:conversion".into()),
+        code: Some("partial".into()),
+        display: Some("message type not mapped; only header and patient converted".into()),
         ..Coding::default()
     }
 }
@@ -73,15 +73,15 @@ pub fn message_header(
     let t9 = msh.node(9);
     let trigger = t9.get(2).and_then(|t| code(&t));
     let event = Coding {
-        system: Some("http://terminology.hl7.org/CodeSystem/v2-0003".to_string()),
+        system: Some("http://terminology.hl7.org/CodeSystem/v2-0003".into()),
         code: trigger.or_else(|| t9.get(1).and_then(|c| code(&c))),
-        display: t9.text().map(|t| t.into_owned()),
+        display: t9.text().map(|t| Text::Owned(t.into_owned())),
         ..Coding::default()
     };
     let mut tag = Vec::new();
     if let Some(p) = msh.node(11).get(1).and_then(|p| code(&p)) {
         tag.push(Coding {
-            system: Some("http://terminology.hl7.org/CodeSystem/v2-0103".to_string()),
+            system: Some("http://terminology.hl7.org/CodeSystem/v2-0103".into()),
             code: Some(p),
             ..Coding::default()
         });

@@ -269,7 +269,7 @@ pub fn observation(
                     {
                         coding.system = Some(
                             "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-                                .to_string(),
+                                .into(),
                         );
                     }
                 }
@@ -302,7 +302,7 @@ fn document_from_ed(
     key: &str,
 ) -> Result<ObsOutcome, ConvertError> {
     let attachment = ed(obx.node(5)).unwrap_or_else(|| Attachment {
-        content_type: Some("application/octet-stream".to_string()),
+        content_type: Some("application/octet-stream".into()),
         ..Attachment::default()
     });
     if attachment.data.is_none() {
@@ -340,7 +340,7 @@ pub fn text_attachment(obxs: &[Seg<'_>]) -> Option<Attachment> {
         return None;
     }
     Some(Attachment {
-        content_type: Some("text/plain".to_string()),
+        content_type: Some("text/plain".into()),
         data: Some(base64(text.as_bytes())),
         ..Attachment::default()
     })

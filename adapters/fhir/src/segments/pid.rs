@@ -44,10 +44,14 @@ pub fn patient_key(ctx: &Ctx<'_>, pid: Seg<'_>) -> Option<String> {
         .or_else(|| cx_key(pid.node(4)).map(|k| concat(&["pid4|", &k])))
 }
 
-fn simple_identifier(value: Option<String>, system: &str, type_code: &str) -> Option<Identifier> {
+fn simple_identifier(
+    value: Option<String>,
+    system: &'static str,
+    type_code: &str,
+) -> Option<Identifier> {
     Some(Identifier {
         r#type: id_type(type_code),
-        system: Some(system.to_string()),
+        system: Some(system.into()),
         value: Some(value?),
         ..Identifier::default()
     })

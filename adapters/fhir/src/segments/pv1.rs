@@ -137,9 +137,9 @@ pub fn encounter(
         identifier: cx(pv1.node(19)).into_iter().collect(),
         status,
         class: Coding {
-            system: Some(system.to_string()),
-            code: Some(code.to_string()),
-            display: Some(display.to_string()),
+            system: Some(system.into()),
+            code: Some(code.into()),
+            display: Some(display.into()),
             ..Coding::default()
         },
         r#type: table_concept(pv1.node(4), "0007").into_iter().collect(),

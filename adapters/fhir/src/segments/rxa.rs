@@ -39,7 +39,7 @@ pub fn immunization(
     let occurrence = ctx.date_time(when.as_deref());
     let occurrence_string = if occurrence.is_none() {
         when.map(|w| w.into_owned())
-            .or_else(|| Some("unknown".to_string()))
+            .or_else(|| Some("unknown".into()))
     } else {
         None
     };
@@ -75,10 +75,10 @@ pub fn immunization(
         Some(m) => ctx.organization(
             m.coding
                 .first()
-                .and_then(|c| c.display.clone())
+                .and_then(|c| c.display.as_deref().map(str::to_string))
                 .or(m.text.clone()),
             rxa.node(17).s(1),
-            Some("http://hl7.org/fhir/sid/mvx".to_string()),
+            Some("http://hl7.org/fhir/sid/mvx".into()),
         )?,
         None => None,
     };

@@ -55,7 +55,7 @@ pub fn document(
     if content.is_empty() {
         content.push(DocumentContent {
             attachment: Attachment {
-                content_type: Some("text/plain".to_string()),
+                content_type: Some("text/plain".into()),
                 title: Some(
                     txa.node(2)
                         .s(2)
