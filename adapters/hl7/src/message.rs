@@ -497,13 +497,27 @@ impl<'a> Segment<'a> {
     /// Field `n` as [`Segment::field`] returns it, found through `seps`, this segment's
     /// [`Segment::locate_fields`] output, instead of by scanning.
     pub fn located_field(&self, seps: &[u32], n: usize) -> Option<Field<'a>> {
-        let piece = |k: usize| -> Option<&'a [u8]> {
+        let raw = self.raw;
+        self.field_from(n, |k| {
             let start = match k {
                 0 => 0,
                 _ => *seps.get(k - 1)? as usize + 1,
             };
-            self.raw.get(start..*seps.get(k)? as usize)
-        };
+            raw.get(start..*seps.get(k)? as usize)
+        })
+    }
+
+    /// Field `n` in HL7 numbering (MSH-1 is the field separator, MSH-2 the encoding characters);
+    /// `None` when the segment has fewer fields.
+    pub fn field(&self, n: usize) -> Option<Field<'a>> {
+        let (raw, sep) = (self.raw, self.delims.field);
+        self.field_from(n, |k| nth_piece(raw, sep, k))
+    }
+
+    /// Field `n`, given `piece(k)`: the `k`th (0-based) piece of the segment split on the field
+    /// separator. MSH-1 is the separator itself and MSH-2 (piece 1) is never split; any other
+    /// segment's field `n` is piece `n`.
+    fn field_from(&self, n: usize, piece: impl Fn(usize) -> Option<&'a [u8]>) -> Option<Field<'a>> {
         let (raw, atomic) = if self.is_msh() {
             match n {
                 0 => return None,
@@ -517,40 +531,19 @@ impl<'a> Segment<'a> {
             }
             (piece(n)?, false)
         };
-        Some(Field(Value {
-            raw,
-            delims: self.delims,
-            charset: self.charset,
-            atomic,
-            plain: false,
-            text: self.text,
-        }))
+        Some(self.field_value(raw, atomic))
     }
 
-    /// Field `n` in HL7 numbering (MSH-1 is the field separator, MSH-2 the encoding characters);
-    /// `None` when the segment has fewer fields.
-    pub fn field(&self, n: usize) -> Option<Field<'a>> {
-        let (raw, atomic) = if self.is_msh() {
-            match n {
-                0 => return None,
-                1 => (self.raw.get(3..4)?, true),
-                2 => (nth_piece(self.raw, self.delims.field, 1)?, true),
-                _ => (nth_piece(self.raw, self.delims.field, n - 1)?, false),
-            }
-        } else {
-            if n == 0 {
-                return None;
-            }
-            (nth_piece(self.raw, self.delims.field, n)?, false)
-        };
-        Some(Field(Value {
+    /// A field of this segment with these bytes.
+    fn field_value(&self, raw: &'a [u8], atomic: bool) -> Field<'a> {
+        Field(Value {
             raw,
             delims: self.delims,
             charset: self.charset,
             atomic,
             plain: false,
             text: self.text,
-        }))
+        })
     }
 
     /// Number of fields (HL7 numbering, so the highest valid `n` for [`Segment::field`]).
@@ -567,16 +560,7 @@ impl<'a> Segment<'a> {
     /// [`Segment::field`] for each `n`, without rescanning from the segment start).
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + '_ {
         let seg = *self;
-        let value = move |raw: &'a [u8], atomic: bool| {
-            Field(Value {
-                raw,
-                delims: seg.delims,
-                charset: seg.charset,
-                atomic,
-                plain: false,
-                text: seg.text,
-            })
-        };
+        let value = move |raw: &'a [u8], atomic: bool| seg.field_value(raw, atomic);
         // MSH-1 is the separator itself and MSH-2 (piece 1) is never split; any other segment's
         // field n is piece n.
         let msh = self.is_msh();

@@ -217,7 +217,7 @@ impl Worker {
                             .read_damaged(&self.s.from, offset)
                             .unwrap_or_default(),
                     };
-                    let reason = format!("the stored record is damaged on disk: {what}");
+                    let reason = Store::damaged_reason(what);
                     match self
                         .settle(offset, &record, DoneOutcome::DeadLettered, Some(reason))
                         .await

@@ -248,7 +248,7 @@ fn dead_letter_damaged(
         timestamp_ms: now_ms(),
         headers: dead_letter_headers(
             Vec::new(),
-            format!("the stored record is damaged on disk: {what}"),
+            Store::damaged_reason(what),
             route,
             source,
             offset,

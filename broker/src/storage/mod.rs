@@ -628,6 +628,12 @@ impl Store {
         now.saturating_sub(before)
     }
 
+    /// Why a record that [`StorageError::Damaged`] refused is dead-lettered
+    /// (the text of its `medbus.error` header).
+    pub fn damaged_reason(what: &str) -> String {
+        format!("the stored record is damaged on disk: {what}")
+    }
+
     /// The stored bytes of the record at `offset` as they are on disk,
     /// without the checksum check (for dead-lettering a record that
     /// [`StorageError::Damaged`] refused); empty when its frame header
