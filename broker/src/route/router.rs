@@ -116,7 +116,7 @@ fn prepare(
         return Ok(None);
     }
     let mut write = EncodedWrite::default();
-    let push = |write: &mut EncodedWrite, topic: String, r: &Record| {
+    let push = |write: &mut EncodedWrite, topic: String, r: Record| {
         write.records.push((topic, EncodedRecord::new(r)?));
         Ok::<(), StorageError>(())
     };
@@ -143,7 +143,7 @@ fn prepare(
                 push(
                     &mut write,
                     route.dead_letter_topic.clone(),
-                    &Record {
+                    Record {
                         timestamp_ms: now_ms(),
                         headers: dead_letter_headers(
                             Vec::new(),
@@ -175,7 +175,7 @@ fn prepare(
                     bytes += r.payload.len();
                     write
                         .records
-                        .push((topic, EncodedRecord::with_shared(&shared, &r)?));
+                        .push((topic, EncodedRecord::with_shared(&shared, r)?));
                 }
             }
             Routed::Failed(reason) => {
@@ -186,7 +186,7 @@ fn prepare(
                 push(
                     &mut write,
                     route.dead_letter_topic.clone(),
-                    &Record {
+                    Record {
                         timestamp_ms: record.timestamp_ms,
                         headers: dead_letter_headers(
                             record.headers.clone(),
@@ -257,10 +257,9 @@ fn dead_letter_damaged(
         payload: store.read_damaged(source, offset)?,
     };
     let mut write = EncodedWrite::default();
-    write.records.push((
-        route.dead_letter_topic.clone(),
-        EncodedRecord::new(&record)?,
-    ));
+    write
+        .records
+        .push((route.dead_letter_topic.clone(), EncodedRecord::new(record)?));
     advance_cursor(&mut write, route, source, next, offset + 1);
     Ok(Prepared {
         write,
@@ -598,7 +597,7 @@ mod tests {
             .write
             .records
             .iter()
-            .map(|(_, e)| Record::decode(&e.envelope).expect("decodes"))
+            .map(|(_, e)| Record::decode(&e.to_vec()).expect("decodes"))
             .collect();
         assert_eq!(out[3].payload, newer);
         assert!(out[3]
@@ -656,7 +655,7 @@ mod tests {
         assert_eq!(p.write.expect, [(cursor_key(CURSOR_KIND, "r", "in"), 1)]);
         let (topic, dead) = &p.write.records[0];
         assert_eq!(topic, "dlq.r");
-        let dead = Record::decode(&dead.envelope).expect("decodes");
+        let dead = Record::decode(&dead.to_vec()).expect("decodes");
         assert!(
             dead.payload.windows(5).any(|w| w == b"Secnd"),
             "the bytes on disk"

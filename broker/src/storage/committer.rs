@@ -81,7 +81,7 @@ pub(crate) struct EncodedAppend {
 impl EncodedAppend {
     pub fn new(request: AppendRequest) -> Result<EncodedAppend, StorageError> {
         Ok(EncodedAppend {
-            record: EncodedRecord::new(&request.record)?,
+            record: EncodedRecord::new(request.record)?,
             topic: request.topic,
             dedup: request.dedup,
         })
@@ -106,7 +106,7 @@ impl EncodedWrite {
         let records = write
             .records
             .into_iter()
-            .map(|(topic, r)| EncodedRecord::new(&r).map(|e| (topic, e)))
+            .map(|(topic, r)| EncodedRecord::new(r).map(|e| (topic, e)))
             .collect::<Result<_, _>>()?;
         Ok(EncodedWrite {
             records,
@@ -125,11 +125,11 @@ impl Op {
     /// Payload bytes the op would write.
     fn payload_bytes(&self) -> u64 {
         match self {
-            Op::Append { request, .. } => u64::from(request.record.payload_len),
+            Op::Append { request, .. } => u64::from(request.record.payload_len()),
             Op::Atomic { write, .. } => write
                 .records
                 .iter()
-                .map(|(_, r)| u64::from(r.payload_len))
+                .map(|(_, r)| u64::from(r.payload_len()))
                 .sum(),
             Op::Trim { .. } | Op::Backup { .. } => 0,
         }
@@ -308,8 +308,8 @@ impl Plan {
     ) -> Result<u64, StorageError> {
         let batch = self.batch(log, topic)?;
         let offset = batch.start + batch.count;
-        batch.push_with(offset, record.payload_len, |out| {
-            out.extend_from_slice(&record.envelope);
+        batch.push_with(offset, record.payload_len(), |out| {
+            record.write_to(out);
             Ok::<(), StorageError>(())
         })?;
         Ok(offset)

@@ -144,11 +144,23 @@ impl SharedHeaders {
             block,
         }
     }
+
+    /// Bytes of the encoded block.
+    pub fn len(&self) -> usize {
+        self.block.len()
+    }
 }
 
 /// Append the version 2 body of a record whose headers are `shared`, then
 /// `record`'s own.
 pub(crate) fn encode_shared(shared: &SharedHeaders, record: &Record, out: &mut Vec<u8>) {
+    encode_head(shared, record, out);
+    out.extend_from_slice(&record.payload);
+}
+
+/// [`encode_shared`] up to and including the payload's length: the payload
+/// bytes that end the body are left for the caller to write after it.
+pub(crate) fn encode_head(shared: &SharedHeaders, record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&record.timestamp_ms.to_le_bytes());
     put_varint(out, shared.count + record.headers.len() as u64);
     out.extend_from_slice(&shared.block);
@@ -157,7 +169,6 @@ pub(crate) fn encode_shared(shared: &SharedHeaders, record: &Record, out: &mut V
     let code = KNOWN_CONTENT_TYPES.iter().position(|c| c == ct);
     put_name(out, code.map(|i| i as u64 + 1), ct);
     put_varint(out, record.payload.len() as u64);
-    out.extend_from_slice(&record.payload);
 }
 
 /// A reader over an envelope's bytes; every length is checked against what

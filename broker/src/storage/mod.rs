@@ -434,10 +434,7 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<AppendOutcome, StorageError>> + 'static {
         let request = committer::EncodedAppend {
             topic: topic.to_string(),
-            record: record::EncodedRecord {
-                payload_len: 0,
-                envelope,
-            },
+            record: record::EncodedRecord::verbatim(envelope),
             dedup: None,
         };
         self.call(Ok(|reply| committer::Op::Append { request, reply }), None)

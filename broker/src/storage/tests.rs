@@ -798,7 +798,7 @@ fn a_write_expecting_another_cursor_position_is_refused_whole() {
         Ok(EncodedWrite {
             records: vec![(
                 "out".to_string(),
-                EncodedRecord::new(&rec(b"x")).expect("encode"),
+                EncodedRecord::new(rec(b"x")).expect("encode"),
             )],
             cursors: vec![(key.clone(), to)],
             released: Vec::new(),
