@@ -171,11 +171,9 @@ fn prepare(
                 matched += 1;
                 oldest_ms = oldest_ms.min(record.timestamp_ms);
                 let shared = SharedHeaders::new(&outputs.shared);
-                for (topic, r) in outputs.records {
-                    bytes += r.payload.len();
-                    write
-                        .records
-                        .push((topic, EncodedRecord::with_shared(&shared, r)?));
+                for (topic, o) in outputs.records {
+                    bytes += o.payload_len();
+                    write.records.push((topic, o.encode(&shared)?));
                 }
             }
             Routed::Failed(reason) => {

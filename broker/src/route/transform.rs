@@ -4,7 +4,7 @@
 //! tested without storage and reused by replay.
 
 use crate::headers;
-use crate::storage::Record;
+use crate::storage::{EncodedRecord, Record, RecordParts, SharedHeaders, StorageError};
 use medbus_config::route::{CompiledRoute, Condition, TemplatePart};
 use medbus_config::{Subject, Transform};
 use medbus_fhir::{Conversion, ConvertOptions};
@@ -31,22 +31,103 @@ pub enum Routed {
 pub struct Outputs {
     /// Headers of every output, first.
     pub shared: Vec<(String, String)>,
-    /// (topic, record with only its own headers), in write order.
-    pub records: Vec<(String, Record)>,
+    /// (topic, output with only its own headers), in write order.
+    pub records: Vec<(String, Output)>,
 }
 
 impl Outputs {
-    /// Each output with all its headers.
+    /// Each output as a record with all its headers.
     pub fn into_records(self) -> Vec<(String, Record)> {
         let shared = self.shared;
         self.records
             .into_iter()
-            .map(|(topic, mut r)| {
+            .map(|(topic, o)| {
+                let mut r = o.into_record();
                 let own = std::mem::replace(&mut r.headers, shared.clone());
                 r.headers.extend(own);
                 (topic, r)
             })
             .collect()
+    }
+}
+
+/// One output of a route, with only its own headers.
+pub enum Output {
+    /// A copy of the source record (transform `none`).
+    Record(Record),
+    /// A FHIR Bundle or resource of a conversion. Its own headers are its
+    /// type and id; it is encoded from these parts, without building a
+    /// [`Record`] (a message makes tens of them).
+    Fhir {
+        /// The source record's timestamp.
+        timestamp_ms: u64,
+        /// `Bundle` or the resource's type.
+        resource_type: String,
+        /// The resource's id (a Bundle's is in its JSON).
+        id: Option<String>,
+        /// The compact JSON.
+        json: Vec<u8>,
+    },
+}
+
+impl Output {
+    /// Bytes of its payload.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Output::Record(r) => r.payload.len(),
+            Output::Fhir { json, .. } => json.len(),
+        }
+    }
+
+    /// The output as a record with its own headers.
+    pub fn into_record(self) -> Record {
+        match self {
+            Output::Record(r) => r,
+            Output::Fhir {
+                timestamp_ms,
+                resource_type,
+                id,
+                json,
+            } => {
+                let mut headers = vec![(headers::FHIR_RESOURCE_TYPE.to_string(), resource_type)];
+                if let Some(id) = id {
+                    headers.push((headers::FHIR_ID.to_string(), id));
+                }
+                Record {
+                    timestamp_ms,
+                    headers,
+                    content_type: headers::CONTENT_TYPE_FHIR.to_string(),
+                    payload: json,
+                }
+            }
+        }
+    }
+
+    /// Encode it for the store, its headers `shared` then its own.
+    pub(crate) fn encode(self, shared: &SharedHeaders) -> Result<EncodedRecord, StorageError> {
+        match self {
+            Output::Record(r) => EncodedRecord::with_shared(shared, r),
+            Output::Fhir {
+                timestamp_ms,
+                resource_type,
+                id,
+                json,
+            } => {
+                let own = [
+                    (headers::FHIR_RESOURCE_TYPE, resource_type.as_str()),
+                    (headers::FHIR_ID, id.as_deref().unwrap_or_default()),
+                ];
+                let parts = RecordParts {
+                    timestamp_ms,
+                    headers: own
+                        .get(..if id.is_some() { 2 } else { 1 })
+                        .unwrap_or_default(),
+                    content_type: headers::CONTENT_TYPE_FHIR,
+                    payload_len: json.len(),
+                };
+                EncodedRecord::from_parts(shared, parts, json)
+            }
+        }
     }
 }
 
@@ -172,12 +253,12 @@ fn transform(
                 .map(|t| {
                     (
                         fill(t, resource_type),
-                        Record {
+                        Output::Record(Record {
                             timestamp_ms: record.timestamp_ms,
                             headers: Vec::new(),
                             content_type: record.content_type.clone(),
                             payload: record.payload.clone(),
-                        },
+                        }),
                     )
                 })
                 .collect();
@@ -243,33 +324,29 @@ fn fhir_outputs(
     // get copies (a Bundle is tens of KiB).
     let mut bundle_uses = route.targets.iter().filter(|t| !per_resource(t)).count();
     let mut resource_uses = route.targets.len() - bundle_uses;
-    let headers_for = |rtype: &str, id: Option<&str>| {
-        let mut h = Vec::with_capacity(2);
-        h.push((headers::FHIR_RESOURCE_TYPE.to_string(), rtype.to_string()));
-        if let Some(id) = id {
-            h.push((headers::FHIR_ID.to_string(), id.to_string()));
-        }
-        h
-    };
-    let output = |headers, payload| Record {
-        timestamp_ms: record.timestamp_ms,
-        headers,
-        content_type: headers::CONTENT_TYPE_FHIR.to_string(),
-        payload,
-    };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(route.targets.len() * (1 + c.resources.len()));
     for t in &route.targets {
         if per_resource(t) {
             resource_uses -= 1;
             for r in &mut c.resources {
-                let json = if resource_uses == 0 {
-                    std::mem::take(&mut r.2)
+                // The last use takes the type, id and JSON; others copy them.
+                let (resource_type, id, json) = if resource_uses == 0 {
+                    (
+                        std::mem::take(&mut r.0),
+                        std::mem::take(&mut r.1),
+                        std::mem::take(&mut r.2),
+                    )
                 } else {
-                    r.2.clone()
+                    r.clone()
                 };
                 out.push((
-                    fill(t, Some(&r.0)),
-                    output(headers_for(&r.0, Some(&r.1)), json),
+                    fill(t, Some(&resource_type)),
+                    Output::Fhir {
+                        timestamp_ms: record.timestamp_ms,
+                        resource_type,
+                        id: Some(id),
+                        json,
+                    },
                 ));
             }
         } else {
@@ -281,7 +358,12 @@ fn fhir_outputs(
             };
             out.push((
                 fill(t, Some("Bundle")),
-                output(headers_for("Bundle", None), json),
+                Output::Fhir {
+                    timestamp_ms: record.timestamp_ms,
+                    resource_type: "Bundle".to_string(),
+                    id: None,
+                    json,
+                },
             ));
         }
     }

@@ -120,10 +120,11 @@ fn put_name(out: &mut Vec<u8>, code: Option<u64>, name: &str) {
     }
 }
 
-fn put_headers(out: &mut Vec<u8>, headers: &[(String, String)]) {
+fn put_headers<K: AsRef<str>, V: AsRef<str>>(out: &mut Vec<u8>, headers: &[(K, V)]) {
     for (k, v) in headers {
+        let k = k.as_ref();
         put_name(out, key_code(k), k);
-        put_text(out, v);
+        put_text(out, v.as_ref());
     }
 }
 
@@ -161,14 +162,41 @@ pub(crate) fn encode_shared(shared: &SharedHeaders, record: &Record, out: &mut V
 /// [`encode_shared`] up to and including the payload's length: the payload
 /// bytes that end the body are left for the caller to write after it.
 pub(crate) fn encode_head(shared: &SharedHeaders, record: &Record, out: &mut Vec<u8>) {
-    out.extend_from_slice(&record.timestamp_ms.to_le_bytes());
-    put_varint(out, shared.count + record.headers.len() as u64);
+    encode_head_parts(
+        shared,
+        Parts {
+            timestamp_ms: record.timestamp_ms,
+            headers: &record.headers,
+            content_type: &record.content_type,
+            payload_len: record.payload.len(),
+        },
+        out,
+    );
+}
+
+/// What a head is written from, borrowed (a record need not be built).
+pub(crate) struct Parts<'a, K, V> {
+    pub timestamp_ms: u64,
+    /// The record's own headers, after the shared ones.
+    pub headers: &'a [(K, V)],
+    pub content_type: &'a str,
+    pub payload_len: usize,
+}
+
+/// [`encode_head`] from borrowed parts.
+pub(crate) fn encode_head_parts<K: AsRef<str>, V: AsRef<str>>(
+    shared: &SharedHeaders,
+    parts: Parts<'_, K, V>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&parts.timestamp_ms.to_le_bytes());
+    put_varint(out, shared.count + parts.headers.len() as u64);
     out.extend_from_slice(&shared.block);
-    put_headers(out, &record.headers);
-    let ct = &record.content_type;
-    let code = KNOWN_CONTENT_TYPES.iter().position(|c| c == ct);
+    put_headers(out, parts.headers);
+    let ct = parts.content_type;
+    let code = KNOWN_CONTENT_TYPES.iter().position(|c| *c == ct);
     put_name(out, code.map(|i| i as u64 + 1), ct);
-    put_varint(out, record.payload.len() as u64);
+    put_varint(out, parts.payload_len as u64);
 }
 
 /// A reader over an envelope's bytes; every length is checked against what

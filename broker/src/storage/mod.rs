@@ -37,7 +37,7 @@ pub(crate) mod wal;
 
 pub(crate) use committer::EncodedWrite;
 pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend, Trimmed, TRIM_BATCH};
-pub(crate) use compact::SharedHeaders;
+pub(crate) use compact::{Parts as RecordParts, SharedHeaders};
 pub use kv::KvOp;
 pub(crate) use record::EncodedRecord;
 pub use record::{RawRecord, Record, RecordError};

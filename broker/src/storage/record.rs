@@ -149,15 +149,29 @@ impl EncodedRecord {
         shared: &compact::SharedHeaders,
         mut record: Record,
     ) -> Result<EncodedRecord, super::StorageError> {
-        u32::try_from(record.payload.len())
+        let payload = std::mem::take(&mut record.payload);
+        let parts = compact::Parts {
+            timestamp_ms: record.timestamp_ms,
+            headers: &record.headers,
+            content_type: &record.content_type,
+            payload_len: payload.len(),
+        };
+        Self::from_parts(shared, parts, payload)
+    }
+
+    /// Encode a record given by its parts (headers `shared`, then
+    /// `parts.headers`), its payload `payload`.
+    pub(crate) fn from_parts<K: AsRef<str>, V: AsRef<str>>(
+        shared: &compact::SharedHeaders,
+        parts: compact::Parts<'_, K, V>,
+        payload: Vec<u8>,
+    ) -> Result<EncodedRecord, super::StorageError> {
+        u32::try_from(payload.len())
             .map_err(|_| super::StorageError::Record("payload over 4 GiB".into()))?;
-        let mut head = Vec::with_capacity(64 + shared.len() + 24 * record.headers.len());
+        let mut head = Vec::with_capacity(64 + shared.len() + 24 * parts.headers.len());
         head.push(RECORD_VERSION);
-        compact::encode_head(shared, &record, &mut head);
-        Ok(EncodedRecord {
-            head,
-            payload: std::mem::take(&mut record.payload),
-        })
+        compact::encode_head_parts(shared, parts, &mut head);
+        Ok(EncodedRecord { head, payload })
     }
 
     /// Tests: a value stored as given, bypassing the encoder.
