@@ -422,6 +422,62 @@ impl Drop for Hook {
 }
 
 /// A copy of an HL7 message with another control id (a new event).
+/// FHIR decimals keep the precision they were written with (`72.50` stays
+/// `72.50`, as issue 3 asks of the converter) through the view that answers
+/// reads and searches, whether the resource came from HL7 or a client; and
+/// members keep FHIR's order: `resourceType`, `id`, `meta`, then the rest.
+/// Checked on the bytes the gateway sends, not on a parse of them.
+#[test]
+fn decimals_keep_their_precision_and_members_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(&config(""), &dir.path().join("d"));
+    let fhir = b.fhir.expect("fhir gateway address");
+    let msg = "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101120000||ORU^R01|DEC-1|P|2.5\r\
+               PID|1||DEC-PAT-1^^^HOSP^MR||Doe^Jane||19800101|F\r\
+               OBR|1||FIL-DEC-1|2345-7^Glucose^LN\r\
+               OBX|1|NM|2345-7^Glucose^LN||72.50|mg/dL|||||F\r";
+    let file = dir.path().join("dec.hl7");
+    std::fs::write(&file, msg).unwrap();
+    let ids = converted(&file);
+    let id_of = |t: &str| {
+        ids.iter()
+            .find(|(rt, _)| rt == t)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no {t} in {ids:?}"))
+    };
+    let (obs, patient) = (id_of("Observation"), id_of("Patient"));
+    send(&b, msg.as_bytes());
+
+    let read = eventually("the Observation indexed", || {
+        http_get(fhir, &format!("/fhir/Observation/{obs}")).filter(|(s, _)| *s == 200)
+    })
+    .1;
+    assert!(read.contains(r#""value":72.50"#), "{read}");
+    let head = format!(r#"{{"resourceType":"Observation","id":"{obs}","meta":{{"#);
+    assert!(read.starts_with(&head), "{read}");
+    let (status, found) = http_get(fhir, &format!("/fhir/Observation?patient={patient}")).unwrap();
+    assert_eq!(status, 200, "{found}");
+    assert!(found.contains(r#""value":72.50"#), "{found}");
+
+    // Written by a client, read back: the same bytes for the value.
+    let body = br#"{"status":"final","resourceType":"Observation","id":"dec-2","code":{"text":"t"},"valueQuantity":{"value":1.50,"unit":"mg"},"meta":{"source":"urn:test"}}"#;
+    let (status, answer) = http_request(
+        fhir,
+        "PUT",
+        "/fhir/Observation/dec-2",
+        Some(("application/fhir+json", body)),
+    )
+    .unwrap();
+    assert!(status == 200 || status == 201, "{status} {answer}");
+    let (status, read) = http_get(fhir, "/fhir/Observation/dec-2").unwrap();
+    assert_eq!(status, 200, "{read}");
+    assert!(read.contains(r#""value":1.50"#), "{read}");
+    assert!(
+        read.starts_with(r#"{"resourceType":"Observation","id":"dec-2","meta":{"source":"urn:test","versionId":"1""#),
+        "{read}"
+    );
+}
+
 fn with_control_id(msg: &[u8], id: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(msg).to_string();
     let mut segs: Vec<String> = text.split('\r').map(str::to_string).collect();

@@ -234,7 +234,7 @@ async fn create_inner(
             type_of(&map)
         )));
     }
-    map.insert("id".into(), Value::String(resource::new_id()));
+    resource::set_id(&mut map, &resource::new_id());
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
     let w = record_for(req, &map, "create", false);
@@ -522,7 +522,7 @@ fn check_entry(
             {
                 renames.insert(f, format!("{t}/{id}"));
             }
-            map.insert("id".into(), Value::String(id));
+            resource::set_id(&mut map, &id);
             StatusCode::CREATED
         }
         ("PUT", Some(id)) => {

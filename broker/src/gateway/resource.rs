@@ -286,6 +286,33 @@ pub fn id_of(r: &Map<String, Value>) -> Option<&str> {
     r.get("id").and_then(Value::as_str)
 }
 
+/// Set the resource's `id`, where FHIR JSON puts it: after `resourceType`,
+/// which goes first.
+pub fn set_id(r: &mut Map<String, Value>, id: &str) {
+    if let Some(t) = r.shift_remove("resourceType") {
+        r.shift_insert(0, "resourceType".into(), t);
+    }
+    r.shift_remove("id");
+    let at = usize::from(r.contains_key("resourceType"));
+    r.shift_insert(at, "id".into(), Value::String(id.to_string()));
+}
+
+/// Set `id` and the `meta` the server owns (`versionId`, `lastUpdated`),
+/// keeping the rest of `meta` and FHIR's member order (`resourceType`,
+/// `id`, `meta`, then the others as they came).
+pub fn set_id_and_meta(r: &mut Map<String, Value>, id: &str, version: u64, updated_ms: u64) {
+    set_id(r, id);
+    let mut meta = match r.shift_remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(instant(updated_ms)));
+    // `id` is at 1 after `resourceType`, or at 0 without one.
+    let at = 1 + usize::from(r.contains_key("resourceType"));
+    r.shift_insert(at, "meta".into(), Value::Object(meta));
+}
+
 /// A fresh random id (a UUID v4 in its text form).
 pub fn new_id() -> String {
     use ring::rand::SecureRandom;
@@ -351,12 +378,16 @@ pub fn patients(r: &Map<String, Value>) -> Vec<String> {
     let Some(paths) = patient_paths(t) else {
         return Vec::new();
     };
-    let root = Value::Object(r.clone());
     let mut out = Vec::new();
     for p in paths {
         let parts: Vec<&str> = p.split('.').collect();
+        let Some((first, rest)) = parts.split_first() else {
+            continue;
+        };
         let mut found = Vec::new();
-        at_path(&root, &parts, &mut found);
+        if let Some(v) = r.get(*first) {
+            at_path(v, rest, &mut found);
+        }
         for f in found {
             if let Some(id) = f
                 .get("reference")

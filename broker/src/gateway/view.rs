@@ -393,17 +393,7 @@ fn index_record(
         return Ok(false);
     }
     let version = old.as_ref().map(|(s, _)| s.version + 1).unwrap_or(1);
-    map.insert("id".into(), Value::String(id.to_string()));
-    let mut meta = match map.remove("meta") {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    meta.insert("versionId".into(), Value::String(version.to_string()));
-    meta.insert(
-        "lastUpdated".into(),
-        Value::String(resource::instant(record.timestamp_ms)),
-    );
-    map.insert("meta".into(), Value::Object(meta));
+    resource::set_id_and_meta(&mut map, id, version, record.timestamp_ms);
     let new_keys = index_keys(t, id, &map);
     for k in old_keys {
         if !new_keys.contains(&k) {
