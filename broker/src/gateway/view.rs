@@ -23,7 +23,7 @@ use super::resource;
 use crate::events::ViewBatchIndexed;
 use crate::headers;
 use crate::metrics::Metrics;
-use crate::storage::{fingerprint, KvOp, Record, StorageError, Store};
+use crate::storage::{fingerprint, KvOp, RecordView, StorageError, Store};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,16 @@ fn prefix(kind: u8, parts: &[&str]) -> Vec<u8> {
     let mut k = key(kind, parts);
     k.push(0);
     k
+}
+
+/// The version and content fingerprint of a stored value.
+fn decode_head(v: &[u8]) -> Option<(u64, u64)> {
+    let num = |r: std::ops::Range<usize>| {
+        v.get(r)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    Some((num(0..8)?, num(16..24)?))
 }
 
 fn decode(v: &[u8]) -> Option<(Stored, u64)> {
@@ -258,8 +268,11 @@ async fn run(
             return;
         }
         commits.borrow_and_update();
-        let mut progressed = false;
-        let mut lag = 0u64;
+        // One batch of every topic that has new records, written in one
+        // key-value batch with the cursors (one per topic would cost a
+        // write each for the few records a commit brings).
+        let mut batch = Batch::default();
+        let mut failed = false;
         for topic in store.topic_names("fhir.") {
             if NOT_INDEXED.contains(&topic.as_str()) {
                 continue;
@@ -267,49 +280,76 @@ async fn run(
             let next = match cursors.get(&topic) {
                 Some(n) => *n,
                 None => match store.kv_get(VIEW_TREE, &key(b'c', &[&topic])) {
-                    Ok(v) => v
-                        .and_then(|b| b.as_slice().try_into().ok())
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0),
+                    Ok(v) => {
+                        let n = v
+                            .and_then(|b| b.as_slice().try_into().ok())
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(0);
+                        cursors.insert(topic.clone(), n);
+                        n
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "FHIR view: cannot read a cursor");
                         continue;
                     }
                 },
             };
-            match step(&store, &metrics, &topic, next) {
-                Ok(Some(n)) => {
-                    cursors.insert(topic.clone(), n);
-                    progressed = true;
+            match step(&store, &mut batch, &topic, next) {
+                Ok(()) => {}
+                Err(StorageError::Closed) => return,
+                // Nothing of this pass is written: it may hold part of
+                // this topic's batch.
+                Err(e) => {
+                    tracing::error!(%topic, error = %e, "FHIR view paused after a storage error; it resumes from its cursors");
+                    cursors.clear();
+                    batch = Batch::default();
+                    failed = true;
+                    break;
                 }
-                Ok(None) => {
-                    cursors.insert(topic.clone(), next);
+            }
+        }
+        let progressed = !batch.topics.is_empty();
+        if progressed {
+            match store.kv_apply(VIEW_TREE, batch.ops) {
+                Ok(()) => {
+                    for (topic, after, records, versions) in batch.topics {
+                        ViewBatchIndexed {
+                            topic: &topic,
+                            records,
+                            versions,
+                        }
+                        .emit(&metrics);
+                        cursors.insert(topic, after);
+                    }
                 }
                 Err(StorageError::Closed) => return,
                 Err(e) => {
-                    tracing::error!(%topic, error = %e, "FHIR view paused after a storage error; it resumes from its cursor");
-                    cursors.remove(&topic);
-                    tokio::time::sleep(RETRY).await;
-                    progressed = true;
+                    tracing::error!(error = %e, "FHIR view paused after a storage error; it resumes from its cursors");
+                    cursors.clear();
+                    failed = true;
                 }
             }
-            let n = cursors.get(&topic).copied().unwrap_or(0);
-            if let Ok(mut m) = progress.next.lock() {
-                m.insert(topic.clone(), n);
+        }
+        let mut lag = 0u64;
+        if let Ok(mut m) = progress.next.lock() {
+            for (topic, n) in &cursors {
+                m.insert(topic.clone(), *n);
+                lag += store
+                    .last_offset(topic)
+                    .ok()
+                    .flatten()
+                    .map(|last| (last + 1).saturating_sub(*n))
+                    .unwrap_or(0);
             }
-            lag += store
-                .last_offset(&topic)
-                .ok()
-                .flatten()
-                .map(|last| (last + 1).saturating_sub(n))
-                .unwrap_or(0);
         }
         metrics
             .fhir_view_lag_records
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
         steps += 1;
         let _ = changed.send(steps);
-        if !progressed {
+        if failed {
+            tokio::time::sleep(RETRY).await;
+        } else if !progressed {
             tokio::select! {
                 c = commits.changed() => if c.is_err() { return },
                 _ = stop.changed() => {}
@@ -318,41 +358,56 @@ async fn run(
     }
 }
 
-/// Index one batch of `topic` from `next`; the new next offset, or `None`
-/// when there was nothing to read.
-fn step(
-    store: &Store,
-    metrics: &Metrics,
-    topic: &str,
-    next: u64,
-) -> Result<Option<u64>, StorageError> {
-    let (batch, after) = store.read_sound(topic, next, VIEW_BATCH)?;
-    if after == next {
-        return Ok(None);
-    }
-    let mut ops = Vec::new();
-    let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-    let mut versions = 0u64;
-    for (_, record) in &batch {
-        versions += u64::from(index_record(store, &mut overlay, &mut ops, record)?);
-    }
-    ops.push(KvOp::Put(key(b'c', &[topic]), after.to_be_bytes().to_vec()));
-    store.kv_apply(VIEW_TREE, ops)?;
-    ViewBatchIndexed {
-        topic,
-        records: batch.len() as u64,
-        versions,
-    }
-    .emit(metrics);
-    Ok(Some(after))
+/// What one pass over the topics writes: index entries and cursors, in
+/// one key-value batch.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<KvOp>,
+    overlay: Overlay,
+    /// (topic, next offset, records read, new versions) of each topic read.
+    topics: Vec<(String, u64, u64, u64)>,
 }
+
+/// Add one batch of `topic` from `next` (when it has records there) to
+/// `batch`.
+fn step(store: &Store, batch: &mut Batch, topic: &str, next: u64) -> Result<(), StorageError> {
+    let (records, after) = store.read_sound_raw(topic, next, VIEW_BATCH)?;
+    if after == next {
+        return Ok(());
+    }
+    let mut versions = 0u64;
+    for (offset, raw) in &records {
+        match raw.view() {
+            Ok(record) => {
+                let made = index_record(store, &mut batch.overlay, &mut batch.ops, &record)?;
+                versions += u64::from(made);
+            }
+            // Like a record damaged on disk: passed over, not a stall.
+            Err(e) => {
+                tracing::warn!(%topic, offset, error = %e, "FHIR view: a stored record does not decode; passed over");
+            }
+        }
+    }
+    batch
+        .ops
+        .push(KvOp::Put(key(b'c', &[topic]), after.to_be_bytes().to_vec()));
+    batch
+        .topics
+        .push((topic.to_string(), after, records.len() as u64, versions));
+    Ok(())
+}
+
+/// Resources written earlier in the batch being built: key → where in the
+/// batch's ops their value is put (`None`: deleted). Later records of the
+/// same resource read it there, not from the store.
+type Overlay = HashMap<Vec<u8>, Option<usize>>;
 
 /// Add one record's changes to `ops`; whether it made a new version.
 fn index_record(
     store: &Store,
-    overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: &mut Overlay,
     ops: &mut Vec<KvOp>,
-    record: &Record,
+    record: &RecordView<'_>,
 ) -> Result<bool, StorageError> {
     let (Some(t), Some(id)) = (
         record.header(headers::FHIR_RESOURCE_TYPE),
@@ -364,52 +419,65 @@ fn index_record(
         return Ok(false);
     }
     let rkey = key(b'r', &[t, id]);
-    let old = match overlay.get(&rkey) {
-        Some(v) => v.clone(),
-        None => store.kv_get(VIEW_TREE, &rkey)?,
-    };
-    let old = old.as_deref().and_then(decode);
-    let old_keys = old
-        .as_ref()
-        .and_then(|(s, _)| resource::parse_resource(&s.json).ok())
-        .map(|m| index_keys(t, id, &m))
-        .unwrap_or_default();
-    if record.header(headers::FHIR_DELETED) == Some("true") {
-        if old.is_some() {
-            ops.extend(old_keys.into_iter().map(KvOp::Delete));
-            ops.push(KvOp::Delete(rkey.clone()));
-            overlay.insert(rkey, None);
+    let fetched;
+    let old: Option<&[u8]> = match overlay.get(&rkey) {
+        Some(Some(i)) => match ops.get(*i) {
+            Some(KvOp::Put(_, v)) => Some(v),
+            _ => None,
+        },
+        Some(None) => None,
+        None => {
+            fetched = store.kv_get(VIEW_TREE, &rkey)?;
+            fetched.as_deref()
         }
-        return Ok(old.is_some());
+    };
+    // (version, fingerprint, index keys) of the stored version.
+    let old = old.and_then(|v| {
+        let (s, fp) = decode_head(v)?;
+        let keys = resource::parse_resource(v.get(24..)?)
+            .map(|m| index_keys(t, id, &m))
+            .unwrap_or_default();
+        Some((s, fp, keys))
+    });
+    if record.header(headers::FHIR_DELETED) == Some("true") {
+        let Some((_, _, old_keys)) = old else {
+            return Ok(false);
+        };
+        ops.extend(old_keys.into_iter().map(KvOp::Delete));
+        ops.push(KvOp::Delete(rkey.clone()));
+        overlay.insert(rkey, None);
+        return Ok(true);
     }
-    let fp = fingerprint(&record.payload);
-    if old.as_ref().is_some_and(|(_, f)| *f == fp) {
+    let payload = record.payload();
+    let fp = fingerprint(payload);
+    if old.as_ref().is_some_and(|(_, f, _)| *f == fp) {
         return Ok(false);
     }
-    let Ok(mut map) = resource::parse_resource(&record.payload) else {
+    let Ok(mut map) = resource::parse_resource(payload) else {
         return Ok(false);
     };
     if resource::type_of(&map) != t {
         return Ok(false);
     }
-    let version = old.as_ref().map(|(s, _)| s.version + 1).unwrap_or(1);
-    resource::set_id_and_meta(&mut map, id, version, record.timestamp_ms);
+    let version = old.as_ref().map_or(1, |(v, _, _)| v + 1);
+    let updated_ms = record.timestamp_ms();
+    resource::set_id_and_meta(&mut map, id, version, updated_ms);
     let new_keys = index_keys(t, id, &map);
-    for k in old_keys {
-        if !new_keys.contains(&k) {
-            ops.push(KvOp::Delete(k));
-        }
+    if let Some((_, _, old_keys)) = old {
+        ops.extend(
+            old_keys
+                .into_iter()
+                .filter(|k| !new_keys.contains(k))
+                .map(KvOp::Delete),
+        );
     }
-    for k in new_keys {
-        ops.push(KvOp::Put(k, Vec::new()));
-    }
+    ops.extend(new_keys.into_iter().map(|k| KvOp::Put(k, Vec::new())));
     let stored = Stored {
         version,
-        updated_ms: record.timestamp_ms,
+        updated_ms,
         json: serde_json::to_vec(&Value::Object(map)).unwrap_or_default(),
     };
-    let value = encode(&stored, fp);
-    ops.push(KvOp::Put(rkey.clone(), value.clone()));
-    overlay.insert(rkey, Some(value));
+    overlay.insert(rkey.clone(), Some(ops.len()));
+    ops.push(KvOp::Put(rkey, encode(&stored, fp)));
     Ok(true)
 }

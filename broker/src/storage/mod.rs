@@ -40,7 +40,7 @@ pub use committer::{now_ms, CommitObserver, CommitStats, TopicAppend, Trimmed, T
 pub(crate) use compact::{Parts as RecordParts, SharedHeaders};
 pub use kv::KvOp;
 pub(crate) use record::EncodedRecord;
-pub use record::{RawRecord, Record, RecordError};
+pub use record::{RawRecord, Record, RecordError, RecordView};
 
 use medbus_config::Durability;
 use std::path::{Path, PathBuf};
@@ -545,9 +545,21 @@ impl Store {
         from: u64,
         max: usize,
     ) -> Result<(Vec<(u64, Record)>, u64), StorageError> {
+        let (batch, after) = self.read_sound_raw(topic, from, max)?;
+        Ok((decode_all(topic, batch)?, after))
+    }
+
+    /// [`Store::read_sound`], the records as stored (read them in place
+    /// with [`RawRecord::view`]).
+    pub fn read_sound_raw(
+        &self,
+        topic: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<(Vec<(u64, RawRecord)>, u64), StorageError> {
         let mut at = from;
         loop {
-            match self.read(topic, at, max) {
+            match self.read_raw(topic, at, max) {
                 Ok(batch) => {
                     let after = batch.last().map_or(at, |(last, _)| last + 1);
                     return Ok((batch, after));
@@ -565,14 +577,7 @@ impl Store {
         from: u64,
         max: usize,
     ) -> Result<Vec<(u64, Record)>, StorageError> {
-        self.read_raw(topic, from, max)?
-            .into_iter()
-            .map(|(offset, raw)| {
-                raw.decode()
-                    .map(|r| (offset, r))
-                    .map_err(|e| StorageError::Record(format!("{topic}@{offset}: {e}")))
-            })
-            .collect()
+        decode_all(topic, self.read_raw(topic, from, max)?)
     }
 
     /// Up to `max` records of `topic` from offset `from` on, as stored
@@ -734,6 +739,22 @@ fn migrate_sled_topics(
 
 /// Drop the sled trees [`migrate_sled_topics`] moved (once the log holding
 /// them is durable).
+/// Decode records read from `topic`; the first that does not decode fails
+/// the read.
+fn decode_all(
+    topic: &str,
+    batch: Vec<(u64, RawRecord)>,
+) -> Result<Vec<(u64, Record)>, StorageError> {
+    batch
+        .into_iter()
+        .map(|(offset, raw)| {
+            raw.decode()
+                .map(|r| (offset, r))
+                .map_err(|e| StorageError::Record(format!("{topic}@{offset}: {e}")))
+        })
+        .collect()
+}
+
 fn drop_sled_topics(db: &sled::Db) -> Result<(), StorageError> {
     for name in db.tree_names() {
         if name.starts_with(import::TOPIC_TREE_PREFIX.as_bytes())

@@ -241,6 +241,52 @@ impl RawRecord {
     pub(crate) fn stored(&self) -> &[u8] {
         &self.0
     }
+
+    /// Read it in place: its headers and payload borrowed from the stored
+    /// bytes, for a reader that looks at a few headers of many records (a
+    /// version 1 envelope is decoded).
+    pub fn view(&self) -> Result<RecordView<'_>, RecordError> {
+        match Envelope::of(&self.0)? {
+            Envelope::Compact(c) => Ok(RecordView(View::Compact(c))),
+            Envelope::Legacy(body) => Ok(RecordView(View::Owned(
+                bincode::decode_from_slice(body, config())?.0,
+            ))),
+        }
+    }
+}
+
+/// A stored record read in place ([`RawRecord::view`]).
+pub struct RecordView<'a>(View<'a>);
+
+enum View<'a> {
+    Compact(Compact<'a>),
+    Owned(Record),
+}
+
+impl RecordView<'_> {
+    /// When it was stored (Unix ms).
+    pub fn timestamp_ms(&self) -> u64 {
+        match &self.0 {
+            View::Compact(c) => c.timestamp_ms,
+            View::Owned(r) => r.timestamp_ms,
+        }
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        match &self.0 {
+            View::Compact(c) => c.headers().find(|(k, _)| *k == name).map(|(_, v)| v),
+            View::Owned(r) => r.header(name),
+        }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        match &self.0 {
+            View::Compact(c) => c.payload,
+            View::Owned(r) => &r.payload,
+        }
+    }
 }
 
 impl medbus_protocol::WireRecord for RawRecord {
