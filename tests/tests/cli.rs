@@ -193,3 +193,42 @@ fn a_data_dir_in_use_is_refused_clearly() {
     assert_eq!(code, 1);
     assert!(err.contains("in use by another medbus process"), "{err}");
 }
+
+/// `convert` prints each Bundle as the converter wrote it; `--pretty` only
+/// indents it: decimals keep their written precision (`72.50`) and members
+/// their order (`resourceType` first), as in the compact form.
+#[test]
+fn convert_pretty_keeps_decimals_and_member_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = tmp.path().join("oru.hl7");
+    std::fs::write(
+        &file,
+        "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101120000||ORU^R01|CLI-DEC|P|2.5\r\
+         PID|1||CLI-PAT^^^HOSP^MR||Doe^Jane||19800101|F\r\
+         OBR|1||CLI-FIL|2345-7^Glucose^LN\r\
+         OBX|1|NM|2345-7^Glucose^LN||72.50|mg/dL|||||F\r",
+    )
+    .expect("write");
+    let path = file.to_string_lossy();
+    let (code, compact, err) = medbus(&["convert", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(compact.contains(r#""value":72.50"#), "{compact}");
+    let (code, pretty, err) = medbus(&["convert", "--pretty", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(pretty.contains(r#""value": 72.50"#), "{pretty}");
+    assert!(
+        pretty.starts_with("{\n  \"resourceType\": \"Bundle\""),
+        "{pretty}"
+    );
+    let squeezed: String = pretty
+        .lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("")
+        .replace("\": ", "\":");
+    assert_eq!(
+        squeezed,
+        compact.trim_end(),
+        "--pretty changed more than the layout"
+    );
+}
