@@ -421,7 +421,6 @@ impl Drop for Hook {
     }
 }
 
-/// A copy of an HL7 message with another control id (a new event).
 /// FHIR decimals keep the precision they were written with (`72.50` stays
 /// `72.50`, as issue 3 asks of the converter) through the view that answers
 /// reads and searches, whether the resource came from HL7 or a client; and
@@ -478,6 +477,7 @@ fn decimals_keep_their_precision_and_members_their_order() {
     );
 }
 
+/// A copy of an HL7 message with another control id (a new event).
 fn with_control_id(msg: &[u8], id: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(msg).to_string();
     let mut segs: Vec<String> = text.split('\r').map(str::to_string).collect();

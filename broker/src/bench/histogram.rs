@@ -90,7 +90,7 @@ impl Latencies {
 }
 
 /// Latency percentiles in milliseconds (zero when nothing was recorded).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct LatencySummary {
     /// Arithmetic mean.
     pub mean_ms: f64,

@@ -40,7 +40,7 @@ pub struct LimitsArgs {
 }
 
 /// Latency and rate of a repeated operation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OpStats {
     /// Operations done.
     pub ops: u64,
@@ -52,7 +52,7 @@ pub struct OpStats {
 }
 
 /// One-way byte rate.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StreamStats {
     /// Bytes received.
     pub bytes: u64,
@@ -61,7 +61,7 @@ pub struct StreamStats {
 }
 
 /// The machine's limits.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LimitsReport {
     /// Always `limits`.
     pub mode: String,

@@ -19,7 +19,7 @@ pub const MB: f64 = 1_000_000.0;
 pub const MIB: f64 = 1_048_576.0;
 
 /// The machine a run measured.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Machine {
     /// Logical CPUs available to this process.
     pub cores: usize,
@@ -71,7 +71,7 @@ pub fn proc_kib(text: &str, key: &str) -> Option<u64> {
 }
 
 /// The result of a load mode (`mllp` now; `publish`, `fanout`, `e2e` later).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LoadReport {
     /// Mode name.
     pub mode: String,
@@ -281,7 +281,7 @@ impl LoadReport {
 /// rate: a fresh broker creates its topics and grows its buffers on the first
 /// messages, once in its life, and a steady-state figure should not carry
 /// that. It is reported beside the figures, never hidden.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Warmup {
     /// Its length.
     pub seconds: f64,

@@ -139,7 +139,7 @@ impl Default for RouteArgs {
 }
 
 /// One route timed on its own broker.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RouteRun {
     /// `none` or `fhir`.
     pub transform: String,
@@ -178,7 +178,7 @@ pub struct RouteRun {
 }
 
 /// The result of `medbus bench route`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RouteReport {
     /// `route`.
     pub mode: String,

@@ -268,83 +268,10 @@ async fn run(
             return;
         }
         commits.borrow_and_update();
-        // One batch of every topic that has new records, written in one
-        // key-value batch with the cursors (one per topic would cost a
-        // write each for the few records a commit brings).
-        let mut batch = Batch::default();
-        let mut failed = false;
-        for topic in store.topic_names("fhir.") {
-            if NOT_INDEXED.contains(&topic.as_str()) {
-                continue;
-            }
-            let next = match cursors.get(&topic) {
-                Some(n) => *n,
-                None => match store.kv_get(VIEW_TREE, &key(b'c', &[&topic])) {
-                    Ok(v) => {
-                        let n = v
-                            .and_then(|b| b.as_slice().try_into().ok())
-                            .map(u64::from_be_bytes)
-                            .unwrap_or(0);
-                        cursors.insert(topic.clone(), n);
-                        n
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "FHIR view: cannot read a cursor");
-                        continue;
-                    }
-                },
-            };
-            match step(&store, &mut batch, &topic, next) {
-                Ok(()) => {}
-                Err(StorageError::Closed) => return,
-                // Nothing of this pass is written: it may hold part of
-                // this topic's batch.
-                Err(e) => {
-                    tracing::error!(%topic, error = %e, "FHIR view paused after a storage error; it resumes from its cursors");
-                    cursors.clear();
-                    batch = Batch::default();
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        let progressed = !batch.topics.is_empty();
-        if progressed {
-            match store.kv_apply(VIEW_TREE, batch.ops) {
-                Ok(()) => {
-                    for (topic, after, records, versions) in batch.topics {
-                        ViewBatchIndexed {
-                            topic: &topic,
-                            records,
-                            versions,
-                        }
-                        .emit(&metrics);
-                        cursors.insert(topic, after);
-                    }
-                }
-                Err(StorageError::Closed) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "FHIR view paused after a storage error; it resumes from its cursors");
-                    cursors.clear();
-                    failed = true;
-                }
-            }
-        }
-        let mut lag = 0u64;
-        if let Ok(mut m) = progress.next.lock() {
-            for (topic, n) in &cursors {
-                m.insert(topic.clone(), *n);
-                lag += store
-                    .last_offset(topic)
-                    .ok()
-                    .flatten()
-                    .map(|last| (last + 1).saturating_sub(*n))
-                    .unwrap_or(0);
-            }
-        }
-        metrics
-            .fhir_view_lag_records
-            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        let Some(Pass { progressed, failed }) = pass(&store, &metrics, &progress, &mut cursors)
+        else {
+            return;
+        };
         steps += 1;
         let _ = changed.send(steps);
         if failed {
@@ -358,14 +285,155 @@ async fn run(
     }
 }
 
+/// What one pass over the topics did.
+struct Pass {
+    /// Some topic had new records, and they were written.
+    progressed: bool,
+    /// A storage error paused a topic or the pass (retry after [`RETRY`]).
+    failed: bool,
+}
+
+/// One pass over the `fhir.*` topics: a batch of each that has new records,
+/// written in one key-value batch with the cursors (one per topic would
+/// cost a write each for the few records a commit brings); then the lag
+/// metric and the progress readers wait on. `None`: the store is closed.
+fn pass(
+    store: &Store,
+    metrics: &Metrics,
+    progress: &Progress,
+    cursors: &mut HashMap<String, u64>,
+) -> Option<Pass> {
+    let mut batch = Batch::default();
+    let mut failed = false;
+    for topic in store.topic_names("fhir.") {
+        if NOT_INDEXED.contains(&topic.as_str()) {
+            continue;
+        }
+        let next = match cursors.get(&topic) {
+            Some(n) => *n,
+            None => match store.kv_get(VIEW_TREE, &key(b'c', &[&topic])) {
+                Ok(v) => {
+                    let n = v
+                        .and_then(|b| b.as_slice().try_into().ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    cursors.insert(topic.clone(), n);
+                    n
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "FHIR view: cannot read a cursor");
+                    continue;
+                }
+            },
+        };
+        let mark = batch.mark();
+        match step(store, &mut batch, &topic, next) {
+            Ok(()) => {}
+            Err(StorageError::Closed) => return None,
+            // This topic waits (what it added to the pass is taken
+            // back); the others go on.
+            Err(e) => {
+                tracing::error!(%topic, error = %e, "FHIR view: a topic paused after a storage error; it resumes from its cursor");
+                batch.rollback(mark);
+                cursors.remove(&topic);
+                failed = true;
+            }
+        }
+    }
+    let progressed = !batch.topics.is_empty();
+    if progressed {
+        match store.kv_apply(VIEW_TREE, batch.ops) {
+            Ok(()) => {
+                for (topic, after, records, versions) in batch.topics {
+                    ViewBatchIndexed {
+                        topic: &topic,
+                        records,
+                        versions,
+                    }
+                    .emit(metrics);
+                    cursors.insert(topic, after);
+                }
+            }
+            Err(StorageError::Closed) => return None,
+            // No cursor moved: the pass is read again.
+            Err(e) => {
+                tracing::error!(error = %e, "FHIR view paused after a storage error; it resumes from its cursors");
+                failed = true;
+            }
+        }
+    }
+    let mut lag = 0u64;
+    if let Ok(mut m) = progress.next.lock() {
+        for topic in store.topic_names("fhir.") {
+            if NOT_INDEXED.contains(&topic.as_str()) {
+                continue;
+            }
+            // A topic whose cursor could not be read counts whole.
+            let n = cursors.get(&topic).copied().unwrap_or(0);
+            lag += store
+                .last_offset(&topic)
+                .ok()
+                .flatten()
+                .map(|last| (last + 1).saturating_sub(n))
+                .unwrap_or(0);
+            m.insert(topic, n);
+        }
+    }
+    metrics
+        .fhir_view_lag_records
+        .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    Some(Pass { progressed, failed })
+}
+
 /// What one pass over the topics writes: index entries and cursors, in
 /// one key-value batch.
 #[derive(Default)]
 struct Batch {
     ops: Vec<KvOp>,
     overlay: Overlay,
+    /// What each overlay entry held before (to take a topic's part back).
+    undo: Vec<(Vec<u8>, Option<Option<usize>>)>,
     /// (topic, next offset, records read, new versions) of each topic read.
     topics: Vec<(String, u64, u64, u64)>,
+}
+
+/// How far a [`Batch`] was built (to go back there).
+#[derive(Clone, Copy)]
+struct Mark {
+    ops: usize,
+    undo: usize,
+    topics: usize,
+}
+
+impl Batch {
+    fn mark(&self) -> Mark {
+        Mark {
+            ops: self.ops.len(),
+            undo: self.undo.len(),
+            topics: self.topics.len(),
+        }
+    }
+
+    /// Take back everything added since `mark`.
+    fn rollback(&mut self, mark: Mark) {
+        self.ops.truncate(mark.ops);
+        self.topics.truncate(mark.topics);
+        while self.undo.len() > mark.undo {
+            let Some((key, before)) = self.undo.pop() else {
+                break;
+            };
+            match before {
+                Some(v) => self.overlay.insert(key, v),
+                None => self.overlay.remove(&key),
+            };
+        }
+    }
+
+    /// Note that `key` is now at `at` in `ops` (`None`: deleted).
+    fn remember(&mut self, key: Vec<u8>, at: Option<usize>) {
+        let before = self.overlay.insert(key.clone(), at);
+        self.undo.push((key, before));
+    }
 }
 
 /// Add one batch of `topic` from `next` (when it has records there) to
@@ -379,7 +447,7 @@ fn step(store: &Store, batch: &mut Batch, topic: &str, next: u64) -> Result<(), 
     for (offset, raw) in &records {
         match raw.view() {
             Ok(record) => {
-                let made = index_record(store, &mut batch.overlay, &mut batch.ops, &record)?;
+                let made = index_record(store, batch, &record)?;
                 versions += u64::from(made);
             }
             // Like a record damaged on disk: passed over, not a stall.
@@ -405,8 +473,7 @@ type Overlay = HashMap<Vec<u8>, Option<usize>>;
 /// Add one record's changes to `ops`; whether it made a new version.
 fn index_record(
     store: &Store,
-    overlay: &mut Overlay,
-    ops: &mut Vec<KvOp>,
+    batch: &mut Batch,
     record: &RecordView<'_>,
 ) -> Result<bool, StorageError> {
     let (Some(t), Some(id)) = (
@@ -420,8 +487,8 @@ fn index_record(
     }
     let rkey = key(b'r', &[t, id]);
     let fetched;
-    let old: Option<&[u8]> = match overlay.get(&rkey) {
-        Some(Some(i)) => match ops.get(*i) {
+    let old: Option<&[u8]> = match batch.overlay.get(&rkey) {
+        Some(Some(i)) => match batch.ops.get(*i) {
             Some(KvOp::Put(_, v)) => Some(v),
             _ => None,
         },
@@ -443,9 +510,9 @@ fn index_record(
         let Some((_, _, old_keys)) = old else {
             return Ok(false);
         };
-        ops.extend(old_keys.into_iter().map(KvOp::Delete));
-        ops.push(KvOp::Delete(rkey.clone()));
-        overlay.insert(rkey, None);
+        batch.ops.extend(old_keys.into_iter().map(KvOp::Delete));
+        batch.ops.push(KvOp::Delete(rkey.clone()));
+        batch.remember(rkey, None);
         return Ok(true);
     }
     let payload = record.payload();
@@ -464,20 +531,191 @@ fn index_record(
     resource::set_id_and_meta(&mut map, id, version, updated_ms);
     let new_keys = index_keys(t, id, &map);
     if let Some((_, _, old_keys)) = old {
-        ops.extend(
+        batch.ops.extend(
             old_keys
                 .into_iter()
                 .filter(|k| !new_keys.contains(k))
                 .map(KvOp::Delete),
         );
     }
-    ops.extend(new_keys.into_iter().map(|k| KvOp::Put(k, Vec::new())));
+    batch
+        .ops
+        .extend(new_keys.into_iter().map(|k| KvOp::Put(k, Vec::new())));
     let stored = Stored {
         version,
         updated_ms,
         json: serde_json::to_vec(&Value::Object(map)).unwrap_or_default(),
     };
-    overlay.insert(rkey.clone(), Some(ops.len()));
-    ops.push(KvOp::Put(rkey, encode(&stored, fp)));
+    batch.remember(rkey.clone(), Some(batch.ops.len()));
+    batch.ops.push(KvOp::Put(rkey, encode(&stored, fp)));
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::tests::{block, open_with_segments};
+    use crate::storage::{log, segment, AppendRequest, Record};
+    use std::path::Path;
+
+    fn put(store: &Store, t: &str, id: &str, json: &str) {
+        block(store.append(AppendRequest {
+            topic: format!("fhir.{t}"),
+            record: Record {
+                timestamp_ms: 1_700_000_000_000,
+                headers: vec![
+                    (headers::FHIR_RESOURCE_TYPE.into(), t.into()),
+                    (headers::FHIR_ID.into(), id.into()),
+                ],
+                content_type: headers::CONTENT_TYPE_FHIR.into(),
+                payload: json.as_bytes().to_vec(),
+            },
+            dedup: None,
+        }))
+        .expect("append");
+    }
+
+    /// Put a directory where `topic`'s first (sealed) segment file was:
+    /// reading from it then fails with an I/O error, every time.
+    fn break_first_segment(dir: &Path, topic: &str) {
+        let seg = dir
+            .join(log::TOPICS_DIR)
+            .join(topic)
+            .join(segment::data_name(0));
+        std::fs::remove_file(&seg).expect("remove");
+        std::fs::create_dir(&seg).expect("a directory instead");
+    }
+
+    /// A topic that cannot be read waits on its own: the others are still
+    /// indexed, and the lag counts the waiting topic's records.
+    #[test]
+    fn a_topic_that_cannot_be_read_does_not_stop_the_others() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = open_with_segments(dir.path(), 64 << 10);
+        // Enough to fill the first 64 KiB segment and start a second.
+        let pad = "x".repeat(1000);
+        for i in 0..80 {
+            put(
+                &store,
+                "Observation",
+                &format!("o{i}"),
+                &format!(
+                    r#"{{"resourceType":"Observation","status":"final","code":{{"text":"{pad}"}}}}"#
+                ),
+            );
+        }
+        put(
+            &store,
+            "Patient",
+            "p1",
+            r#"{"resourceType":"Patient","id":"p1","identifier":[{"system":"urn:mrn","value":"7"}]}"#,
+        );
+        put(
+            &store,
+            "Patient",
+            "p2",
+            r#"{"resourceType":"Patient","id":"p2"}"#,
+        );
+        store.close();
+        drop(store);
+        // Reopened, nothing is in the in-memory tail.
+        let store = open_with_segments(dir.path(), 64 << 10);
+        break_first_segment(dir.path(), "fhir.Observation");
+        assert!(store.read("fhir.Observation", 0, 1).is_err());
+        let metrics = Metrics::new().expect("metrics");
+        let progress = Progress::default();
+        let mut cursors = HashMap::new();
+        let done = pass(&store, &metrics, &progress, &mut cursors).expect("store open");
+        assert!(done.progressed && done.failed);
+        assert_eq!(cursors.get("fhir.Patient"), Some(&2));
+        assert_eq!(cursors.get("fhir.Observation"), None);
+        assert_eq!(metrics.fhir_view_lag_records.get(), 80);
+
+        let (changed, _) = watch::channel(0);
+        let view = View {
+            store: store.clone(),
+            progress: Arc::new(progress),
+            changed: changed.subscribe(),
+        };
+        let p1 = view.get("Patient", "p1").expect("get").expect("p1 indexed");
+        assert_eq!(p1.version, 1);
+        assert!(
+            String::from_utf8_lossy(&p1.json).starts_with(
+                r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"#
+            ),
+            "{}",
+            String::from_utf8_lossy(&p1.json)
+        );
+        let found = view
+            .scan_index(Index::SystemValue, "Patient", "urn:mrn|7", None, 10)
+            .expect("scan");
+        assert_eq!(found, ["p1"]);
+        assert!(view.get("Observation", "o0").expect("get").is_none());
+        store.close();
+    }
+
+    /// Within one pass, a later record of a resource builds on the earlier
+    /// one (its version, its index entries), and a delete removes both.
+    #[test]
+    fn versions_within_one_pass_build_on_each_other() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = open_with_segments(dir.path(), 1 << 20);
+        put(
+            &store,
+            "Patient",
+            "p1",
+            r#"{"resourceType":"Patient","identifier":[{"value":"A"}]}"#,
+        );
+        put(
+            &store,
+            "Patient",
+            "p1",
+            r#"{"resourceType":"Patient","identifier":[{"value":"B"}]}"#,
+        );
+        put(
+            &store,
+            "Patient",
+            "p1",
+            r#"{"resourceType":"Patient","identifier":[{"value":"B"}]}"#,
+        );
+        let metrics = Metrics::new().expect("metrics");
+        let progress = Arc::new(Progress::default());
+        let mut cursors = HashMap::new();
+        let done = pass(&store, &metrics, &progress, &mut cursors).expect("open");
+        assert!(done.progressed && !done.failed);
+        let (changed, _) = watch::channel(0);
+        let view = View {
+            store: store.clone(),
+            progress: progress.clone(),
+            changed: changed.subscribe(),
+        };
+        let p1 = view.get("Patient", "p1").expect("get").expect("p1");
+        assert_eq!(p1.version, 2, "the same content again is not a new version");
+        let ids = |v: &str| {
+            view.scan_index(Index::Value, "Patient", v, None, 10)
+                .expect("scan")
+        };
+        assert!(ids("A").is_empty());
+        assert_eq!(ids("B"), ["p1"]);
+
+        block(store.append(AppendRequest {
+            topic: "fhir.Patient".into(),
+            record: Record {
+                timestamp_ms: 1,
+                headers: vec![
+                    (headers::FHIR_RESOURCE_TYPE.into(), "Patient".into()),
+                    (headers::FHIR_ID.into(), "p1".into()),
+                    (headers::FHIR_DELETED.into(), "true".into()),
+                ],
+                content_type: headers::CONTENT_TYPE_FHIR.into(),
+                payload: Vec::new(),
+            },
+            dedup: None,
+        }))
+        .expect("append");
+        pass(&store, &metrics, &progress, &mut cursors).expect("open");
+        assert!(view.get("Patient", "p1").expect("get").is_none());
+        assert!(ids("B").is_empty());
+        store.close();
+    }
 }

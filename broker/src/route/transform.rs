@@ -55,19 +55,35 @@ impl Outputs {
 pub enum Output {
     /// A copy of the source record (transform `none`).
     Record(Record),
-    /// A FHIR Bundle or resource of a conversion. Its own headers are its
-    /// type and id; it is encoded from these parts, without building a
-    /// [`Record`] (a message makes tens of them).
-    Fhir {
-        /// The source record's timestamp.
-        timestamp_ms: u64,
-        /// `Bundle` or the resource's type.
-        resource_type: String,
-        /// The resource's id (a Bundle's is in its JSON).
-        id: Option<String>,
-        /// The compact JSON.
-        json: Vec<u8>,
-    },
+    /// A FHIR Bundle or resource of a conversion.
+    Fhir(FhirOutput),
+}
+
+/// A FHIR Bundle or resource of a conversion. Its own headers are its type
+/// and id; it is encoded from these parts, without building a [`Record`]
+/// (a message makes tens of them).
+pub struct FhirOutput {
+    /// The source record's timestamp.
+    pub timestamp_ms: u64,
+    /// `Bundle` or the resource's type.
+    pub resource_type: String,
+    /// The resource's id (a Bundle's is in its JSON).
+    pub id: Option<String>,
+    /// The compact JSON.
+    pub json: Vec<u8>,
+}
+
+impl FhirOutput {
+    /// `f` of its own headers: the type, then the id when it has one.
+    fn with_headers<R>(&self, f: impl FnOnce(&[(&'static str, &str)]) -> R) -> R {
+        let own = [
+            (headers::FHIR_RESOURCE_TYPE, self.resource_type.as_str()),
+            (headers::FHIR_ID, self.id.as_deref().unwrap_or_default()),
+        ];
+        f(own
+            .get(..1 + usize::from(self.id.is_some()))
+            .unwrap_or_default())
+    }
 }
 
 impl Output {
@@ -75,7 +91,7 @@ impl Output {
     pub fn payload_len(&self) -> usize {
         match self {
             Output::Record(r) => r.payload.len(),
-            Output::Fhir { json, .. } => json.len(),
+            Output::Fhir(f) => f.json.len(),
         }
     }
 
@@ -83,23 +99,16 @@ impl Output {
     pub fn into_record(self) -> Record {
         match self {
             Output::Record(r) => r,
-            Output::Fhir {
-                timestamp_ms,
-                resource_type,
-                id,
-                json,
-            } => {
-                let mut headers = vec![(headers::FHIR_RESOURCE_TYPE.to_string(), resource_type)];
-                if let Some(id) = id {
-                    headers.push((headers::FHIR_ID.to_string(), id));
-                }
-                Record {
-                    timestamp_ms,
-                    headers,
-                    content_type: headers::CONTENT_TYPE_FHIR.to_string(),
-                    payload: json,
-                }
-            }
+            Output::Fhir(f) => Record {
+                timestamp_ms: f.timestamp_ms,
+                headers: f.with_headers(|own| {
+                    own.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                }),
+                content_type: headers::CONTENT_TYPE_FHIR.to_string(),
+                payload: f.json,
+            },
         }
     }
 
@@ -107,25 +116,17 @@ impl Output {
     pub(crate) fn encode(self, shared: &SharedHeaders) -> Result<EncodedRecord, StorageError> {
         match self {
             Output::Record(r) => EncodedRecord::with_shared(shared, r),
-            Output::Fhir {
-                timestamp_ms,
-                resource_type,
-                id,
-                json,
-            } => {
-                let own = [
-                    (headers::FHIR_RESOURCE_TYPE, resource_type.as_str()),
-                    (headers::FHIR_ID, id.as_deref().unwrap_or_default()),
-                ];
-                let parts = RecordParts {
-                    timestamp_ms,
-                    headers: own
-                        .get(..if id.is_some() { 2 } else { 1 })
-                        .unwrap_or_default(),
-                    content_type: headers::CONTENT_TYPE_FHIR,
-                    payload_len: json.len(),
-                };
-                EncodedRecord::from_parts(shared, parts, json)
+            Output::Fhir(mut f) => {
+                let json = std::mem::take(&mut f.json);
+                f.with_headers(|own| {
+                    let parts = RecordParts {
+                        timestamp_ms: f.timestamp_ms,
+                        headers: own,
+                        content_type: headers::CONTENT_TYPE_FHIR,
+                        payload_len: json.len(),
+                    };
+                    EncodedRecord::from_parts(shared, parts, json)
+                })
             }
         }
     }
@@ -341,12 +342,12 @@ fn fhir_outputs(
                 };
                 out.push((
                     fill(t, Some(&resource_type)),
-                    Output::Fhir {
+                    Output::Fhir(FhirOutput {
                         timestamp_ms: record.timestamp_ms,
                         resource_type,
                         id: Some(id),
                         json,
-                    },
+                    }),
                 ));
             }
         } else {
@@ -358,12 +359,12 @@ fn fhir_outputs(
             };
             out.push((
                 fill(t, Some("Bundle")),
-                Output::Fhir {
+                Output::Fhir(FhirOutput {
                     timestamp_ms: record.timestamp_ms,
                     resource_type: "Bundle".to_string(),
                     id: None,
                     json,
-                },
+                }),
             ));
         }
     }
