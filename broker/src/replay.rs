@@ -11,7 +11,7 @@ use crate::destination::delivery::{replay_range as destination_range, Settings};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::route::transform::{route_record, Routed};
-use crate::storage::{AtomicWrite, Record, StorageError, Store};
+use crate::storage::{AtomicWrite, Record, RecordView, StorageError, Store};
 use medbus_config::route::compile_route;
 use medbus_config::Config;
 use std::sync::Arc;
@@ -128,7 +128,8 @@ pub async fn replay(
                 };
                 for (offset, record) in batch.into_iter().filter(|(o, _)| *o <= to) {
                     s.read += 1;
-                    match route_record(&route, &source, offset, &record, &fhir).routed {
+                    let view = RecordView::from(&record);
+                    match route_record(&route, &source, offset, &view, &fhir).routed {
                         Routed::Filtered => s.filtered += 1,
                         Routed::Outputs(outputs) => {
                             for (topic, mut out) in outputs.into_records() {

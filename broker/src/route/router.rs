@@ -135,7 +135,8 @@ fn prepare(
         last = *offset;
         // A stored value that no longer decodes must not stall the route
         // for ever: its bytes are dead-lettered like any other failure.
-        let record = match raw.decode() {
+        // (Read in place: its headers are copied only into the outputs.)
+        let record = match raw.view() {
             Ok(r) => r,
             Err(e) => {
                 failed += 1;
@@ -160,8 +161,7 @@ fn prepare(
                 continue;
             }
         };
-        let record = &record;
-        let result = route_record(route, source, *offset, record, fhir);
+        let result = route_record(route, source, *offset, &record, fhir);
         if let Some((message_type, took)) = &result.conversion {
             metrics.observe_conversion(message_type, *took);
         }
@@ -169,7 +169,7 @@ fn prepare(
             Routed::Filtered => filtered += 1,
             Routed::Outputs(outputs) => {
                 matched += 1;
-                oldest_ms = oldest_ms.min(record.timestamp_ms);
+                oldest_ms = oldest_ms.min(record.timestamp_ms());
                 let shared = SharedHeaders::new(&outputs.shared);
                 for (topic, o) in outputs.records {
                     bytes += o.payload_len();
@@ -181,23 +181,10 @@ fn prepare(
                 let span = tracing::debug_span!("route.record", route = %route.name, topic = %source, offset);
                 let _enter = span.enter();
                 tracing::warn!(%reason, "record dead-lettered");
-                push(
-                    &mut write,
-                    route.dead_letter_topic.clone(),
-                    Record {
-                        timestamp_ms: record.timestamp_ms,
-                        headers: dead_letter_headers(
-                            record.headers.clone(),
-                            reason,
-                            route,
-                            source,
-                            *offset,
-                        ),
-                        content_type: record.content_type.clone(),
-                        payload: record.payload.clone(),
-                    },
-                )?;
-                bytes += record.payload.len();
+                let mut dead = record.to_record();
+                dead.headers = dead_letter_headers(dead.headers, reason, route, source, *offset);
+                bytes += dead.payload.len();
+                push(&mut write, route.dead_letter_topic.clone(), dead)?;
             }
         }
     }

@@ -4,23 +4,27 @@
 //! tested without storage and reused by replay.
 
 use crate::headers;
-use crate::storage::{EncodedRecord, Record, RecordParts, SharedHeaders, StorageError};
+use crate::storage::{EncodedRecord, Record, RecordParts, RecordView, SharedHeaders, StorageError};
 use medbus_config::route::{CompiledRoute, Condition, TemplatePart};
 use medbus_config::{Subject, Transform};
 use medbus_fhir::{Conversion, ConvertOptions};
 use medbus_hl7::Message;
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 /// Most routes one record may pass through: a template target that leads
 /// back to a source would otherwise loop forever.
 pub const MAX_HOPS: u32 = 16;
 
+/// A header of an output: borrowed from the source record where it can be.
+pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// What became of one source record.
-pub enum Routed {
+pub enum Routed<'a> {
     /// The condition did not hold.
     Filtered,
     /// Matched: these outputs.
-    Outputs(Outputs),
+    Outputs(Outputs<'a>),
     /// Matched but could not be transformed: dead-letter with this reason.
     Failed(String),
 }
@@ -28,17 +32,21 @@ pub enum Routed {
 /// A matched record's outputs. Every one carries `shared` (the source
 /// record's headers and the route's) before its own headers; they are kept
 /// apart so that the twenty resources of one message do not each copy them.
-pub struct Outputs {
+pub struct Outputs<'a> {
     /// Headers of every output, first.
-    pub shared: Vec<(String, String)>,
+    pub shared: Vec<Header<'a>>,
     /// (topic, output with only its own headers), in write order.
     pub records: Vec<(String, Output)>,
 }
 
-impl Outputs {
+impl Outputs<'_> {
     /// Each output as a record with all its headers.
     pub fn into_records(self) -> Vec<(String, Record)> {
-        let shared = self.shared;
+        let shared: Vec<(String, String)> = self
+            .shared
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         self.records
             .into_iter()
             .map(|(topic, o)| {
@@ -133,26 +141,27 @@ impl Output {
 }
 
 /// The result plus how long a FHIR conversion took (for the metric).
-pub struct RouteResult {
+pub struct RouteResult<'a> {
     /// The outcome.
-    pub routed: Routed,
+    pub routed: Routed<'a>,
     /// `Some((message_type, time))` when a conversion ran.
     pub conversion: Option<(String, Duration)>,
 }
 
 /// Whether a record's content type is FHIR JSON.
-fn is_fhir(r: &Record) -> bool {
-    r.content_type.starts_with("application/fhir+json")
+fn is_fhir(r: &RecordView<'_>) -> bool {
+    r.content_type().starts_with("application/fhir+json")
 }
 
-/// Route one record.
-pub fn route_record(
-    route: &CompiledRoute,
-    source_topic: &str,
+/// Route one record, read in place (its headers are copied into the
+/// outputs' only when they are encoded).
+pub fn route_record<'a>(
+    route: &'a CompiledRoute,
+    source_topic: &'a str,
     offset: u64,
-    record: &Record,
+    record: &'a RecordView<'a>,
     fhir: &ConvertOptions,
-) -> RouteResult {
+) -> RouteResult<'a> {
     // Parse only when something looks inside: a condition, a FHIR
     // transform, or a template filled from MSH (pass-through copies need not).
     let needs_hl7 = !matches!(route.condition, Condition::Always)
@@ -162,8 +171,8 @@ pub fn route_record(
             .iter()
             .flatten()
             .any(|p| matches!(p, TemplatePart::Key(k) if k != "resourceType"));
-    let hl7 = (needs_hl7 && record.content_type == headers::CONTENT_TYPE_HL7)
-        .then(|| Message::parse(&record.payload).ok())
+    let hl7 = (needs_hl7 && record.content_type() == headers::CONTENT_TYPE_HL7)
+        .then(|| Message::parse(record.payload()).ok())
         .flatten();
     let resource_type = if is_fhir(record) {
         record.header(headers::FHIR_RESOURCE_TYPE)
@@ -193,23 +202,22 @@ pub fn route_record(
             conversion: None,
         };
     }
-    let mut base_headers: Vec<(String, String)> = Vec::with_capacity(record.headers.len() + 6);
+    let mut base_headers: Vec<Header<'a>> = Vec::with_capacity(24);
     base_headers.extend(
         record
-            .headers
-            .iter()
+            .headers()
             .filter(|(k, _)| {
-                k != headers::ROUTE
-                    && k != headers::SOURCE_TOPIC
-                    && k != headers::SOURCE_OFFSET
-                    && k != headers::HOPS
+                *k != headers::ROUTE
+                    && *k != headers::SOURCE_TOPIC
+                    && *k != headers::SOURCE_OFFSET
+                    && *k != headers::HOPS
             })
-            .cloned(),
+            .map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v))),
     );
-    base_headers.push((headers::HOPS.to_string(), hops.to_string()));
-    base_headers.push((headers::ROUTE.to_string(), route.name.clone()));
-    base_headers.push((headers::SOURCE_TOPIC.to_string(), source_topic.to_string()));
-    base_headers.push((headers::SOURCE_OFFSET.to_string(), offset.to_string()));
+    base_headers.push((headers::HOPS.into(), hops.to_string().into()));
+    base_headers.push((headers::ROUTE.into(), route.name.as_str().into()));
+    base_headers.push((headers::SOURCE_TOPIC.into(), source_topic.into()));
+    base_headers.push((headers::SOURCE_OFFSET.into(), offset.to_string().into()));
 
     let result = transform(
         route,
@@ -237,14 +245,14 @@ pub fn route_record(
     }
 }
 
-fn transform(
+fn transform<'a>(
     route: &CompiledRoute,
-    record: &Record,
+    record: &RecordView<'_>,
     hl7: Option<&Message<'_>>,
     resource_type: Option<&str>,
-    base_headers: Vec<(String, String)>,
+    base_headers: Vec<Header<'a>>,
     fhir: &ConvertOptions,
-) -> RouteResult {
+) -> RouteResult<'a> {
     let fill = |parts: &[TemplatePart], resource: Option<&str>| fill_template(parts, hl7, resource);
     match route.transform {
         Transform::None => {
@@ -255,10 +263,10 @@ fn transform(
                     (
                         fill(t, resource_type),
                         Output::Record(Record {
-                            timestamp_ms: record.timestamp_ms,
+                            timestamp_ms: record.timestamp_ms(),
                             headers: Vec::new(),
-                            content_type: record.content_type.clone(),
-                            payload: record.payload.clone(),
+                            content_type: record.content_type().to_string(),
+                            payload: record.payload().to_vec(),
                         }),
                     )
                 })
@@ -273,7 +281,7 @@ fn transform(
         }
         Transform::Fhir | Transform::FhirResources => {
             let Some(msg) = hl7 else {
-                let why = if record.content_type == headers::CONTENT_TYPE_HL7 {
+                let why = if record.content_type() == headers::CONTENT_TYPE_HL7 {
                     "the record is not a parsable HL7 v2 message"
                 } else {
                     "transform fhir needs HL7 v2 records"
@@ -297,24 +305,28 @@ fn transform(
             };
             let conversion = Some((std::mem::take(&mut c.message_type), took));
             RouteResult {
-                routed: Routed::Outputs(fhir_outputs(route, record, base_headers, c, |t, r| {
-                    fill(t, r)
-                })),
+                routed: Routed::Outputs(fhir_outputs(
+                    route,
+                    record.timestamp_ms(),
+                    base_headers,
+                    c,
+                    |t, r| fill(t, r),
+                )),
                 conversion,
             }
         }
     }
 }
 
-fn fhir_outputs(
+fn fhir_outputs<'a>(
     route: &CompiledRoute,
-    record: &Record,
-    mut common: Vec<(String, String)>,
+    timestamp_ms: u64,
+    mut common: Vec<Header<'a>>,
     mut c: Conversion,
     fill: impl Fn(&[TemplatePart], Option<&str>) -> String,
-) -> Outputs {
+) -> Outputs<'a> {
     if c.partial {
-        common.push((headers::FHIR_PARTIAL.to_string(), "true".into()));
+        common.push((headers::FHIR_PARTIAL.into(), "true".into()));
     }
     let per_resource = |t: &[TemplatePart]| {
         route.transform == Transform::FhirResources
@@ -343,7 +355,7 @@ fn fhir_outputs(
                 out.push((
                     fill(t, Some(&resource_type)),
                     Output::Fhir(FhirOutput {
-                        timestamp_ms: record.timestamp_ms,
+                        timestamp_ms,
                         resource_type,
                         id: Some(id),
                         json,
@@ -360,7 +372,7 @@ fn fhir_outputs(
             out.push((
                 fill(t, Some("Bundle")),
                 Output::Fhir(FhirOutput {
-                    timestamp_ms: record.timestamp_ms,
+                    timestamp_ms,
                     resource_type: "Bundle".to_string(),
                     id: None,
                     json,
@@ -429,6 +441,7 @@ pub fn fill_template(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::RawRecord;
     use medbus_config::route::{parse_template, Condition};
 
     fn route(targets: &[&str], sources: &[&str]) -> CompiledRoute {
@@ -469,38 +482,44 @@ mod tests {
         assert_eq!(fill_template(&parts, None, None), "x.unknown.unknown");
     }
 
+    /// `r` as the router reads it: stored, then read in place.
+    fn stored(r: &Record) -> RawRecord {
+        RawRecord::new(bytes::Bytes::from(r.encode().expect("encode")))
+    }
+
     #[test]
     fn a_template_resolving_to_the_source_is_dead_lettered() {
         let r = route(&["hl7.{sendingFacility}"], &["hl7.in"]);
-        let out = route_record(
-            &r,
-            "hl7.in",
-            0,
-            &hl7("in", vec![]),
-            &ConvertOptions::default(),
-        );
+        let opts = ConvertOptions::default();
+        let raw = stored(&hl7("in", vec![]));
+        let view = raw.view().expect("view");
+        let out = route_record(&r, "hl7.in", 0, &view, &opts);
         assert!(matches!(out.routed, Routed::Failed(ref why) if why.contains("own source")));
-        let out = route_record(
-            &r,
-            "hl7.in",
-            0,
-            &hl7("lab", vec![]),
-            &ConvertOptions::default(),
-        );
+        let raw = stored(&hl7("lab", vec![]));
+        let view = raw.view().expect("view");
+        let out = route_record(&r, "hl7.in", 0, &view, &opts);
         assert!(matches!(out.routed, Routed::Outputs(ref o) if o.records[0].0 == "hl7.lab"));
     }
 
     #[test]
     fn hop_count_stops_loops() {
         let r = route(&["out"], &["in"]);
-        let at_limit = hl7("x", vec![(headers::HOPS.into(), MAX_HOPS.to_string())]);
-        let out = route_record(&r, "in", 0, &at_limit, &ConvertOptions::default());
+        let opts = ConvertOptions::default();
+        let raw = stored(&hl7(
+            "x",
+            vec![(headers::HOPS.into(), MAX_HOPS.to_string())],
+        ));
+        let at_limit = raw.view().expect("view");
+        let out = route_record(&r, "in", 0, &at_limit, &opts);
         assert!(matches!(out.routed, Routed::Failed(ref why) if why.contains("routing loop")));
-        let fresh = hl7("x", vec![(headers::HOPS.into(), "3".into())]);
-        match route_record(&r, "in", 0, &fresh, &ConvertOptions::default()).routed {
+        let raw = stored(&hl7("x", vec![(headers::HOPS.into(), "3".into())]));
+        let fresh = raw.view().expect("view");
+        match route_record(&r, "in", 0, &fresh, &opts).routed {
             Routed::Outputs(o) => {
                 let (_, out) = &o.into_records()[0];
                 assert_eq!(out.header(headers::HOPS), Some("4"));
+                assert_eq!(out.header(headers::SOURCE_OFFSET), Some("0"));
+                assert_eq!(out.payload, fresh.payload());
             }
             _ => panic!("expected outputs"),
         }

@@ -137,7 +137,7 @@ pub(crate) struct SharedHeaders {
 }
 
 impl SharedHeaders {
-    pub fn new(headers: &[(String, String)]) -> SharedHeaders {
+    pub fn new<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> SharedHeaders {
         let mut block = Vec::with_capacity(headers.len() * 24);
         put_headers(&mut block, headers);
         SharedHeaders {

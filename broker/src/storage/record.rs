@@ -248,19 +248,26 @@ impl RawRecord {
     pub fn view(&self) -> Result<RecordView<'_>, RecordError> {
         match Envelope::of(&self.0)? {
             Envelope::Compact(c) => Ok(RecordView(View::Compact(c))),
-            Envelope::Legacy(body) => Ok(RecordView(View::Owned(
+            Envelope::Legacy(body) => Ok(RecordView(View::Decoded(std::borrow::Cow::Owned(
                 bincode::decode_from_slice(body, config())?.0,
-            ))),
+            )))),
         }
     }
 }
 
-/// A stored record read in place ([`RawRecord::view`]).
+/// A stored record read in place ([`RawRecord::view`]), or a record already
+/// decoded seen the same way.
 pub struct RecordView<'a>(View<'a>);
 
 enum View<'a> {
     Compact(Compact<'a>),
-    Owned(Record),
+    Decoded(std::borrow::Cow<'a, Record>),
+}
+
+impl<'a> From<&'a Record> for RecordView<'a> {
+    fn from(r: &'a Record) -> RecordView<'a> {
+        RecordView(View::Decoded(std::borrow::Cow::Borrowed(r)))
+    }
 }
 
 impl RecordView<'_> {
@@ -268,15 +275,28 @@ impl RecordView<'_> {
     pub fn timestamp_ms(&self) -> u64 {
         match &self.0 {
             View::Compact(c) => c.timestamp_ms,
-            View::Owned(r) => r.timestamp_ms,
+            View::Decoded(r) => r.timestamp_ms,
         }
     }
 
     /// The value of the first header called `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         match &self.0 {
-            View::Compact(c) => c.headers().find(|(k, _)| *k == name).map(|(_, v)| v),
-            View::Owned(r) => r.header(name),
+            View::Compact(c) => Box::new(c.headers()),
+            View::Decoded(r) => Box::new(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        }
+    }
+
+    /// The content type.
+    pub fn content_type(&self) -> &str {
+        match &self.0 {
+            View::Compact(c) => c.content_type,
+            View::Decoded(r) => &r.content_type,
         }
     }
 
@@ -284,7 +304,15 @@ impl RecordView<'_> {
     pub fn payload(&self) -> &[u8] {
         match &self.0 {
             View::Compact(c) => c.payload,
-            View::Owned(r) => &r.payload,
+            View::Decoded(r) => &r.payload,
+        }
+    }
+
+    /// The record, owned.
+    pub fn to_record(&self) -> Record {
+        match &self.0 {
+            View::Compact(c) => c.to_record(),
+            View::Decoded(r) => r.clone().into_owned(),
         }
     }
 }
