@@ -189,11 +189,20 @@ pub fn route_record<'a>(
             conversion: None,
         };
     }
-    let hops = record
-        .header(headers::HOPS)
-        .and_then(|h| h.parse::<u32>().ok())
-        .unwrap_or(0)
-        + 1;
+    // One walk over the source's headers: the hop count, and the headers
+    // every output carries (not the source's own route, source and hops).
+    let mut seen_hops = None;
+    let mut base_headers: Vec<Header<'a>> = Vec::with_capacity(24);
+    for (k, v) in record.headers() {
+        match k {
+            headers::HOPS => {
+                seen_hops = seen_hops.or(Some(v.parse::<u32>().unwrap_or(0)));
+            }
+            headers::ROUTE | headers::SOURCE_TOPIC | headers::SOURCE_OFFSET => {}
+            _ => base_headers.push((Cow::Borrowed(k), Cow::Borrowed(v))),
+        }
+    }
+    let hops = seen_hops.unwrap_or(0).saturating_add(1);
     if hops > MAX_HOPS {
         return RouteResult {
             routed: Routed::Failed(format!(
@@ -202,18 +211,6 @@ pub fn route_record<'a>(
             conversion: None,
         };
     }
-    let mut base_headers: Vec<Header<'a>> = Vec::with_capacity(24);
-    base_headers.extend(
-        record
-            .headers()
-            .filter(|(k, _)| {
-                *k != headers::ROUTE
-                    && *k != headers::SOURCE_TOPIC
-                    && *k != headers::SOURCE_OFFSET
-                    && *k != headers::HOPS
-            })
-            .map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v))),
-    );
     base_headers.push((headers::HOPS.into(), hops.to_string().into()));
     base_headers.push((headers::ROUTE.into(), route.name.as_str().into()));
     base_headers.push((headers::SOURCE_TOPIC.into(), source_topic.into()));
