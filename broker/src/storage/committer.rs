@@ -67,8 +67,20 @@ pub(crate) enum Op {
     /// Records plus cursor positions, applied in one atomic step.
     Atomic {
         write: EncodedWrite,
-        reply: oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
+        reply: oneshot::Sender<Result<Written, StorageError>>,
     },
+}
+
+/// What an atomic write's caller gets back: the offsets given, and the
+/// encoded records once framed, so that they are freed on the caller's
+/// thread, which made them (a route's outputs are tens of KiB a message in
+/// many allocations; freeing them here would make every one a cross-thread
+/// free for the allocator).
+pub(crate) struct Written {
+    /// `(topic, offset)` of each record, in order.
+    pub offsets: Vec<(String, u64)>,
+    /// The records as submitted, already copied into the group.
+    pub spent: Vec<(String, EncodedRecord)>,
 }
 
 /// An [`AppendRequest`] with its record encoded by the caller.
@@ -236,8 +248,8 @@ enum Reply {
         Result<AppendOutcome, StorageError>,
     ),
     Atomic(
-        oneshot::Sender<Result<Vec<(String, u64)>, StorageError>>,
-        Result<Vec<(String, u64)>, StorageError>,
+        oneshot::Sender<Result<Written, StorageError>>,
+        Result<Written, StorageError>,
     ),
     /// Answered once the trim is applied (`None`: nothing to trim).
     Trim(
@@ -765,7 +777,7 @@ impl Committer {
         &mut self,
         plan: &mut Plan,
         write: EncodedWrite,
-    ) -> Result<Vec<(String, u64)>, StorageError> {
+    ) -> Result<Written, StorageError> {
         if let Some((t, _)) = write
             .records
             .iter()
@@ -798,7 +810,10 @@ impl Committer {
         }
         plan.cursors.extend(write.cursors);
         plan.released.extend(write.released);
-        Ok(out)
+        Ok(Written {
+            offsets: out,
+            spent: write.records,
+        })
     }
 
     /// Store a retransmission key (after its record is durable).

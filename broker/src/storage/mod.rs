@@ -458,7 +458,14 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StorageError>> + 'static {
         let timeout = Some(self.inner.commit_timeout);
         let op = write.map(|write| |reply| committer::Op::Atomic { write, reply });
-        self.call(op, timeout)
+        let written = self.call(op, timeout);
+        // The spent records are dropped here, on the caller's thread.
+        async move {
+            written.await.map(|w| {
+                drop(w.spent);
+                w.offsets
+            })
+        }
     }
 
     /// Write a consistent snapshot of the store to `path` (which must not
