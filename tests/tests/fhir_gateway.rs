@@ -477,6 +477,85 @@ fn decimals_keep_their_precision_and_members_their_order() {
     );
 }
 
+/// Versions as a FHIR client relies on them: the `Location` a write
+/// answers with can be read (`_history/{vid}` of the current version);
+/// `If-Match` with a stale version is refused with 412 and changes nothing;
+/// a deleted resource answers 410 Gone and a new write goes on from its
+/// version; `_count=0` answers the total without entries.
+#[test]
+fn versioned_updates_vread_deletes_and_count_only_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(&config(""), &dir.path().join("d"));
+    let fhir = b.fhir.expect("fhir gateway address");
+    let json = "application/fhir+json";
+    let put = |if_match: &[(&str, &str)], gender: &str| {
+        let body = format!(r#"{{"resourceType":"Patient","id":"v1","gender":"{gender}"}}"#);
+        http_exchange(
+            fhir,
+            "PUT",
+            "/fhir/Patient/v1",
+            if_match,
+            Some((json, body.as_bytes())),
+        )
+        .unwrap()
+    };
+    let get = |path: &str| http_exchange(fhir, "GET", path, &[], None).unwrap();
+
+    let created = put(&[], "female");
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.header("etag"), Some(r#"W/"1""#));
+    let location = created.header("location").unwrap().to_string();
+    assert!(
+        location.ends_with("/fhir/Patient/v1/_history/1"),
+        "{location}"
+    );
+    let path = &location[location.find("/fhir/").unwrap()..];
+    let vread = get(path);
+    assert_eq!(vread.status, 200, "{}", vread.body);
+    assert!(vread.body.contains(r#""gender":"female""#));
+
+    let updated = put(&[("If-Match", r#"W/"1""#)], "male");
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(updated.header("etag"), Some(r#"W/"2""#));
+    let stale = put(&[("If-Match", r#"W/"1""#)], "other");
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    assert!(stale.body.contains("OperationOutcome"), "{}", stale.body);
+    let now = get("/fhir/Patient/v1");
+    assert!(now.body.contains(r#""gender":"male""#), "{}", now.body);
+    assert_eq!(put(&[("If-Match", "garbage")], "other").status, 400);
+    assert_eq!(get("/fhir/Patient/v1/_history/1").status, 404);
+    assert_eq!(get("/fhir/Patient/v1/_history/2").status, 200);
+
+    let del = |if_match: &[(&str, &str)]| {
+        http_exchange(fhir, "DELETE", "/fhir/Patient/v1", if_match, None)
+            .unwrap()
+            .status
+    };
+    assert_eq!(del(&[("If-Match", r#"W/"1""#)]), 412);
+    assert_eq!(get("/fhir/Patient/v1").status, 200);
+    assert_eq!(del(&[("If-Match", r#"W/"2""#)]), 204);
+    let gone = eventually("the delete in the view", || {
+        Some(get("/fhir/Patient/v1")).filter(|a| a.status != 200)
+    });
+    assert_eq!(gone.status, 410, "{}", gone.body);
+    assert!(gone.body.contains("OperationOutcome"), "{}", gone.body);
+    let again = put(&[], "unknown");
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("etag"), Some(r#"W/"4""#), "{}", again.body);
+
+    for id in ["c1", "c2", "c3"] {
+        let body = format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#);
+        let path = format!("/fhir/Patient/{id}");
+        let a = http_exchange(fhir, "PUT", &path, &[], Some((json, body.as_bytes()))).unwrap();
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let counted = get("/fhir/Patient?_count=0");
+    assert_eq!(counted.status, 200, "{}", counted.body);
+    let v: Value = serde_json::from_str(&counted.body).unwrap();
+    assert_eq!(v["total"], json!(4), "{v}");
+    assert!(v.get("entry").is_none(), "{v}");
+}
+
 /// A copy of an HL7 message with another control id (a new event).
 fn with_control_id(msg: &[u8], id: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(msg).to_string();

@@ -28,7 +28,7 @@ pub fn statement(ctx: &Ctx, base_url: &str) -> Value {
             let mut r = json!({
                 "type": t,
                 "interaction": [
-                    {"code": "read"}, {"code": "search-type"}, {"code": "create"},
+                    {"code": "read"}, {"code": "vread"}, {"code": "search-type"}, {"code": "create"},
                     {"code": "update"}, {"code": "delete"}
                 ],
                 "versioning": "versioned",

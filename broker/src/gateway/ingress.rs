@@ -238,8 +238,47 @@ async fn create_inner(
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
     let w = record_for(req, &map, "create", false);
+    let _one_at_a_time = ctx.writes.lock().await;
     commit(ctx, std::slice::from_ref(&w)).await?;
     Ok(single_answer(ctx, req, &w, StatusCode::CREATED))
+}
+
+/// The version an `If-Match` header names (`W/"3"` or `"3"`), if any.
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, FhirError> {
+    let Some(v) = req.headers().get("if-match") else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or_default().trim();
+    let bare = text.strip_prefix("W/").unwrap_or(text);
+    bare.trim_matches('"')
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| {
+            FhirError::invalid(format!(
+                "If-Match {:?} is not a version such as W/\"3\"",
+                resource::truncate(text, 40)
+            ))
+        })
+}
+
+/// Refuse with 412 unless `If-Match` (when given) names the `current`
+/// version of `t/id` (`None`: there is none).
+fn check_if_match(
+    req: &HttpRequest,
+    t: &str,
+    id: &str,
+    current: Option<u64>,
+) -> Result<(), FhirError> {
+    match (if_match(req)?, current) {
+        (None, _) => Ok(()),
+        (Some(want), Some(have)) if want == have => Ok(()),
+        (Some(want), Some(have)) => Err(FhirError::version_conflict(format!(
+            "If-Match names version {want} of {t}/{id}, but the current version is {have}"
+        ))),
+        (Some(want), None) => Err(FhirError::version_conflict(format!(
+            "If-Match names version {want} of {t}/{id}, which does not exist"
+        ))),
+    }
 }
 
 /// `PUT [base]/{type}/{id}`: update, or create with the client's id.
@@ -291,11 +330,14 @@ async fn update_inner(
     }
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
-    let existed = ctx
+    let _one_at_a_time = ctx.writes.lock().await;
+    let current = ctx
         .view
         .get(t, id)
         .map_err(|e| FhirError::storage(&e))?
-        .is_some();
+        .map(|s| s.version);
+    check_if_match(req, t, id, current)?;
+    let existed = current.is_some();
     let w = record_for(req, &map, "update", false);
     commit(ctx, std::slice::from_ref(&w)).await?;
     let status = if existed {
@@ -331,7 +373,10 @@ async fn delete_inner(
     check_type(t)?;
     check_id(id)?;
     let access = ctx.authorize(req, t, true)?;
-    let Some(old) = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))? else {
+    let _one_at_a_time = ctx.writes.lock().await;
+    let old = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
+    check_if_match(req, t, id, old.as_ref().map(|s| s.version))?;
+    let Some(old) = old else {
         // Deleting what is not there succeeds (FHIR: idempotent).
         return Ok(HttpResponse::NoContent().finish());
     };
@@ -396,6 +441,7 @@ async fn bundle_inner(
             entries.len()
         )));
     }
+    let _one_at_a_time = ctx.writes.lock().await;
     let mut checked: Vec<Result<Entry, FhirError>> = Vec::new();
     let mut renames: HashMap<String, String> = HashMap::new();
     for (i, e) in entries.into_iter().enumerate() {

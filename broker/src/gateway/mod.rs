@@ -83,6 +83,9 @@ pub struct Ctx {
     pub subscriptions: Arc<notifier::Registry>,
     /// Websocket binding tokens and bound connections.
     pub websockets: Arc<websocket::Bindings>,
+    /// Held by each write from its version check until the view shows it,
+    /// so that an `If-Match` version cannot change in between.
+    pub writes: tokio::sync::Mutex<()>,
 }
 
 impl Ctx {
@@ -135,9 +138,10 @@ impl Ctx {
 pub struct Interaction(pub &'static str);
 
 /// Every interaction label, so the series exist from start-up.
-pub const INTERACTIONS: [&str; 11] = [
+pub const INTERACTIONS: [&str; 12] = [
     "capabilities",
     "read",
+    "vread",
     "search-type",
     "create",
     "update",
@@ -212,6 +216,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
         auth,
         subscriptions: registry,
         websockets,
+        writes: tokio::sync::Mutex::new(()),
     });
     let base = config.base().to_string();
     let server = HttpServer::new(move || {
@@ -257,6 +262,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
                     .route("/{type}", web::get().to(read::search))
                     .route("/{type}", web::post().to(ingress::create))
                     .route("/{type}/{id}", web::get().to(read::read))
+                    .route("/{type}/{id}/_history/{vid}", web::get().to(read::vread))
                     .route("/{type}/{id}", web::put().to(ingress::update))
                     .route("/{type}/{id}", web::delete().to(ingress::delete))
                     .default_service(web::to(unknown)),

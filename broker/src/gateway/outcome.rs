@@ -42,6 +42,16 @@ impl FhirError {
     pub fn not_found(diagnostics: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", diagnostics)
     }
+
+    /// 410: the resource was deleted.
+    pub fn gone(diagnostics: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "deleted", diagnostics)
+    }
+
+    /// 412: an `If-Match` version is not the current one.
+    pub fn version_conflict(diagnostics: impl Into<String>) -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, "conflict", diagnostics)
+    }
     /// 503 after a storage failure: nothing was stored.
     pub fn storage(error: &crate::storage::StorageError) -> Self {
         Self::new(

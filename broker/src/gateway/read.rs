@@ -38,21 +38,66 @@ pub async fn read(
 }
 
 fn read_inner(ctx: &Ctx, req: &HttpRequest, t: &str, id: &str) -> Result<HttpResponse, FhirError> {
+    read_version(ctx, req, t, id, None)
+}
+
+/// `GET [base]/{type}/{id}/_history/{vid}`: this server keeps the current
+/// version only (the one its `Location` and `ETag` headers name); an older
+/// one is 404.
+pub async fn vread(
+    ctx: web::Data<Ctx>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    let (t, id, vid) = path.into_inner();
+    let answer = match vid.parse::<u64>() {
+        Ok(v) => read_version(&ctx, &req, &t, &id, Some(v)),
+        Err(_) => Err(FhirError::invalid(format!(
+            "version {:?} is not a version id (1, 2, …)",
+            resource::truncate(&vid, 40)
+        ))),
+    };
+    tagged("vread", answer.unwrap_or_else(|e| e.response()))
+}
+
+/// The current version of `t/id`, when `version` is it (or not given).
+fn read_version(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    t: &str,
+    id: &str,
+    version: Option<u64>,
+) -> Result<HttpResponse, FhirError> {
     check_type(t)?;
     check_id(id)?;
     let access = ctx.authorize(req, t, false)?;
     let Some(s) = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))? else {
-        return Err(FhirError::not_found(format!("{t}/{id} is not known")));
+        return Err(
+            match ctx
+                .view
+                .deleted(t, id)
+                .map_err(|e| FhirError::storage(&e))?
+            {
+                Some(v) => FhirError::gone(format!("{t}/{id} was deleted (version {v})")),
+                None => FhirError::not_found(format!("{t}/{id} is not known")),
+            },
+        );
     };
     if !permits(&access, &s) {
         return Err(super::auth::outside_compartment());
+    }
+    if let Some(v) = version.filter(|v| *v != s.version) {
+        return Err(FhirError::not_found(format!(
+            "version {v} of {t}/{id} is not kept: this server keeps the current version only ({})",
+            s.version
+        )));
     }
     let etag = format!("W/\"{}\"", s.version);
     let matches = req
         .headers()
         .get("if-none-match")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag);
+        .is_some_and(|v| v.trim() == etag || v.trim().trim_matches('"') == s.version.to_string());
     if matches {
         return Ok(HttpResponse::NotModified()
             .insert_header(("ETag", etag))
@@ -94,6 +139,7 @@ fn httpdate_from_instant(instant: &str, ms: u64) -> String {
 }
 
 /// A parsed search.
+#[derive(Clone)]
 struct Search {
     id: Option<String>,
     identifier: Option<String>,
@@ -136,7 +182,8 @@ fn parse_search(ctx: &Ctx, t: &str, params: &[(String, String)]) -> Result<Searc
                 let n: usize = v
                     .parse()
                     .map_err(|_| FhirError::invalid("_count must be a whole number"))?;
-                s.count = n.clamp(1, ctx.max_page_size);
+                // 0: the number of matches only (no entries).
+                s.count = n.min(ctx.max_page_size);
             }
             "_after" => {
                 check_id(v)?;
@@ -187,11 +234,30 @@ fn search_inner(ctx: &Ctx, req: &HttpRequest, t: &str) -> Result<HttpResponse, F
             s.patient = Some(p.clone());
         }
     }
-    let (found, next) = run_search(ctx, t, &s).map_err(|e| FhirError::storage(&e))?;
-    let found: Vec<(String, Stored)> = found
+    let count_only = s.count == 0;
+    let (found, next) = if count_only {
+        // Every match within one request's scan budget, for the total.
+        let all = Search {
+            count: usize::MAX,
+            ..s.clone()
+        };
+        run_search(ctx, t, &all)
+    } else {
+        run_search(ctx, t, &s)
+    }
+    .map_err(|e| FhirError::storage(&e))?;
+    let mut found: Vec<(String, Stored)> = found
         .into_iter()
         .filter(|(_, x)| permits(&access, x))
         .collect();
+    // Past the scan budget the total is not known, and is left out.
+    let total = (next.is_none() && s.after.is_none()).then_some(found.len());
+    let next = if count_only {
+        found.clear();
+        None
+    } else {
+        next
+    };
     let base = ctx.base_url(req);
     let kept: Vec<(String, String)> = params
         .iter()
@@ -233,8 +299,8 @@ fn search_inner(ctx: &Ctx, req: &HttpRequest, t: &str) -> Result<HttpResponse, F
         "type": "searchset",
         "link": links,
     });
-    if next.is_none() && s.after.is_none() {
-        bundle["total"] = json!(entries.len());
+    if let Some(total) = total {
+        bundle["total"] = json!(total);
     }
     if !entries.is_empty() {
         bundle["entry"] = Value::Array(entries);
@@ -314,11 +380,7 @@ fn run_search(ctx: &Ctx, t: &str, s: &Search) -> Result<Page, crate::storage::St
             };
             ids_with(ctx, t, index, value, after.as_deref())?
         } else {
-            ctx.view
-                .scan_type(t, after.as_deref(), SCAN_CHUNK)?
-                .into_iter()
-                .map(|(id, st)| (id, Some(st)))
-                .collect()
+            ctx.view.scan_type(t, after.as_deref(), SCAN_CHUNK)?
         };
         let exhausted = chunk.len() < SCAN_CHUNK;
         for (id, st) in chunk {

@@ -66,6 +66,11 @@ fn prefix(kind: u8, parts: &[&str]) -> Vec<u8> {
     k
 }
 
+/// Whether a stored value is a deleted resource's tombstone (no JSON).
+fn is_tombstone(v: &[u8]) -> bool {
+    v.len() == 24
+}
+
 /// The version and content fingerprint of a stored value.
 fn decode_head(v: &[u8]) -> Option<(u64, u64)> {
     let num = |r: std::ops::Range<usize>| {
@@ -145,21 +150,33 @@ pub enum Index {
 }
 
 impl View {
-    /// A resource's newest version.
+    /// A resource's newest version (`None` when unknown or deleted).
     pub fn get(&self, t: &str, id: &str) -> Result<Option<Stored>, StorageError> {
         Ok(self
             .store
             .kv_get(VIEW_TREE, &key(b'r', &[t, id]))?
+            .filter(|v| !is_tombstone(v))
             .and_then(|v| decode(&v).map(|(s, _)| s)))
     }
 
-    /// Up to `max` resources of type `t` in id order, after id `after`.
+    /// The version a deleted resource's delete made, if it was deleted
+    /// (and not created again since).
+    pub fn deleted(&self, t: &str, id: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .store
+            .kv_get(VIEW_TREE, &key(b'r', &[t, id]))?
+            .filter(|v| is_tombstone(v))
+            .and_then(|v| decode_head(&v).map(|(version, _)| version)))
+    }
+
+    /// Up to `max` resources of type `t` in id order, after id `after`
+    /// (`None` for a deleted one: it still counts toward `max`).
     pub fn scan_type(
         &self,
         t: &str,
         after: Option<&str>,
         max: usize,
-    ) -> Result<Vec<(String, Stored)>, StorageError> {
+    ) -> Result<Vec<(String, Option<Stored>)>, StorageError> {
         let p = prefix(b'r', &[t]);
         let after = after.map(|a| key(b'r', &[t, a]));
         let rows = self.store.kv_scan(VIEW_TREE, &p, after.as_deref(), max)?;
@@ -167,7 +184,8 @@ impl View {
             .into_iter()
             .filter_map(|(k, v)| {
                 let id = String::from_utf8(k.get(p.len()..)?.to_vec()).ok()?;
-                Some((id, decode(&v)?.0))
+                let live = (!is_tombstone(&v)).then(|| decode(&v).map(|(s, _)| s));
+                Some((id, live.flatten()))
             })
             .collect())
     }
@@ -498,26 +516,37 @@ fn index_record(
             fetched.as_deref()
         }
     };
-    // (version, fingerprint, index keys) of the stored version.
+    // (version, fingerprint, index keys) of the stored version; a deleted
+    // resource's tombstone has a version and no JSON.
     let old = old.and_then(|v| {
         let (s, fp) = decode_head(v)?;
         let keys = resource::parse_resource(v.get(24..)?)
             .map(|m| index_keys(t, id, &m))
             .unwrap_or_default();
-        Some((s, fp, keys))
+        Some((s, fp, keys, is_tombstone(v)))
     });
     if record.header(headers::FHIR_DELETED) == Some("true") {
-        let Some((_, _, old_keys)) = old else {
+        let Some((version, _, old_keys, false)) = old else {
             return Ok(false);
         };
         batch.ops.extend(old_keys.into_iter().map(KvOp::Delete));
-        batch.ops.push(KvOp::Delete(rkey.clone()));
-        batch.remember(rkey, None);
+        // Kept as a tombstone: a read answers 410 Gone, and a new version
+        // goes on from this one.
+        let tombstone = Stored {
+            version: version + 1,
+            updated_ms: record.timestamp_ms(),
+            json: Vec::new(),
+        };
+        batch.remember(rkey.clone(), Some(batch.ops.len()));
+        batch.ops.push(KvOp::Put(rkey, encode(&tombstone, 0)));
         return Ok(true);
     }
     let payload = record.payload();
     let fp = fingerprint(payload);
-    if old.as_ref().is_some_and(|(_, f, _)| *f == fp) {
+    if old
+        .as_ref()
+        .is_some_and(|(_, f, _, gone)| *f == fp && !gone)
+    {
         return Ok(false);
     }
     let Ok(mut map) = resource::parse_resource(payload) else {
@@ -526,11 +555,11 @@ fn index_record(
     if resource::type_of(&map) != t {
         return Ok(false);
     }
-    let version = old.as_ref().map_or(1, |(v, _, _)| v + 1);
+    let version = old.as_ref().map_or(1, |(v, _, _, _)| v + 1);
     let updated_ms = record.timestamp_ms();
     resource::set_id_and_meta(&mut map, id, version, updated_ms);
     let new_keys = index_keys(t, id, &map);
-    if let Some((_, _, old_keys)) = old {
+    if let Some((_, _, old_keys, _)) = old {
         batch.ops.extend(
             old_keys
                 .into_iter()
