@@ -13,7 +13,7 @@
 //!
 //! | resource | key |
 //! |---|---|
-//! | Bundle | `MSH-3.1|MSH-10` (no MSH-10: SHA-256 of the message bytes) |
+//! | Bundle | `MSH-3.1|MSH-10|MSH-7|MSH-9` (no MSH-10: SHA-256 of the message bytes); MSH-7 and MSH-9 keep apart messages whose sender reuses a control id (a counter restarted, or one id for several events) |
 //! | MessageHeader, Provenance | the Bundle key |
 //! | Patient | the chosen PID-3 repetition (first, or the first with CX-5 = `patient_identifier_type`): `CX-1|CX-4`; else PID-2, PID-4; none: the message is refused (`PID-3` missing) |
 //! | Encounter | `PV1-19` (`CX-1|CX-4`); else Patient key + PV1-44; else message-scoped |

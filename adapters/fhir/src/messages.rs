@@ -302,8 +302,19 @@ pub fn convert(
     };
     let trigger = trigger.unwrap_or_default().into_owned();
     let fam = family(&code, &trigger);
+    // A control id names one message only if the sender never reuses it;
+    // senders that restart their counter, or send different events under
+    // one id, still get distinct messages through MSH-7 and MSH-9.
     let msg_key = match header(10, None) {
-        Some(c) => concat(&[&header(3, Some(1)).unwrap_or_default(), "|", &c]),
+        Some(c) => concat(&[
+            &header(3, Some(1)).unwrap_or_default(),
+            "|",
+            &c,
+            "|",
+            &header(7, None).unwrap_or_default(),
+            "|",
+            &message_type,
+        ]),
         None => concat(&["sha256|", &ids::digest_hex(msg.input())]),
     };
     let mut run = Run {

@@ -31,6 +31,59 @@ fn converting_twice_gives_identical_bytes() {
     }
 }
 
+/// A sender that reuses a control id (a counter restarted, or one id for
+/// several events) still sends different messages: their Bundle,
+/// MessageHeader, Provenance and message-scoped resources (an Encounter
+/// without PV1-19) must not overwrite each other's. The same message re-sent
+/// keeps its ids.
+#[test]
+fn a_reused_control_id_does_not_merge_different_messages() {
+    let msg = |time: &str, event: &str, visit_class: &str| {
+        format!(
+            "MSH|^~\\&|ADM|HOSP|EHR|HOSP|{time}||ADT^{event}|MSG00001|P|2.5\r\
+             PID|1||MRN-REUSE^^^HOSP^MR||Doe^Jane||19800101|F\r\
+             PV1|1|{visit_class}\r"
+        )
+        .into_bytes()
+    };
+    let ids = |bytes: &[u8]| {
+        convert_bytes(bytes, &ConvertOptions::default())
+            .unwrap()
+            .resources
+            .into_iter()
+            .map(|(t, id, _)| (t, id))
+            .collect::<Vec<_>>()
+    };
+    let id_of = |all: &[(String, String)], t: &str| {
+        all.iter()
+            .find(|(rt, _)| rt == t)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no {t} in {all:?}"))
+    };
+    let a01 = ids(&msg("20240101120000", "A01", "I"));
+    let a08 = ids(&msg("20240101120000", "A08", "O"));
+    let next_day = ids(&msg("20240102120000", "A01", "E"));
+    assert_eq!(
+        a01,
+        ids(&msg("20240101120000", "A01", "I")),
+        "a resend keeps its ids"
+    );
+    for t in ["MessageHeader", "Encounter"] {
+        assert_ne!(
+            id_of(&a01, t),
+            id_of(&a08, t),
+            "{t}: A01 and A08 under one control id"
+        );
+        assert_ne!(
+            id_of(&a01, t),
+            id_of(&next_day, t),
+            "{t}: a control id reused the next day"
+        );
+    }
+    // The Patient is keyed by its identifier, not by the message.
+    assert_eq!(id_of(&a01, "Patient"), id_of(&a08, "Patient"));
+}
+
 #[test]
 fn ids_follow_the_site_namespace() {
     let bytes = common::ms_input("ADT-A01-01.hl7");
