@@ -554,6 +554,55 @@ fn versioned_updates_vread_deletes_and_count_only_searches() {
     let v: Value = serde_json::from_str(&counted.body).unwrap();
     assert_eq!(v["total"], json!(4), "{v}");
     assert!(v.get("entry").is_none(), "{v}");
+
+    // In Bundles: DELETE entries (no resource), and request.ifMatch.
+    let post = |bundle: Value| {
+        http_exchange(
+            fhir,
+            "POST",
+            "/fhir",
+            &[],
+            Some((json, bundle.to_string().as_bytes())),
+        )
+        .unwrap()
+    };
+    let stale = post(
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"request": {"method": "DELETE", "url": "Patient/c1"}},
+            {"resource": {"resourceType": "Patient", "id": "c2", "gender": "male"},
+             "request": {"method": "PUT", "url": "Patient/c2", "ifMatch": "W/\"9\""}}
+        ]}),
+    );
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    assert_eq!(
+        get("/fhir/Patient/c1").status,
+        200,
+        "nothing of the transaction is stored"
+    );
+    let done = post(
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"request": {"method": "DELETE", "url": "Patient/c1"}},
+            {"request": {"method": "DELETE", "url": "Patient/never-there"}},
+            {"resource": {"resourceType": "Patient", "id": "c2", "gender": "male"},
+             "request": {"method": "PUT", "url": "Patient/c2", "ifMatch": "W/\"1\""}}
+        ]}),
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    let v: Value = serde_json::from_str(&done.body).unwrap();
+    let statuses: Vec<&str> = v["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["204 No Content", "204 No Content", "200 OK"],
+        "{v}"
+    );
+    assert_eq!(get("/fhir/Patient/c1").status, 410);
+    let c2 = get("/fhir/Patient/c2");
+    assert_eq!(c2.header("etag"), Some(r#"W/"2""#), "{}", c2.body);
 }
 
 /// A copy of an HL7 message with another control id (a new event).

@@ -243,39 +243,38 @@ async fn create_inner(
     Ok(single_answer(ctx, req, &w, StatusCode::CREATED))
 }
 
-/// The version an `If-Match` header names (`W/"3"` or `"3"`), if any.
-fn if_match(req: &HttpRequest) -> Result<Option<u64>, FhirError> {
-    let Some(v) = req.headers().get("if-match") else {
-        return Ok(None);
-    };
-    let text = v.to_str().unwrap_or_default().trim();
-    let bare = text.strip_prefix("W/").unwrap_or(text);
-    bare.trim_matches('"')
-        .parse::<u64>()
-        .map(Some)
-        .map_err(|_| {
-            FhirError::invalid(format!(
-                "If-Match {:?} is not a version such as W/\"3\"",
-                resource::truncate(text, 40)
-            ))
-        })
+/// The request's `If-Match` header, if any.
+fn if_match_header(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("if-match")
+        .map(|v| v.to_str().unwrap_or_default())
 }
 
-/// Refuse with 412 unless `If-Match` (when given) names the `current`
-/// version of `t/id` (`None`: there is none).
-fn check_if_match(
-    req: &HttpRequest,
+/// Refuse with 412 unless `if_match` (`W/"3"` or `"3"`, from the header or
+/// a Bundle entry's `request.ifMatch`; `None`: no condition) names the
+/// `current` version of `t/id` (`None`: there is none).
+fn check_version(
+    if_match: Option<&str>,
     t: &str,
     id: &str,
     current: Option<u64>,
 ) -> Result<(), FhirError> {
-    match (if_match(req)?, current) {
-        (None, _) => Ok(()),
-        (Some(want), Some(have)) if want == have => Ok(()),
-        (Some(want), Some(have)) => Err(FhirError::version_conflict(format!(
+    let Some(text) = if_match.map(str::trim) else {
+        return Ok(());
+    };
+    let bare = text.strip_prefix("W/").unwrap_or(text);
+    let want: u64 = bare.trim_matches('"').parse().map_err(|_| {
+        FhirError::invalid(format!(
+            "If-Match {:?} is not a version such as W/\"3\"",
+            resource::truncate(text, 40)
+        ))
+    })?;
+    match current {
+        Some(have) if want == have => Ok(()),
+        Some(have) => Err(FhirError::version_conflict(format!(
             "If-Match names version {want} of {t}/{id}, but the current version is {have}"
         ))),
-        (Some(want), None) => Err(FhirError::version_conflict(format!(
+        None => Err(FhirError::version_conflict(format!(
             "If-Match names version {want} of {t}/{id}, which does not exist"
         ))),
     }
@@ -336,7 +335,7 @@ async fn update_inner(
         .get(t, id)
         .map_err(|e| FhirError::storage(&e))?
         .map(|s| s.version);
-    check_if_match(req, t, id, current)?;
+    check_version(if_match_header(req), t, id, current)?;
     let existed = current.is_some();
     let w = record_for(req, &map, "update", false);
     commit(ctx, std::slice::from_ref(&w)).await?;
@@ -370,22 +369,12 @@ async fn delete_inner(
     t: &str,
     id: &str,
 ) -> Result<HttpResponse, FhirError> {
-    check_type(t)?;
-    check_id(id)?;
-    let access = ctx.authorize(req, t, true)?;
     let _one_at_a_time = ctx.writes.lock().await;
-    let old = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
-    check_if_match(req, t, id, old.as_ref().map(|s| s.version))?;
-    let Some(old) = old else {
-        // Deleting what is not there succeeds (FHIR: idempotent).
-        return Ok(HttpResponse::NoContent().finish());
-    };
-    let map = resource::parse_resource(&old.json)?;
-    if !access.permits(&map) {
-        return Err(super::auth::outside_compartment());
+    let e = delete_entry(ctx, req, &format!("{t}/{id}"), if_match_header(req))?;
+    if e.write == EntryWrite::Delete {
+        let w = record_for(req, &e.map, "delete", true);
+        commit(ctx, std::slice::from_ref(&w)).await?;
     }
-    let w = record_for(req, &map, "delete", true);
-    commit(ctx, std::slice::from_ref(&w)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -402,6 +391,16 @@ pub async fn bundle(ctx: web::Data<Ctx>, req: HttpRequest, body: web::Payload) -
 struct Entry {
     map: Map<String, Value>,
     status: StatusCode,
+    /// What it writes: nothing (a DELETE of what is not there), the
+    /// resource, or its deletion.
+    write: EntryWrite,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryWrite {
+    Nothing,
+    Resource,
+    Delete,
 }
 
 async fn bundle_inner(
@@ -469,7 +468,8 @@ async fn bundle_inner(
     let writes: Vec<Write> = checked
         .iter()
         .flatten()
-        .map(|e| record_for(req, &e.map, interaction, false))
+        .filter(|e| e.write != EntryWrite::Nothing)
+        .map(|e| record_for(req, &e.map, interaction, e.write == EntryWrite::Delete))
         .collect();
     if !writes.is_empty() {
         commit(ctx, &writes).await?;
@@ -479,6 +479,13 @@ async fn bundle_inner(
     let mut written = writes.iter();
     for r in &checked {
         match r {
+            Ok(e) if e.write == EntryWrite::Nothing => out.push(json!({
+                "response": {"status": "204 No Content"},
+            })),
+            Ok(e) if e.write == EntryWrite::Delete => {
+                written.next();
+                out.push(json!({"response": {"status": format!("{} {}", e.status.as_u16(), e.status.canonical_reason().unwrap_or(""))}}));
+            }
             Ok(e) => {
                 let Some(w) = written.next() else { continue };
                 let stored = ctx.view.get(&w.resource_type, &w.id).ok().flatten();
@@ -541,6 +548,14 @@ fn check_entry(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    let if_match = e
+        .get("request")
+        .and_then(|r| r.get("ifMatch"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if method == "DELETE" {
+        return delete_entry(ctx, req, &url, if_match.as_deref());
+    }
     let Some(r) = e.get("resource").cloned() else {
         return Err(FhirError::invalid("the entry has no resource"));
     };
@@ -584,12 +599,13 @@ fn check_entry(
             if let Some(f) = full_url.filter(|f| f.starts_with("urn:")) {
                 renames.insert(f, format!("{t}/{id}"));
             }
-            let existed = ctx
+            let current = ctx
                 .view
                 .get(&t, id)
                 .map_err(|e| FhirError::storage(&e))?
-                .is_some();
-            if existed {
+                .map(|s| s.version);
+            check_version(if_match.as_deref(), &t, id, current)?;
+            if current.is_some() {
                 StatusCode::OK
             } else {
                 StatusCode::CREATED
@@ -597,13 +613,54 @@ fn check_entry(
         }
         _ => {
             return Err(FhirError::not_supported(
-                "entries must be POST {type} or PUT {type}/{id}",
+                "entries must be POST {type}, PUT {type}/{id} or DELETE {type}/{id}",
             ))
         }
     };
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
-    Ok(Entry { map, status })
+    Ok(Entry {
+        map,
+        status,
+        write: EntryWrite::Resource,
+    })
+}
+
+/// A `DELETE {type}/{id}` entry: the stored resource to delete, or nothing
+/// to write when it is not there (FHIR: deleting is idempotent).
+fn delete_entry(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    url: &str,
+    if_match: Option<&str>,
+) -> Result<Entry, FhirError> {
+    let path = url.split('?').next().unwrap_or("");
+    let Some((t, id)) = path.trim_start_matches('/').split_once('/') else {
+        return Err(FhirError::invalid(
+            "a DELETE entry's request.url is {type}/{id}",
+        ));
+    };
+    check_type(t)?;
+    check_id(id)?;
+    let access = ctx.authorize(req, t, true)?;
+    let old = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
+    check_version(if_match, t, id, old.as_ref().map(|s| s.version))?;
+    let Some(old) = old else {
+        return Ok(Entry {
+            map: Map::new(),
+            status: StatusCode::NO_CONTENT,
+            write: EntryWrite::Nothing,
+        });
+    };
+    let map = resource::parse_resource(&old.json)?;
+    if !access.permits(&map) {
+        return Err(super::auth::outside_compartment());
+    }
+    Ok(Entry {
+        map,
+        status: StatusCode::NO_CONTENT,
+        write: EntryWrite::Delete,
+    })
 }
 
 /// Replace references to a transaction's temporary `urn:uuid:` full URLs by
