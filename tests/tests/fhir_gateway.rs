@@ -603,6 +603,13 @@ fn versioned_updates_vread_deletes_and_count_only_searches() {
     assert_eq!(get("/fhir/Patient/c1").status, 410);
     let c2 = get("/fhir/Patient/c2");
     assert_eq!(c2.header("etag"), Some(r#"W/"2""#), "{}", c2.body);
+    // HEAD: the read's status and headers, no body.
+    let head = http_exchange(fhir, "HEAD", "/fhir/Patient/c2", &[], None).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("etag"), Some(r#"W/"2""#));
+    assert!(head.body.is_empty(), "{}", head.body);
+    let head = http_exchange(fhir, "HEAD", "/fhir/Patient/c1", &[], None).unwrap();
+    assert_eq!(head.status, 410);
 }
 
 /// A copy of an HL7 message with another control id (a new event).

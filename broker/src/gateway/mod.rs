@@ -262,7 +262,9 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
                     .route("/{type}", web::get().to(read::search))
                     .route("/{type}", web::post().to(ingress::create))
                     .route("/{type}/{id}", web::get().to(read::read))
+                    .route("/{type}/{id}", web::head().to(read::read))
                     .route("/{type}/{id}/_history/{vid}", web::get().to(read::vread))
+                    .route("/{type}/{id}/_history/{vid}", web::head().to(read::vread))
                     .route("/{type}/{id}", web::put().to(ingress::update))
                     .route("/{type}/{id}", web::delete().to(ingress::delete))
                     .default_service(web::to(unknown)),
