@@ -610,6 +610,20 @@ fn versioned_updates_vread_deletes_and_count_only_searches() {
     assert!(head.body.is_empty(), "{}", head.body);
     let head = http_exchange(fhir, "HEAD", "/fhir/Patient/c1", &[], None).unwrap();
     assert_eq!(head.status, 410);
+    // XML only is refused (406), not answered in JSON.
+    let accept = |value: &str| {
+        http_exchange(fhir, "GET", "/fhir/Patient/c2", &[("Accept", value)], None)
+            .unwrap()
+            .status
+    };
+    assert_eq!(accept("application/fhir+xml"), 406);
+    assert_eq!(
+        accept("application/fhir+xml, application/fhir+json;q=0.9"),
+        200
+    );
+    assert_eq!(accept("*/*"), 200);
+    assert_eq!(get("/fhir/Patient/c2?_format=xml").status, 406);
+    assert_eq!(get("/fhir/Patient/c2?_format=json").status, 200);
 }
 
 /// A copy of an HL7 message with another control id (a new event).

@@ -226,7 +226,25 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
                 let metrics = metrics.clone();
-                let fut = srv.call(req);
+                // A client that takes XML only is told so, not sent JSON.
+                let fut = match wants_xml_only(req.request()) {
+                    Some(asked) => futures_util::future::Either::Left(std::future::ready(Ok(req
+                        .into_response(
+                            tagged(
+                                "unknown",
+                                FhirError::new(
+                                    actix_web::http::StatusCode::NOT_ACCEPTABLE,
+                                    "not-supported",
+                                    format!(
+                                        "{asked}: this server answers application/fhir+json only"
+                                    ),
+                                )
+                                .response(),
+                            )
+                            .map_into_boxed_body(),
+                        )))),
+                    None => futures_util::future::Either::Right(srv.call(req)),
+                };
                 async move {
                     let res = fut.await?;
                     let interaction = res
@@ -295,6 +313,23 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
 }
 
 /// Anything the gateway does not serve.
+/// What a request asks for when it takes XML and not JSON: `_format=xml`
+/// (or an XML media type), or an `Accept` naming XML types only.
+fn wants_xml_only(req: &HttpRequest) -> Option<String> {
+    let xml = |v: &str| v.contains("xml");
+    let json = |v: &str| v.contains("json") || v.contains("*/*") || v.contains("application/*");
+    let format = req
+        .query_string()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("_format="))
+        .find(|v| xml(v) && !json(v));
+    if let Some(f) = format {
+        return Some(format!("_format={}", resource::truncate(f, 60)));
+    }
+    let accept = req.headers().get("accept")?.to_str().ok()?;
+    (xml(accept) && !json(accept)).then(|| format!("Accept: {}", resource::truncate(accept, 60)))
+}
+
 async fn unknown(req: HttpRequest) -> actix_web::HttpResponse {
     FhirError::not_found(format!(
         "{} {} is not a FHIR interaction this server supports (see [base]/metadata)",
