@@ -601,6 +601,22 @@ fn versioned_updates_vread_deletes_and_count_only_searches() {
         "{v}"
     );
     assert_eq!(get("/fhir/Patient/c1").status, 410);
+    // One resource changed twice in one Bundle, or a non-string ifMatch: 400.
+    let twice = post(
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "c3"}, "request": {"method": "PUT", "url": "Patient/c3"}},
+            {"request": {"method": "DELETE", "url": "Patient/c3"}}
+        ]}),
+    );
+    assert_eq!(twice.status, 400, "{}", twice.body);
+    assert!(twice.body.contains("earlier entry"), "{}", twice.body);
+    let number = post(
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "c3"},
+             "request": {"method": "PUT", "url": "Patient/c3", "ifMatch": 1}}
+        ]}),
+    );
+    assert_eq!(number.status, 400, "{}", number.body);
     let c2 = get("/fhir/Patient/c2");
     assert_eq!(c2.header("etag"), Some(r#"W/"2""#), "{}", c2.body);
     // HEAD: the read's status and headers, no body.
@@ -1168,6 +1184,25 @@ fn smart_tokens_are_checked() {
             d
         )),
         403
+    );
+    // A patient-context writer cannot take over another patient's resource
+    // by rewriting its subject, nor learn its version from a 412.
+    let obs = |subject: &str| {
+        json!({"resourceType": "Observation", "id": "obs-p2", "status": "final",
+               "code": {"text": "t"}, "subject": {"reference": subject}})
+    };
+    let url = format!("{base}/Observation/obs-p2");
+    let made = request("PUT", &url, &writer, Some(&obs("Patient/p-2")), d);
+    assert_eq!(status(&made), 201, "{made}");
+    let own_writer = mint("RS256", claims("patient/*.read patient/*.write"));
+    let taken = request("PUT", &url, &own_writer, Some(&obs("Patient/p-1")), d);
+    assert_eq!(status(&taken), 403, "{taken}");
+    let gone = request("DELETE", &url, &own_writer, None, d);
+    assert_eq!(status(&gone), 403, "{gone}");
+    let still = request("GET", &url, &writer, None, d);
+    assert_eq!(
+        still["body"]["subject"]["reference"], "Patient/p-2",
+        "{still}"
     );
     // A read scope cannot write.
     let r = request(

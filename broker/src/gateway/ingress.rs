@@ -9,16 +9,18 @@
 //! The answer waits briefly for the view to index the write, so that the
 //! client can read it back at once and gets its `versionId`.
 
+use super::auth::Access;
 use super::outcome::{FhirError, FHIR_JSON};
 use super::resource::{self, check_id, check_type, id_of, type_of};
-use super::{subscription, tagged, Ctx, INBOUND_TOPIC, VIEW_WAIT};
+use super::view::Stored;
+use super::{subscription, tagged, Ctx, INBOUND_TOPIC, VIEW_WAIT, VIEW_WAIT_MAX};
 use crate::headers;
 use crate::storage::{now_ms, AtomicWrite, Record};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Most entries in one transaction or batch Bundle: one atomic write holds
 /// them all, and each is answered in one response.
@@ -122,9 +124,45 @@ fn authorize_write(
     Ok(())
 }
 
+/// The gateway's write lock: held from a write's version check until the
+/// view shows the write.
+type WriteGuard = tokio::sync::OwnedMutexGuard<()>;
+
+async fn lock_writes(ctx: &Ctx) -> WriteGuard {
+    ctx.writes.clone().lock_owned().await
+}
+
+/// Refuse a write to `stored` (the version it replaces or deletes) outside
+/// the caller's patient compartment: a patient-scoped token may not take
+/// over another patient's resource by rewriting its subject.
+fn check_stored_compartment(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    t: &str,
+    stored: &Stored,
+) -> Result<(), FhirError> {
+    let access = ctx.authorize(req, t, true)?;
+    if matches!(access, Access::All) {
+        return Ok(());
+    }
+    let old = resource::parse_resource(&stored.json)?;
+    if access.permits(&old) {
+        Ok(())
+    } else {
+        Err(super::auth::outside_compartment())
+    }
+}
+
 /// Write records (and Subscription cursors) atomically, then wait for the
-/// view; returns each record's (topic, offset).
-async fn commit(ctx: &Ctx, writes: &[Write]) -> Result<Vec<(String, u64)>, FhirError> {
+/// view to show them all; returns each record's (topic, offset). When the
+/// view takes longer than [`VIEW_WAIT`], the answer goes but `lock` is kept
+/// (up to [`VIEW_WAIT_MAX`]), so the next write checks its version against
+/// this one.
+async fn commit(
+    ctx: &Ctx,
+    writes: &[Write],
+    lock: WriteGuard,
+) -> Result<Vec<(String, u64)>, FhirError> {
     let mut w = AtomicWrite::default();
     for x in writes {
         if x.resource_type == "Subscription" {
@@ -144,10 +182,41 @@ async fn commit(ctx: &Ctx, writes: &[Write]) -> Result<Vec<(String, u64)>, FhirE
         records: written.len(),
     }
     .emit(&ctx.metrics);
-    if let Some((topic, offset)) = written.last() {
-        ctx.view.wait_indexed(topic, *offset, VIEW_WAIT).await;
+    // The last offset written to each topic.
+    let mut last: Vec<(String, u64)> = Vec::new();
+    for (topic, offset) in &written {
+        match last.iter_mut().find(|(t, _)| t == topic) {
+            Some(entry) => entry.1 = entry.1.max(*offset),
+            None => last.push((topic.clone(), *offset)),
+        }
+    }
+    let shown = wait_shown(&ctx.view, &last, VIEW_WAIT).await;
+    if !shown {
+        let view = ctx.view.clone();
+        actix_web::rt::spawn(async move {
+            if !wait_shown(&view, &last, VIEW_WAIT_MAX).await {
+                tracing::warn!("FHIR view: a gateway write is not indexed after {VIEW_WAIT_MAX:?}; writes go on");
+            }
+            drop(lock);
+        });
     }
     Ok(written)
+}
+
+/// Whether the view shows every `(topic, offset)` within `timeout`.
+async fn wait_shown(
+    view: &super::view::View,
+    last: &[(String, u64)],
+    timeout: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (topic, offset) in last {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !view.wait_indexed(topic, *offset, left).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The answer to a single-resource write.
@@ -238,8 +307,8 @@ async fn create_inner(
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
     let w = record_for(req, &map, "create", false);
-    let _one_at_a_time = ctx.writes.lock().await;
-    commit(ctx, std::slice::from_ref(&w)).await?;
+    let lock = lock_writes(ctx).await;
+    commit(ctx, std::slice::from_ref(&w), lock).await?;
     Ok(single_answer(ctx, req, &w, StatusCode::CREATED))
 }
 
@@ -329,16 +398,16 @@ async fn update_inner(
     }
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
-    let _one_at_a_time = ctx.writes.lock().await;
-    let current = ctx
-        .view
-        .get(t, id)
-        .map_err(|e| FhirError::storage(&e))?
-        .map(|s| s.version);
+    let lock = lock_writes(ctx).await;
+    let stored = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
+    if let Some(s) = &stored {
+        check_stored_compartment(ctx, req, t, s)?;
+    }
+    let current = stored.map(|s| s.version);
     check_version(if_match_header(req), t, id, current)?;
     let existed = current.is_some();
     let w = record_for(req, &map, "update", false);
-    commit(ctx, std::slice::from_ref(&w)).await?;
+    commit(ctx, std::slice::from_ref(&w), lock).await?;
     let status = if existed {
         StatusCode::OK
     } else {
@@ -369,11 +438,15 @@ async fn delete_inner(
     t: &str,
     id: &str,
 ) -> Result<HttpResponse, FhirError> {
-    let _one_at_a_time = ctx.writes.lock().await;
+    // Refused requests do not wait for the write lock.
+    check_type(t)?;
+    check_id(id)?;
+    ctx.authorize(req, t, true)?;
+    let lock = lock_writes(ctx).await;
     let e = delete_entry(ctx, req, &format!("{t}/{id}"), if_match_header(req))?;
     if e.write == EntryWrite::Delete {
         let w = record_for(req, &e.map, "delete", true);
-        commit(ctx, std::slice::from_ref(&w)).await?;
+        commit(ctx, std::slice::from_ref(&w), lock).await?;
     }
     Ok(HttpResponse::NoContent().finish())
 }
@@ -440,14 +513,34 @@ async fn bundle_inner(
             entries.len()
         )));
     }
-    let _one_at_a_time = ctx.writes.lock().await;
+    let lock = lock_writes(ctx).await;
     let mut checked: Vec<Result<Entry, FhirError>> = Vec::new();
     let mut renames: HashMap<String, String> = HashMap::new();
+    // FHIR: one Bundle may not change one resource twice.
+    let mut targets: HashSet<(String, String)> = HashSet::new();
     for (i, e) in entries.into_iter().enumerate() {
-        let r = check_entry(ctx, req, e, &mut renames).map_err(|err| FhirError {
-            diagnostics: format!("entry[{i}]: {}", err.diagnostics),
-            ..err
-        });
+        let r = check_entry(ctx, req, e, &mut renames)
+            .and_then(|entry| {
+                if entry.write == EntryWrite::Nothing {
+                    return Ok(entry);
+                }
+                let target = (
+                    type_of(&entry.map).to_string(),
+                    id_of(&entry.map).unwrap_or_default().to_string(),
+                );
+                if targets.contains(&target) {
+                    return Err(FhirError::invalid(format!(
+                        "{}/{} is changed by an earlier entry: a Bundle may change a resource once",
+                        target.0, target.1
+                    )));
+                }
+                targets.insert(target);
+                Ok(entry)
+            })
+            .map_err(|err| FhirError {
+                diagnostics: format!("entry[{i}]: {}", err.diagnostics),
+                ..err
+            });
         if kind == "transaction" {
             if let Err(err) = r {
                 return Err(err);
@@ -472,7 +565,7 @@ async fn bundle_inner(
         .map(|e| record_for(req, &e.map, interaction, e.write == EntryWrite::Delete))
         .collect();
     if !writes.is_empty() {
-        commit(ctx, &writes).await?;
+        commit(ctx, &writes, lock).await?;
     }
     let base = ctx.base_url(req);
     let mut out = Vec::new();
@@ -548,11 +641,15 @@ fn check_entry(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let if_match = e
-        .get("request")
-        .and_then(|r| r.get("ifMatch"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let if_match = match e.get("request").and_then(|r| r.get("ifMatch")) {
+        None => None,
+        Some(Value::String(v)) => Some(v.clone()),
+        Some(_) => {
+            return Err(FhirError::invalid(
+                "request.ifMatch must be a string such as W/\"3\"",
+            ))
+        }
+    };
     if method == "DELETE" {
         return delete_entry(ctx, req, &url, if_match.as_deref());
     }
@@ -599,11 +696,11 @@ fn check_entry(
             if let Some(f) = full_url.filter(|f| f.starts_with("urn:")) {
                 renames.insert(f, format!("{t}/{id}"));
             }
-            let current = ctx
-                .view
-                .get(&t, id)
-                .map_err(|e| FhirError::storage(&e))?
-                .map(|s| s.version);
+            let stored = ctx.view.get(&t, id).map_err(|e| FhirError::storage(&e))?;
+            if let Some(s) = &stored {
+                check_stored_compartment(ctx, req, &t, s)?;
+            }
+            let current = stored.map(|s| s.version);
             check_version(if_match.as_deref(), &t, id, current)?;
             if current.is_some() {
                 StatusCode::OK
@@ -644,18 +741,22 @@ fn delete_entry(
     check_id(id)?;
     let access = ctx.authorize(req, t, true)?;
     let old = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
+    let map = match &old {
+        Some(s) => Some(resource::parse_resource(&s.json)?),
+        None => None,
+    };
+    // The compartment first: a 412 must not tell another patient's version.
+    if map.as_ref().is_some_and(|m| !access.permits(m)) {
+        return Err(super::auth::outside_compartment());
+    }
     check_version(if_match, t, id, old.as_ref().map(|s| s.version))?;
-    let Some(old) = old else {
+    let Some(map) = map else {
         return Ok(Entry {
             map: Map::new(),
             status: StatusCode::NO_CONTENT,
             write: EntryWrite::Nothing,
         });
     };
-    let map = resource::parse_resource(&old.json)?;
-    if !access.permits(&map) {
-        return Err(super::auth::outside_compartment());
-    }
     Ok(Entry {
         map,
         status: StatusCode::NO_CONTENT,

@@ -55,6 +55,9 @@ pub const GATEWAY_WORKERS: usize = 2;
 /// How long a write waits for the view to index it before answering, so a
 /// client reading its own write right after sees it (read-your-writes).
 pub const VIEW_WAIT: Duration = Duration::from_secs(2);
+/// How long the next gateway write may wait for the view to show the last
+/// one (past [`VIEW_WAIT`], the answer has gone but the write lock is kept).
+pub const VIEW_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Topic every resource written through the gateway goes to (except
 /// Subscriptions), to be routed like any other event.
 pub const INBOUND_TOPIC: &str = "fhir.inbound";
@@ -85,7 +88,7 @@ pub struct Ctx {
     pub websockets: Arc<websocket::Bindings>,
     /// Held by each write from its version check until the view shows it,
     /// so that an `If-Match` version cannot change in between.
-    pub writes: tokio::sync::Mutex<()>,
+    pub writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Ctx {
@@ -216,7 +219,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
         auth,
         subscriptions: registry,
         websockets,
-        writes: tokio::sync::Mutex::new(()),
+        writes: Arc::new(tokio::sync::Mutex::new(())),
     });
     let base = config.base().to_string();
     let server = HttpServer::new(move || {

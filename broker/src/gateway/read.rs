@@ -72,16 +72,19 @@ fn read_version(
     check_id(id)?;
     let access = ctx.authorize(req, t, false)?;
     let Some(s) = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))? else {
-        return Err(
-            match ctx
+        // A deleted resource's compartment is no longer known: only a
+        // caller who may read every resource of the type learns it existed.
+        let deleted = match access {
+            Access::All => ctx
                 .view
                 .deleted(t, id)
-                .map_err(|e| FhirError::storage(&e))?
-            {
-                Some(v) => FhirError::gone(format!("{t}/{id} was deleted (version {v})")),
-                None => FhirError::not_found(format!("{t}/{id} is not known")),
-            },
-        );
+                .map_err(|e| FhirError::storage(&e))?,
+            Access::Patient(_) => None,
+        };
+        return Err(match deleted {
+            Some(v) => FhirError::gone(format!("{t}/{id} was deleted (version {v})")),
+            None => FhirError::not_found(format!("{t}/{id} is not known")),
+        });
     };
     if !permits(&access, &s) {
         return Err(super::auth::outside_compartment());
