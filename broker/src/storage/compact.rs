@@ -353,9 +353,11 @@ impl<'a> Compact<'a> {
     }
 
     /// The headers, in order (already checked by [`Compact::parse`]).
-    pub fn headers(self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let mut c = Cursor(self.headers);
-        (0..self.header_count).map_while(move |_| Some((c.name(KNOWN_KEYS).ok()?, c.text().ok()?)))
+    pub fn headers(self) -> Headers<'a> {
+        Headers {
+            cursor: Cursor(self.headers),
+            left: self.header_count,
+        }
     }
 
     /// The record, owned.
@@ -369,6 +371,26 @@ impl<'a> Compact<'a> {
             content_type: self.content_type.to_string(),
             payload: self.payload.to_vec(),
         }
+    }
+}
+
+/// The headers of a [`Compact`] envelope, walked in place.
+pub(crate) struct Headers<'a> {
+    cursor: Cursor<'a>,
+    left: u64,
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let key = self.cursor.name(KNOWN_KEYS).ok()?;
+        let value = self.cursor.text().ok()?;
+        Some((key, value))
     }
 }
 

@@ -285,11 +285,17 @@ impl RecordView<'_> {
     }
 
     /// The headers, in order.
-    pub fn headers(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
-        match &self.0 {
-            View::Compact(c) => Box::new(c.headers()),
-            View::Decoded(r) => Box::new(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        }
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let (compact, decoded) = match &self.0 {
+            View::Compact(c) => (Some(c.headers()), None),
+            View::Decoded(r) => (None, Some(r.headers.iter())),
+        };
+        compact.into_iter().flatten().chain(
+            decoded
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
     }
 
     /// The content type.
