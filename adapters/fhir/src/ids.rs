@@ -13,7 +13,7 @@
 //!
 //! | resource | key |
 //! |---|---|
-//! | Bundle | `MSH-3.1|MSH-10|MSH-7|MSH-9` (no MSH-10: SHA-256 of the message bytes); MSH-7 and MSH-9 keep apart messages whose sender reuses a control id (a counter restarted, or one id for several events) |
+//! | Bundle | `MSH-3.1|MSH-10|d`, `d` = [`short_digest`] of MSH-7 and MSH-9 (no MSH-10: SHA-256 of the message bytes); `d` keeps apart messages whose sender reuses a control id (a counter restarted, or one id for several events) |
 //! | MessageHeader, Provenance | the Bundle key |
 //! | Patient | the chosen PID-3 repetition (first, or the first with CX-5 = `patient_identifier_type`): `CX-1|CX-4`; else PID-2, PID-4; none: the message is refused (`PID-3` missing) |
 //! | Encounter | `PV1-19` (`CX-1|CX-4`); else Patient key + PV1-44; else message-scoped |
@@ -67,6 +67,19 @@ pub fn uuid(namespace: &str, resource_type: &str, key: &str) -> String {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Eight hex digits (32-bit FNV-1a) of `parts`, each followed by U+001F:
+/// short, so that the keys built on it stay within one SHA-256 block.
+pub fn short_digest(parts: &[&str]) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for p in parts {
+        for &b in p.as_bytes().iter().chain(&[0x1f]) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    format!("{h:08x}")
+}
 
 /// SHA-256 of arbitrary bytes as hex (the Bundle key of a message without MSH-10).
 pub fn digest_hex(bytes: &[u8]) -> String {

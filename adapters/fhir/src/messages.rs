@@ -311,9 +311,7 @@ pub fn convert(
             "|",
             &c,
             "|",
-            &header(7, None).unwrap_or_default(),
-            "|",
-            &message_type,
+            &ids::short_digest(&[&header(7, None).unwrap_or_default(), &message_type]),
         ]),
         None => concat(&["sha256|", &ids::digest_hex(msg.input())]),
     };
