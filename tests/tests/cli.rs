@@ -232,3 +232,34 @@ fn convert_pretty_keeps_decimals_and_member_order() {
         "--pretty changed more than the layout"
     );
 }
+
+/// A message with MSH-15 `NE` asks for no ACK (enhanced mode): `send` does
+/// not wait its whole timeout for one, counts it as sent, and the next
+/// message on the file still gets its own ACK.
+#[test]
+fn send_does_not_wait_for_an_ack_that_was_not_asked_for() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(&listener_config("cli", ""), &tmp.path().join("data"));
+    let to = broker.mllp("cli").to_string();
+    let file = tmp.path().join("ne.hl7");
+    let mut body =
+        b"MSH|^~\\&|HIS|GENHOSP|MEDBUS|HUB|20261124101500||ADT^A01|CLI-NE|P|2.5|||NE|NE\r\
+                     PID|1||MRN-NE^^^GENHOSP^MR||DOE^JANE\r"
+            .to_vec();
+    body.extend(adt_a01("CLI-AL", "ROE"));
+    std::fs::write(&file, &body).expect("write");
+    let (code, out, err) = medbus(&[
+        "send",
+        "--to",
+        &to,
+        "--timeout",
+        "60",
+        "--verbose",
+        &file.to_string_lossy(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("CLI-NE: sent without ACK"), "{out}");
+    assert!(out.contains("CLI-AL: AA"), "{out}");
+    assert!(out.contains("1 AA, 1 sent without ACK"), "{out}");
+    wait_for("both stored", || topic_records(&broker, "hl7.inbound") == 2);
+}

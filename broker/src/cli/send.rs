@@ -5,7 +5,7 @@
 //! sent; anything else is reported, never matched to the next message.
 
 use super::split::split_messages;
-use crate::mllp::client::BlockingClient;
+use crate::mllp::client::{BlockingClient, ExchangeError};
 use medbus_hl7::Message;
 use medbus_mllp::MllpCodec;
 use std::collections::BTreeMap;
@@ -52,14 +52,26 @@ pub enum Outcome {
     Mismatch,
     /// No usable ACK: connection error, timeout, or unparseable reply.
     NoAck,
+    /// The message asked for no ACK (MSH-15 `NE`) and none came.
+    NotRequested,
 }
 
 impl Outcome {
+    /// AA or CA, or no ACK asked for.
+    fn is_accepted(&self) -> bool {
+        match self {
+            Outcome::Ack(c) => c == "AA" || c == "CA",
+            Outcome::NotRequested => true,
+            Outcome::Mismatch | Outcome::NoAck => false,
+        }
+    }
+
     fn label(&self) -> String {
         match self {
             Outcome::Ack(c) => c.clone(),
             Outcome::Mismatch => "wrong ACK".into(),
             Outcome::NoAck => "no ACK".into(),
+            Outcome::NotRequested => "sent without ACK (MSH-15 NE)".into(),
         }
     }
 }
@@ -74,11 +86,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Whether every message got AA or CA.
+    /// Whether every message got AA or CA (or asked for no ACK).
     pub fn all_accepted(&self) -> bool {
-        self.counts
-            .keys()
-            .all(|o| matches!(o, Outcome::Ack(c) if c == "AA" || c == "CA"))
+        self.counts.keys().all(Outcome::is_accepted)
     }
 
     /// `166 AA, 2 AR`.
@@ -89,6 +99,17 @@ impl Summary {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// How long a message that asks for no ACK (MSH-15 `NE`) waits for one.
+const NO_ACK_WAIT: Duration = Duration::from_millis(500);
+
+/// Whether a read gave up waiting.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Connect to the first address `to` resolves to that answers.
@@ -140,30 +161,52 @@ pub fn run(opts: &SendOptions) -> Result<Summary, SendError> {
     let mut summary = Summary::default();
     let mut conn: Option<BlockingClient> = None;
     for (name, msg) in &messages {
-        let control_id = Message::parse(msg)
+        let header = Message::parse(msg)
             .or_else(|_| Message::parse_header_only(msg))
-            .ok()
+            .ok();
+        let control_id = header
+            .as_ref()
             .and_then(|m| m.header().control_id.map(|c| c.to_string()))
             .unwrap_or_default();
+        // MSH-15 `NE`: the receiver sends no ACK (enhanced mode); one that
+        // sends one anyway does so at once, so a short wait tells.
+        let no_ack_asked = header.as_ref().is_some_and(|m| {
+            m.header()
+                .accept_ack_type
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("NE"))
+        });
         let result = match conn.as_mut() {
             Some(c) => Ok(c),
             None => connect(&opts.to, opts.timeout, opts.max_ack)
                 .map(|c| conn.insert(c))
-                .map_err(|e| format!("cannot connect to {}: {e}", opts.to)),
+                .map_err(|e| Some(format!("cannot connect to {}: {e}", opts.to))),
         }
         .and_then(|c| {
+            if no_ack_asked {
+                c.set_read_timeout(opts.timeout.min(NO_ACK_WAIT))
+                    .map_err(|e| Some(e.to_string()))?;
+            }
+            // `None`: no ACK came, as the message asked.
             c.exchange_framed(&MllpCodec::frame(msg))
-                .map_err(|e| e.to_string())
+                .map_err(|e| match e {
+                    ExchangeError::Read(io) if no_ack_asked && is_timeout(&io) => None,
+                    other => Some(other.to_string()),
+                })
         });
         let (outcome, reason) = match result {
             Ok(ack) => judge_ack(&ack, &control_id),
-            Err(e) => {
+            Err(None) => (Outcome::NotRequested, String::new()),
+            Err(Some(e)) => {
                 conn = None;
                 (Outcome::NoAck, e)
             }
         };
+        // A late ACK must never be read as the next message's answer.
+        if no_ack_asked {
+            conn = None;
+        }
         summary.sent += 1;
-        let accepted = matches!(&outcome, Outcome::Ack(c) if c == "AA" || c == "CA");
+        let accepted = outcome.is_accepted();
         if opts.verbose || !accepted {
             bar.suspend(|| {
                 if reason.is_empty() {

@@ -58,6 +58,11 @@ impl BlockingClient {
         })
     }
 
+    /// Change how long a read waits (for the next exchanges).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+
     /// Send one already framed message and read one ACK frame.
     pub fn exchange_framed(&mut self, frame: &[u8]) -> Result<Bytes, ExchangeError> {
         self.stream.write_all(frame).map_err(ExchangeError::Write)?;
