@@ -64,6 +64,9 @@ pub struct MllpCodec {
     scanned: usize,
     /// Discarding the rest of an oversized frame.
     skipping: bool,
+    /// The last frame's end block was the last byte received: its trailer
+    /// CR may still come, and is then dropped quietly.
+    after_end: bool,
     /// Bytes dropped outside frames; shared so that the owner of a framed
     /// stream can read it while the codec is inside the stream.
     discarded: Arc<AtomicU64>,
@@ -88,6 +91,7 @@ impl MllpCodec {
             in_frame: false,
             scanned: 0,
             skipping: false,
+            after_end: false,
             discarded: counter,
         }
     }
@@ -136,6 +140,12 @@ impl Decoder for MllpCodec {
     type Error = MllpError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, MllpError> {
+        if self.after_end && !src.is_empty() {
+            if src[0] == TRAILER {
+                src.advance(1);
+            }
+            self.after_end = false;
+        }
         loop {
             if self.skipping {
                 match src.iter().position(|&b| b == END_BLOCK || b == START_BLOCK) {
@@ -205,20 +215,18 @@ impl Decoder for MllpCodec {
                     if pos > self.max_frame {
                         return Ok(Some(self.too_large(src)));
                     }
-                    // Need the byte after END_BLOCK to know whether it is the
-                    // standard trailer.
-                    if pos + 1 >= src.len() {
-                        self.scanned = pos;
-                        return Ok(None);
-                    }
                     let payload = src.split_to(pos).freeze();
                     // Drop END_BLOCK, and the trailer when present (a lone 0x1C is
-                    // accepted: some senders omit the CR).
+                    // accepted: some senders omit the CR). The frame is whole
+                    // at END_BLOCK: it is not held back waiting for the byte
+                    // after it, which a sender that omits the CR never sends.
                     src.advance(1);
-                    if src.first() == Some(&TRAILER) {
-                        src.advance(1);
-                    }
                     self.reset();
+                    match src.first() {
+                        Some(&TRAILER) => src.advance(1),
+                        None => self.after_end = true,
+                        Some(_) => {}
+                    }
                     Ok(Some(Decoded::Frame(payload)))
                 }
                 None => {
@@ -338,6 +346,22 @@ mod tests {
     fn lone_end_block_is_accepted() {
         let mut c = MllpCodec::default();
         assert_eq!(decode_all(&mut c, b"\x0bA\x1cX"), vec![frame(b"A")]);
+    }
+
+    /// A frame that ends with a lone 0x1C as the last byte received is
+    /// handed over at once (its sender waits for the ACK and sends nothing
+    /// more); a CR that follows later is the trailer, not stray bytes.
+    #[test]
+    fn a_frame_ending_the_input_with_a_lone_end_block_is_not_held_back() {
+        let mut c = MllpCodec::default();
+        assert_eq!(decode_all(&mut c, b"\x0bA\x1c"), vec![frame(b"A")]);
+        assert_eq!(decode_all(&mut c, b"\x0d\x0bB\x1c"), vec![frame(b"B")]);
+        assert_eq!(decode_all(&mut c, b"\x0bC\x1c\x0d"), vec![frame(b"C")]);
+        assert_eq!(c.discarded_bytes(), 0);
+        // At the end of the stream too: a whole frame, not a truncated one.
+        let mut c = MllpCodec::default();
+        let mut buf = BytesMut::from(&b"\x0bD\x1c"[..]);
+        assert_eq!(c.decode_eof(&mut buf).ok().flatten(), Some(frame(b"D")));
     }
 
     #[test]
