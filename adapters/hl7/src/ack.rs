@@ -140,6 +140,8 @@ type Version = (u32, u32, u32);
 
 /// The version used when MSH-12 is missing or unreadable.
 const DEFAULT_VERSION: Version = (2, 5, 0);
+/// [`DEFAULT_VERSION`] as MSH-12 writes it.
+const DEFAULT_VERSION_TEXT: &[u8] = b"2.5";
 
 /// Parse MSH-12.1; missing or unparseable versions count as 2.5.
 fn parse_version(version: &str) -> Version {
@@ -329,7 +331,10 @@ pub fn build_ack(
             .unwrap_or_default(),
         control_id: raw(10),
         processing_id: raw(11),
-        version: raw(12),
+        // MSH-12 is required in the ACK too: the version it answers in.
+        version: Some(raw(12))
+            .filter(|v| !v.is_empty())
+            .unwrap_or(DEFAULT_VERSION_TEXT),
         charset: raw(18),
     };
     write_ack(
@@ -353,7 +358,7 @@ pub fn build_ack_for_unparsed(
 ) -> Vec<u8> {
     let o = Original {
         processing_id: b"P",
-        version: b"2.5",
+        version: DEFAULT_VERSION_TEXT,
         version_number: DEFAULT_VERSION,
         ..Original::default()
     };

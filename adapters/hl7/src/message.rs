@@ -109,9 +109,13 @@ impl<'a> Message<'a> {
         }
         let first = line(0);
         if !first.starts_with(b"MSH") {
+            // The segment found there; when that is no segment id (bytes
+            // that are not HL7), where the MSH should be.
+            let found = first.get(..3).filter(|id| is_segment_id(id));
+            let id = found.map_or_else(|| "MSH".to_string(), id_for_location);
             return Err(ParseError::new(
                 ErrorCode::SegmentSequenceError,
-                Some(Location::segment(id_for_location(first), 1)),
+                Some(Location::segment(id, 1)),
                 "message must start with an MSH segment",
             ));
         }

@@ -209,6 +209,9 @@ fn bad_segment_ids() {
     let e = err(b"PID|1\rMSH|^~\\&|A||||||ADT^A01|1|P|2.5");
     assert_eq!(e.code, ErrorCode::SegmentSequenceError);
     assert_eq!(e.location.unwrap().segment, "PID");
+    // Bytes that are not HL7: the location is where the MSH should be.
+    let e = err(b"hello world");
+    assert_eq!(e.location.unwrap().segment, "MSH");
     assert_eq!(err(b"").code, ErrorCode::SegmentSequenceError);
     assert_eq!(err(b"\r\n \n").code, ErrorCode::SegmentSequenceError);
     assert_eq!(err(b"\xEF\xBB\xBF").code, ErrorCode::SegmentSequenceError);

@@ -11,6 +11,21 @@ fn s(b: Vec<u8>) -> String {
 
 const V25: &[u8] = b"MSH|^~\\&|SAPP^x|SFAC|RAPP|RFAC|20240101120000||ADT^A01^ADT_A01|MSG001|P|2.5\rEVN|A01\rPID|1||123\r";
 
+/// MSH-12 is required: an ACK to a message without one says 2.5, the
+/// version it is then laid out in.
+#[test]
+fn a_message_without_a_version_gets_an_ack_with_one() {
+    let m = Message::parse_header_only(
+        b"MSH|^~\\&|S|F|R|F|20240101120000||ADT^A01|NOVER|P\rPID|1||1\r",
+    )
+    .unwrap();
+    let ack = build_ack(&m, AckCode::AR, None, "ACK002", "20240101120001");
+    assert_eq!(
+        s(ack),
+        "MSH|^~\\&|R|F|S|F|20240101120001||ACK^A01^ACK|ACK002|P|2.5\rMSA|AR|NOVER\r"
+    );
+}
+
 #[test]
 fn aa_v25() {
     let m = Message::parse(V25).unwrap();
