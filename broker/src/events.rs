@@ -345,14 +345,13 @@ impl<'a> DestinationAttempt<'a> {
     pub fn emit(self, m: &Metrics) {
         let d = self.destination;
         match self.result {
+            // Retries are counted where one is decided (the last attempt
+            // before a dead letter is not one).
             AttemptResult::Acked(code) => {
                 m.destination_acks.with_label_values(&[d, code]).inc();
-                if !matches!(code, "AA" | "CA" | "AR" | "CR") {
-                    m.destination_retries.with_label_values(&[d, "nak"]).inc();
-                }
             }
             AttemptResult::Failed(kind) => {
-                m.destination_retries.with_label_values(&[d, kind]).inc();
+                tracing::debug!(destination = %d, kind, "delivery attempt failed");
             }
             AttemptResult::Unreachable(e) => {
                 m.destination_retries

@@ -4,6 +4,7 @@ asyncio MLLP server (a third-party implementation).
 Behaviour is chosen per message by the prefix of its control id (MSH-10), so
 that a test drives it through the messages it sends:
   AR...     always answered AR
+  NAK...    always answered AE
   AE...     AE the first time, AA after
   LATE...   the first time answered only after --late seconds, AA after
   WRONG...  the first time answered with an ACK naming another message
@@ -51,6 +52,8 @@ async def handle(reader, writer, log, late, delay):
                 await asyncio.sleep(delay)
             if control_id.startswith("AR"):
                 writer.writemessage(ack_for(msg, "AR"))
+            elif control_id.startswith("NAK"):
+                writer.writemessage(ack_for(msg, "AE"))
             elif control_id.startswith("AE") and first:
                 writer.writemessage(ack_for(msg, "AE"))
             elif control_id.startswith("LATE") and first:

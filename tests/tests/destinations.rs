@@ -194,7 +194,9 @@ fn naks_wrong_acks_late_acks_and_drops_are_retried_and_ar_is_dead_lettered() {
     let data = tmp.path().join("data");
     let peer = Peer::start(tmp.path(), 0, &["--late", "2.5"]);
     let broker = Broker::start(&config(peer.port, ""), &data);
-    let ids = ["N1", "AE1", "WRONG1", "ARX1", "LATE1", "DROP1", "N2"];
+    let ids = [
+        "N1", "AE1", "WRONG1", "ARX1", "NAKALL1", "LATE1", "DROP1", "N2",
+    ];
     send_all(&broker, &ids);
     wait_for("the last message", || {
         peer.firsts().last().map(String::as_str) == Some("N2")
@@ -216,6 +218,11 @@ fn naks_wrong_acks_late_acks_and_drops_are_retried_and_ar_is_dead_lettered() {
         "an ACK for another message is not success"
     );
     assert_eq!(attempts("ARX1"), 1, "AR is not retried");
+    assert_eq!(
+        attempts("NAKALL1"),
+        5,
+        "AE every time: max_attempts, then dead-lettered"
+    );
     assert_eq!(attempts("LATE1"), 2, "a late ACK is not waited for");
     assert_eq!(attempts("DROP1"), 2, "a dropped connection is retried");
     assert_eq!(
@@ -240,7 +247,16 @@ fn naks_wrong_acks_late_acks_and_drops_are_retried_and_ar_is_dead_lettered() {
             &broker,
             "medbus_destination_messages_total{destination=\"down\",outcome=\"dead_lettered\"}"
         ),
-        Some(1.0)
+        Some(2.0)
+    );
+    // Retries: AE1's one and NAKALL1's four (its fifth attempt is not
+    // retried but dead-lettered).
+    assert_eq!(
+        metric(
+            &broker,
+            "medbus_destination_retries_total{destination=\"down\",reason=\"nak\"}"
+        ),
+        Some(5.0)
     );
     assert!(metric(
         &broker,
@@ -249,8 +265,9 @@ fn naks_wrong_acks_late_acks_and_drops_are_retried_and_ar_is_dead_lettered() {
     .is_some_and(|n| n >= 2.0));
     assert_eq!(broker.stop(), Some(0));
     let dlq = dump(&data, "dlq.down");
-    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq.len(), 2);
     assert_eq!(dlq[0]["headers"]["hl7.control_id"], "ARX1");
+    assert_eq!(dlq[1]["headers"]["hl7.control_id"], "NAKALL1");
     assert!(dlq[0]["headers"]["medbus.error"]
         .as_str()
         .is_some_and(|e| e.contains("rejected")));

@@ -473,7 +473,8 @@ impl Worker {
                 })
                 .await;
             attempts += 1;
-            let failure = match result {
+            // What failed, and the retry reason it counts under if retried.
+            let (failure, retry_reason) = match result {
                 Ok(ack) if ack.code == "AA" || ack.code == "CA" => {
                     DestinationAttempt::acked(&self.s.name, &ack.code).emit(&self.metrics);
                     return Delivery::Delivered;
@@ -483,12 +484,12 @@ impl Worker {
                     let reason = format!("rejected by the receiver ({}): {}", ack.code, ack.text);
                     match self.s.on_failure {
                         OnFailure::DeadLetter => return Delivery::Failed(reason),
-                        OnFailure::Block => reason,
+                        OnFailure::Block => (reason, "rejected"),
                     }
                 }
                 Ok(ack) => {
                     DestinationAttempt::acked(&self.s.name, &ack.code).emit(&self.metrics);
-                    format!("negative ACK {}: {}", ack.code, ack.text)
+                    (format!("negative ACK {}: {}", ack.code, ack.text), "nak")
                 }
                 Err(e) => {
                     // Drop the link: a late ACK must never be read as the
@@ -504,8 +505,14 @@ impl Worker {
                         _ => "connection",
                     };
                     DestinationAttempt::failed(&self.s.name, kind).emit(&self.metrics);
-                    e.to_string()
+                    (e.to_string(), kind)
                 }
+            };
+            let retried = |metrics: &Metrics| {
+                metrics
+                    .destination_retries
+                    .with_label_values(&[&self.s.name, retry_reason])
+                    .inc();
             };
             let blocked = attempts >= self.s.max_attempts || failure.starts_with("rejected");
             if blocked {
@@ -521,6 +528,7 @@ impl Worker {
                             destination = %self.s.name, control_id, attempts, reason = %failure,
                             "delivery blocked: retrying this message at the longest delay; later messages wait"
                         );
+                        retried(&self.metrics);
                         let wait = self.s.retry_max;
                         if !self.pause(wait).await {
                             self.metrics.set_destination_blocked(&self.s.name, false);
@@ -531,6 +539,7 @@ impl Worker {
                 }
             }
             self.metrics.set_destination_blocked(&self.s.name, false);
+            retried(&self.metrics);
             tracing::warn!(destination = %self.s.name, control_id, attempts, reason = %failure, "delivery failed; retrying");
             let wait = self.jitter(delay);
             delay = (delay * 2).min(self.s.retry_max);
