@@ -217,10 +217,27 @@ fn main() -> ExitCode {
     match run(args.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("medbus: {e:#}");
+            eprintln!("medbus: {}", describe(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text
+/// the message already holds (most of ours embed their source).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {

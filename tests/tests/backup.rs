@@ -63,6 +63,7 @@ fn backup_of_a_running_broker_restores_with_topics_cursors_and_offsets() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("not empty"), "{err}");
+    assert_eq!(err.matches("not empty").count(), 1, "said once: {err}");
 
     let broker = Broker::start(&config(), &restored);
     // The route's cursor came along: nothing is routed twice.
