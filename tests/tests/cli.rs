@@ -263,3 +263,31 @@ fn send_does_not_wait_for_an_ack_that_was_not_asked_for() {
     assert!(out.contains("1 AA, 1 sent without ACK"), "{out}");
     wait_for("both stored", || topic_records(&broker, "hl7.inbound") == 2);
 }
+
+/// `dump` shows a payload that is not UTF-8 (an ISO 8859-1 message) with
+/// its bytes as stored, in `payload_base64`, beside the readable text.
+#[test]
+fn dump_keeps_bytes_that_are_not_utf8() {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let broker = Broker::start(&listener_config("cli", ""), &data);
+    let mut msg =
+        b"MSH|^~\\&|HIS|GENHOSP|MEDBUS|HUB|20261124101500||ADT^A01|CLI-8859|P|2.5||||||8859/1\r\
+                    PID|1||MRN-8859^^^GENHOSP^MR||J"
+            .to_vec();
+    msg.push(0xD6);
+    msg.extend_from_slice(b"HN^JANE\r");
+    let ack = MllpClient::connect(broker.mllp("cli")).request(&msg);
+    assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
+    assert_eq!(broker.stop(), Some(0));
+    let recs = dump(&data, "hl7.inbound");
+    assert_eq!(recs.len(), 1);
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(recs[0]["payload_base64"].as_str().expect("payload_base64"))
+        .expect("base64");
+    assert_eq!(stored, msg);
+    assert!(recs[0]["payload"]
+        .as_str()
+        .is_some_and(|p| p.contains("J\u{fffd}HN")));
+}

@@ -47,14 +47,22 @@ pub fn record_json(topic: &str, offset: u64, r: &Record) -> serde_json::Value {
     } else {
         serde_json::Value::String(String::from_utf8_lossy(&r.payload).into_owned())
     };
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "topic": topic,
         "offset": offset,
         "timestamp_ms": r.timestamp_ms,
         "headers": headers,
         "content_type": r.content_type,
         "payload": payload,
-    })
+    });
+    // Bytes that are not UTF-8 (an HL7 message in ISO 8859-1, say) are
+    // shown replaced in `payload`; the bytes themselves come here.
+    if std::str::from_utf8(&r.payload).is_err() {
+        use base64::Engine as _;
+        out["payload_base64"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(&r.payload));
+    }
+    out
 }
 
 /// Print up to `count` records of `topic` from `from` on; returns how many.
