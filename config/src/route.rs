@@ -515,6 +515,9 @@ pub fn compile(
         ))));
     }
     match parts.len() {
+        // A field given but refused (its problem is reported) is not an
+        // empty condition.
+        0 if c.field.is_some() || tests > 0 => Condition::Always,
         0 => {
             problems.push((
                 span,

@@ -85,6 +85,11 @@ fn route_error_table() {
             "for {routes:?}\n want prefix {want:?}\n got {got:#?}"
         );
     }
+    // A refused field path is the one problem: not also an "empty condition".
+    let got = errors(
+        "[[routes]]\nname = \"a\"\nfrom = \"hl7.in\"\nto = [\"x\"]\nwhen = { field = \"PID-x8\", eq = \"M\" }\n",
+    );
+    assert_eq!(got.len(), 1, "{got:#?}");
     // A good route is accepted, including a template source fed by another route.
     assert!(errors(
         "[[routes]]\nname = \"a\"\nfrom = \"hl7.in\"\ntransform = \"fhir-resources\"\nto = [\"fhir.{resourceType}\"]\n\
