@@ -585,7 +585,29 @@ fn cli_publish_topics_and_tail_over_the_protocol() {
     ]);
     let (code, _, err) = medbus(&["tail", "cli.t", "--from", "bogus", "--server", &server]);
     assert_eq!(code, 2, "{err}");
+    // A tail that follows (no --count) fails when the broker goes away:
+    // exit 1 and a message, not a silent success.
+    let mut follower = std::process::Command::new(medbus_bin())
+        .args(["tail", "cli.t", "--from", "earliest", "--server", &server])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(follower.stdout.take().expect("stdout")).lines();
+        for _ in 0..2 {
+            lines.next().expect("a record").expect("read");
+        }
+    }
     assert_eq!(b.stop(), Some(0));
+    wait_for("the tail to end", || {
+        follower.try_wait().ok().flatten().is_some()
+    });
+    let ended = follower.wait_with_output().expect("tail output");
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(1), "{said}");
+    assert!(said.contains("closed the connection"), "{said}");
 
     // Exactly what `dump` prints.
     let (code, dumped, err) = medbus(&["dump", "cli.t", "--data-dir", &data.to_string_lossy()]);

@@ -38,6 +38,11 @@ pub enum RemoteError {
     /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+    /// The broker went away while records were followed.
+    #[error(
+        "the broker closed the connection after {0} records printed (resume with the same --group)"
+    )]
+    Lost(u64),
 }
 
 /// Where and as whom to connect.
@@ -120,8 +125,8 @@ pub struct TailOptions {
     pub count: Option<u64>,
 }
 
-/// Print records as JSON lines until `count` or the connection ends;
-/// returns how many were printed.
+/// Print records as JSON lines until `count`; returns how many were
+/// printed. A connection that ends first is [`RemoteError::Lost`].
 pub fn tail(
     remote: &Remote,
     options: &TailOptions,
@@ -153,7 +158,12 @@ pub fn tail(
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
-                Some(Err(ClientError::Closed)) | None => break,
+                // Following stops only at --count: a connection that ends
+                // first is a failure the caller must see (exit 1).
+                Some(Err(ClientError::Closed)) | None => {
+                    out.flush()?;
+                    return Err(RemoteError::Lost(printed));
+                }
                 Some(Err(e)) => return Err(e.into()),
             };
             let r = delivery.record;
