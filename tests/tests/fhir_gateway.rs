@@ -1007,6 +1007,56 @@ fn websocket_subscribers_bind_and_receive_their_events() {
     );
 }
 
+/// A Subscription turned off holds nothing: turned on again it notifies
+/// what happens from then on, like a new one, not what happened while it
+/// was off.
+#[test]
+fn a_subscription_turned_on_again_starts_from_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(&config(""), &dir.path().join("d"));
+    let base_url = base(&b);
+    let hook = Hook::start(dir.path(), 0);
+    let adt = |control_id: &str| {
+        format!(
+            "MSH|^~\\&|HIS|GENHOSP|MEDBUS|HUB|20261124101500||ADT^A01|{control_id}|P|2.5\r\
+             PID|1||OFF-PAT^^^GENHOSP^MR||DOE^JANE\r"
+        )
+        .into_bytes()
+    };
+    let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "test",
+        "criteria": "Patient?identifier=OFF-PAT",
+        "channel": {"type": "rest-hook", "endpoint": format!("http://127.0.0.1:{}/hook", hook.port),
+                    "payload": "application/fhir+json"}});
+    let created = create_subscription(&base_url, &sub, dir.path());
+    let sid = created["body"]["id"].as_str().unwrap().to_string();
+    let put = |status_text: &str| {
+        let mut s = created["body"].clone();
+        s["status"] = json!(status_text);
+        let u = request(
+            "PUT",
+            &format!("{base_url}/Subscription/{sid}"),
+            "-",
+            Some(&s),
+            dir.path(),
+        );
+        assert_eq!(status(&u), 200, "{u}");
+    };
+    put("off");
+    send(&b, &adt("OFF-1"));
+    wait_for("the message stored", || {
+        topic_records(&b, "fhir.Patient") >= 1
+    });
+    put("requested");
+    send(&b, &adt("ON-1"));
+    eventually("a notification", || {
+        let r = hook.received();
+        (!r.is_empty()).then_some(())
+    });
+    // Quiet for a while: nothing more comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(hook.received().len(), 1, "{:#?}", hook.received());
+}
+
 /// POST a Subscription; the 201 response.
 fn create_subscription(base_url: &str, sub: &Value, dir: &Path) -> Value {
     let created = request(

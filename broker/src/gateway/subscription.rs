@@ -305,6 +305,10 @@ pub fn cursor_changes(
             .ok()
             .and_then(|m| spec(&m).ok())
         {
+            // An inactive Subscription holds no cursor: turned on again, it
+            // starts from then, as a new one does (not with what happened
+            // while it was off), and meanwhile it holds no retention back.
+            Some(s) if !s.active => Vec::new(),
             Some(s) => s.criteria.sources().to_vec(),
             // Not a Subscription we can read: leave its cursors alone.
             None => return Ok((Vec::new(), Vec::new())),
