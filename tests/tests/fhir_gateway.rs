@@ -549,6 +549,8 @@ fn versioned_updates_vread_deletes_and_count_only_searches() {
         let a = http_exchange(fhir, "PUT", &path, &[], Some((json, body.as_bytes()))).unwrap();
         assert_eq!(a.status, 201, "{}", a.body);
     }
+    // Several values (FHIR's "any of") are refused, not matched as one.
+    assert_eq!(get("/fhir/Patient?identifier=a,b").status, 400);
     let counted = get("/fhir/Patient?_count=0");
     assert_eq!(counted.status, 200, "{}", counted.body);
     let v: Value = serde_json::from_str(&counted.body).unwrap();

@@ -169,7 +169,7 @@ fn parse_search(ctx: &Ctx, t: &str, params: &[(String, String)]) -> Result<Searc
                 if v.is_empty() {
                     return Err(FhirError::invalid("identifier needs a value"));
                 }
-                s.identifier = Some(v.clone());
+                s.identifier = Some(resource::one_value(k, v).map_err(FhirError::invalid)?);
             }
             "patient" => {
                 if resource::patient_paths(t).is_none() {

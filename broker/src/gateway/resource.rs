@@ -313,6 +313,30 @@ pub fn set_id_and_meta(r: &mut Map<String, Value>, id: &str, version: u64, updat
     r.shift_insert(at, "meta".into(), Value::Object(meta));
 }
 
+/// The one value of search parameter `name`. FHIR writes several values as
+/// `a,b` (any of them), which this server does not search: refused rather
+/// than matched as one odd value. A comma inside a value is written `\,`.
+pub fn one_value(name: &str, v: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&',') => {
+                out.push(',');
+                chars.next();
+            }
+            ',' => {
+                return Err(format!(
+                    "{name}={:?}: several values (a,b) are not supported: search once per value",
+                    truncate(v, 80)
+                ))
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
 /// A fresh random id (a UUID v4 in its text form).
 pub fn new_id() -> String {
     use ring::rand::SecureRandom;
@@ -483,6 +507,18 @@ mod tests {
         );
         assert_eq!(patient_ref_id("http://x/fhir/Patient/7"), Some("7"));
         assert_eq!(patient_ref_id("Group/7"), None);
+    }
+
+    #[test]
+    fn several_search_values_are_refused_an_escaped_comma_is_kept() {
+        assert_eq!(one_value("identifier", "P72").as_deref(), Ok("P72"));
+        assert_eq!(one_value("identifier", "a\\,b").as_deref(), Ok("a,b"));
+        assert!(one_value("identifier", "P72,P73").is_err());
+        assert!(parse_criteria_ok("Patient?identifier=P72,P73").is_err());
+    }
+
+    fn parse_criteria_ok(c: &str) -> Result<(), String> {
+        super::super::subscription::parse_criteria(c).map(|_| ())
     }
 
     #[test]

@@ -81,10 +81,11 @@ pub fn parse_criteria(s: &str) -> Result<Criteria, String> {
             resource::truncate(t, 64)
         ));
     }
-    let params = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
+    let mut params = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
         .map_err(|e| format!("criteria has a bad query: {e}"))?
         .into_inner();
-    for (k, v) in &params {
+    for (k, v) in &mut params {
+        *v = resource::one_value(k, v)?;
         match k.as_str() {
             "patient" | "subject" | "identifier" | "code" | "status" | "_id" => {}
             other => {
