@@ -128,8 +128,19 @@ fn authorize_write(
 /// view shows the write.
 type WriteGuard = tokio::sync::OwnedMutexGuard<()>;
 
-async fn lock_writes(ctx: &Ctx) -> WriteGuard {
-    ctx.writes.clone().lock_owned().await
+/// Wait for the write lock, at most [`VIEW_WAIT_MAX`]: past that the
+/// write is refused (503) instead of queueing without bound behind a
+/// stalled one.
+async fn lock_writes(ctx: &Ctx) -> Result<WriteGuard, FhirError> {
+    tokio::time::timeout(VIEW_WAIT_MAX, ctx.writes.clone().lock_owned())
+        .await
+        .map_err(|_| {
+            FhirError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                format!("another write has not finished within {VIEW_WAIT_MAX:?}: try again later"),
+            )
+        })
 }
 
 /// Refuse a write to `stored` (the version it replaces or deletes) outside
@@ -307,7 +318,7 @@ async fn create_inner(
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
     let w = record_for(req, &map, "create", false);
-    let lock = lock_writes(ctx).await;
+    let lock = lock_writes(ctx).await?;
     commit(ctx, std::slice::from_ref(&w), lock).await?;
     Ok(single_answer(ctx, req, &w, StatusCode::CREATED))
 }
@@ -398,7 +409,7 @@ async fn update_inner(
     }
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
-    let lock = lock_writes(ctx).await;
+    let lock = lock_writes(ctx).await?;
     let stored = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
     if let Some(s) = &stored {
         check_stored_compartment(ctx, req, t, s)?;
@@ -442,7 +453,7 @@ async fn delete_inner(
     check_type(t)?;
     check_id(id)?;
     ctx.authorize(req, t, true)?;
-    let lock = lock_writes(ctx).await;
+    let lock = lock_writes(ctx).await?;
     let e = delete_entry(ctx, req, &format!("{t}/{id}"), if_match_header(req))?;
     if e.write == EntryWrite::Delete {
         let w = record_for(req, &e.map, "delete", true);
@@ -513,7 +524,7 @@ async fn bundle_inner(
             entries.len()
         )));
     }
-    let lock = lock_writes(ctx).await;
+    let lock = lock_writes(ctx).await?;
     let mut checked: Vec<Result<Entry, FhirError>> = Vec::new();
     let mut renames: HashMap<String, String> = HashMap::new();
     // FHIR: one Bundle may not change one resource twice.
