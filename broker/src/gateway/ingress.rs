@@ -164,6 +164,25 @@ fn check_stored_compartment(
     }
 }
 
+/// The stored version of `t/id` a write replaces or deletes (`None`: there
+/// is none), once the caller may touch it (its patient compartment, checked
+/// first so that a 412 tells nothing of another patient's resource) and
+/// `if_match`, when given, names its version.
+fn replaced_version(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    t: &str,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<Option<Stored>, FhirError> {
+    let stored = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
+    if let Some(s) = &stored {
+        check_stored_compartment(ctx, req, t, s)?;
+    }
+    check_version(if_match, t, id, stored.as_ref().map(|s| s.version))?;
+    Ok(stored)
+}
+
 /// Write records (and Subscription cursors) atomically, then wait for the
 /// view to show them all; returns each record's (topic, offset). When the
 /// view takes longer than [`VIEW_WAIT`], the answer goes but `lock` is kept
@@ -242,7 +261,7 @@ fn single_answer(ctx: &Ctx, req: &HttpRequest, w: &Write, status: StatusCode) ->
                 "Location",
                 format!("{base}/{}/{}/_history/{}", w.resource_type, w.id, s.version),
             ));
-            r.insert_header(("ETag", format!("W/\"{}\"", s.version)));
+            r.insert_header(("ETag", s.etag()));
             r.body(s.json.clone())
         }
         None => {
@@ -410,13 +429,7 @@ async fn update_inner(
     let map = prepare(ctx, map)?;
     authorize_write(ctx, req, &map)?;
     let lock = lock_writes(ctx).await?;
-    let stored = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
-    if let Some(s) = &stored {
-        check_stored_compartment(ctx, req, t, s)?;
-    }
-    let current = stored.map(|s| s.version);
-    check_version(if_match_header(req), t, id, current)?;
-    let existed = current.is_some();
+    let existed = replaced_version(ctx, req, t, id, if_match_header(req))?.is_some();
     let w = record_for(req, &map, "update", false);
     commit(ctx, std::slice::from_ref(&w), lock).await?;
     let status = if existed {
@@ -600,7 +613,7 @@ async fn bundle_inner(
                 if let Some(s) = stored {
                     response["location"] =
                         json!(format!("{}/{}/_history/{}", w.resource_type, w.id, s.version));
-                    response["etag"] = json!(format!("W/\"{}\"", s.version));
+                    response["etag"] = json!(s.etag());
                     response["lastModified"] = json!(resource::instant(s.updated_ms));
                 }
                 out.push(json!({
@@ -707,13 +720,7 @@ fn check_entry(
             if let Some(f) = full_url.filter(|f| f.starts_with("urn:")) {
                 renames.insert(f, format!("{t}/{id}"));
             }
-            let stored = ctx.view.get(&t, id).map_err(|e| FhirError::storage(&e))?;
-            if let Some(s) = &stored {
-                check_stored_compartment(ctx, req, &t, s)?;
-            }
-            let current = stored.map(|s| s.version);
-            check_version(if_match.as_deref(), &t, id, current)?;
-            if current.is_some() {
+            if replaced_version(ctx, req, &t, id, if_match.as_deref())?.is_some() {
                 StatusCode::OK
             } else {
                 StatusCode::CREATED
@@ -750,18 +757,9 @@ fn delete_entry(
     };
     check_type(t)?;
     check_id(id)?;
-    let access = ctx.authorize(req, t, true)?;
-    let old = ctx.view.get(t, id).map_err(|e| FhirError::storage(&e))?;
-    let map = match &old {
-        Some(s) => Some(resource::parse_resource(&s.json)?),
-        None => None,
-    };
-    // The compartment first: a 412 must not tell another patient's version.
-    if map.as_ref().is_some_and(|m| !access.permits(m)) {
-        return Err(super::auth::outside_compartment());
-    }
-    check_version(if_match, t, id, old.as_ref().map(|s| s.version))?;
-    let Some(map) = map else {
+    // The write scope, whether or not there is anything to delete.
+    ctx.authorize(req, t, true)?;
+    let Some(old) = replaced_version(ctx, req, t, id, if_match)? else {
         return Ok(Entry {
             map: Map::new(),
             status: StatusCode::NO_CONTENT,
@@ -769,7 +767,7 @@ fn delete_entry(
         });
     };
     Ok(Entry {
-        map,
+        map: resource::parse_resource(&old.json)?,
         status: StatusCode::NO_CONTENT,
         write: EntryWrite::Delete,
     })

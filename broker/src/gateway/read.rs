@@ -95,7 +95,7 @@ fn read_version(
             s.version
         )));
     }
-    let etag = format!("W/\"{}\"", s.version);
+    let etag = s.etag();
     let matches = req
         .headers()
         .get("if-none-match")

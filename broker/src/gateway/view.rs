@@ -50,6 +50,13 @@ pub struct Stored {
     pub json: Vec<u8>,
 }
 
+impl Stored {
+    /// Its weak ETag, `W/"<version>"` (what `If-Match` names).
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version)
+    }
+}
+
 fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
     let mut k = vec![kind];
     for p in parts {
@@ -323,13 +330,15 @@ fn pass(
 ) -> Option<Pass> {
     let mut batch = Batch::default();
     let mut failed = false;
-    for topic in store.topic_names("fhir.") {
-        if NOT_INDEXED.contains(&topic.as_str()) {
-            continue;
-        }
-        let next = match cursors.get(&topic) {
+    let topics: Vec<String> = store
+        .topic_names("fhir.")
+        .into_iter()
+        .filter(|t| !NOT_INDEXED.contains(&t.as_str()))
+        .collect();
+    for topic in &topics {
+        let next = match cursors.get(topic) {
             Some(n) => *n,
-            None => match store.kv_get(VIEW_TREE, &key(b'c', &[&topic])) {
+            None => match store.kv_get(VIEW_TREE, &key(b'c', &[topic])) {
                 Ok(v) => {
                     let n = v
                         .and_then(|b| b.as_slice().try_into().ok())
@@ -345,7 +354,7 @@ fn pass(
             },
         };
         let mark = batch.mark();
-        match step(store, &mut batch, &topic, next) {
+        match step(store, &mut batch, topic, next) {
             Ok(()) => {}
             Err(StorageError::Closed) => return None,
             // This topic waits (what it added to the pass is taken
@@ -353,7 +362,7 @@ fn pass(
             Err(e) => {
                 tracing::error!(%topic, error = %e, "FHIR view: a topic paused after a storage error; it resumes from its cursor");
                 batch.rollback(mark);
-                cursors.remove(&topic);
+                cursors.remove(topic);
                 failed = true;
             }
         }
@@ -382,10 +391,7 @@ fn pass(
     }
     let mut lag = 0u64;
     if let Ok(mut m) = progress.next.lock() {
-        for topic in store.topic_names("fhir.") {
-            if NOT_INDEXED.contains(&topic.as_str()) {
-                continue;
-            }
+        for topic in topics {
             // A topic whose cursor could not be read counts whole.
             let n = cursors.get(&topic).copied().unwrap_or(0);
             lag += store
@@ -410,7 +416,7 @@ struct Batch {
     ops: Vec<KvOp>,
     overlay: Overlay,
     /// What each overlay entry held before (to take a topic's part back).
-    undo: Vec<(Vec<u8>, Option<Option<usize>>)>,
+    undo: Vec<(Vec<u8>, Option<usize>)>,
     /// (topic, next offset, records read, new versions) of each topic read.
     topics: Vec<(String, u64, u64, u64)>,
 }
@@ -447,10 +453,12 @@ impl Batch {
         }
     }
 
-    /// Note that `key` is now at `at` in `ops` (`None`: deleted).
-    fn remember(&mut self, key: Vec<u8>, at: Option<usize>) {
-        let before = self.overlay.insert(key.clone(), at);
-        self.undo.push((key, before));
+    /// Put a resource's stored value, and note where (later records of the
+    /// same resource in this batch read it there).
+    fn put_resource(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        let before = self.overlay.insert(key.clone(), self.ops.len());
+        self.undo.push((key.clone(), before));
+        self.ops.push(KvOp::Put(key, value));
     }
 }
 
@@ -484,9 +492,9 @@ fn step(store: &Store, batch: &mut Batch, topic: &str, next: u64) -> Result<(), 
 }
 
 /// Resources written earlier in the batch being built: key → where in the
-/// batch's ops their value is put (`None`: deleted). Later records of the
-/// same resource read it there, not from the store.
-type Overlay = HashMap<Vec<u8>, Option<usize>>;
+/// batch's ops their value (or tombstone) is put. Later records of the same
+/// resource read it there, not from the store.
+type Overlay = HashMap<Vec<u8>, usize>;
 
 /// Add one record's changes to `ops`; whether it made a new version.
 fn index_record(
@@ -506,11 +514,10 @@ fn index_record(
     let rkey = key(b'r', &[t, id]);
     let fetched;
     let old: Option<&[u8]> = match batch.overlay.get(&rkey) {
-        Some(Some(i)) => match batch.ops.get(*i) {
+        Some(i) => match batch.ops.get(*i) {
             Some(KvOp::Put(_, v)) => Some(v),
             _ => None,
         },
-        Some(None) => None,
         None => {
             fetched = store.kv_get(VIEW_TREE, &rkey)?;
             fetched.as_deref()
@@ -537,8 +544,7 @@ fn index_record(
             updated_ms: record.timestamp_ms(),
             json: Vec::new(),
         };
-        batch.remember(rkey.clone(), Some(batch.ops.len()));
-        batch.ops.push(KvOp::Put(rkey, encode(&tombstone, 0)));
+        batch.put_resource(rkey, encode(&tombstone, 0));
         return Ok(true);
     }
     let payload = record.payload();
@@ -575,8 +581,7 @@ fn index_record(
         updated_ms,
         json: serde_json::to_vec(&Value::Object(map)).unwrap_or_default(),
     };
-    batch.remember(rkey.clone(), Some(batch.ops.len()));
-    batch.ops.push(KvOp::Put(rkey, encode(&stored, fp)));
+    batch.put_resource(rkey, encode(&stored, fp));
     Ok(true)
 }
 

@@ -141,22 +141,9 @@ fn prepare(
             Err(e) => {
                 failed += 1;
                 tracing::error!(route = %route.name, topic = %source, offset, error = %e, "stored record does not decode: dead-lettered");
-                push(
-                    &mut write,
-                    route.dead_letter_topic.clone(),
-                    Record {
-                        timestamp_ms: now_ms(),
-                        headers: dead_letter_headers(
-                            Vec::new(),
-                            format!("the stored record does not decode: {e}"),
-                            route,
-                            source,
-                            *offset,
-                        ),
-                        content_type: headers::CONTENT_TYPE_RAW.to_string(),
-                        payload: raw.stored().to_vec(),
-                    },
-                )?;
+                let reason = format!("the stored record does not decode: {e}");
+                let dead = raw_dead_letter(route, (source, *offset), reason, raw.stored().to_vec());
+                push(&mut write, route.dead_letter_topic.clone(), dead)?;
                 bytes += raw.stored().len();
                 continue;
             }
@@ -229,18 +216,13 @@ fn dead_letter_damaged(
     what: &str,
 ) -> Result<Prepared, StorageError> {
     tracing::error!(route = %route.name, topic = %source, offset, what, "stored record is damaged on disk: dead-lettered");
-    let record = Record {
-        timestamp_ms: now_ms(),
-        headers: dead_letter_headers(
-            Vec::new(),
-            Store::damaged_reason(what),
-            route,
-            source,
-            offset,
-        ),
-        content_type: headers::CONTENT_TYPE_RAW.to_string(),
-        payload: store.read_damaged(source, offset)?,
-    };
+    let payload = store.read_damaged(source, offset)?;
+    let record = raw_dead_letter(
+        route,
+        (source, offset),
+        Store::damaged_reason(what),
+        payload,
+    );
     let mut write = EncodedWrite::default();
     write
         .records
@@ -258,6 +240,22 @@ fn dead_letter_damaged(
         outputs: 0,
         oldest_received_ms: None,
     })
+}
+
+/// The dead letter of a stored value that cannot be read as a record: its
+/// bytes as they are, for `reason`.
+fn raw_dead_letter(
+    route: &CompiledRoute,
+    (source, offset): (&str, u64),
+    reason: String,
+    payload: Vec<u8>,
+) -> Record {
+    Record {
+        timestamp_ms: now_ms(),
+        headers: dead_letter_headers(Vec::new(), reason, route, source, offset),
+        content_type: headers::CONTENT_TYPE_RAW.to_string(),
+        payload,
+    }
 }
 
 /// A dead letter's headers: the source record's, plus why and whence.

@@ -155,23 +155,8 @@ impl SharedHeaders {
 /// Append the version 2 body of a record whose headers are `shared`, then
 /// `record`'s own.
 pub(crate) fn encode_shared(shared: &SharedHeaders, record: &Record, out: &mut Vec<u8>) {
-    encode_head(shared, record, out);
+    encode_head_parts(shared, Parts::of(record), out);
     out.extend_from_slice(&record.payload);
-}
-
-/// [`encode_shared`] up to and including the payload's length: the payload
-/// bytes that end the body are left for the caller to write after it.
-pub(crate) fn encode_head(shared: &SharedHeaders, record: &Record, out: &mut Vec<u8>) {
-    encode_head_parts(
-        shared,
-        Parts {
-            timestamp_ms: record.timestamp_ms,
-            headers: &record.headers,
-            content_type: &record.content_type,
-            payload_len: record.payload.len(),
-        },
-        out,
-    );
 }
 
 /// What a head is written from, borrowed (a record need not be built).
@@ -183,7 +168,20 @@ pub(crate) struct Parts<'a, K, V> {
     pub payload_len: usize,
 }
 
-/// [`encode_head`] from borrowed parts.
+impl<'a> Parts<'a, String, String> {
+    /// The parts of `record`.
+    pub fn of(record: &'a Record) -> Self {
+        Parts {
+            timestamp_ms: record.timestamp_ms,
+            headers: &record.headers,
+            content_type: &record.content_type,
+            payload_len: record.payload.len(),
+        }
+    }
+}
+
+/// The body up to and including the payload's length, from borrowed parts:
+/// the payload bytes that end it are left for the caller to write after it.
 pub(crate) fn encode_head_parts<K: AsRef<str>, V: AsRef<str>>(
     shared: &SharedHeaders,
     parts: Parts<'_, K, V>,

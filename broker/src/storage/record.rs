@@ -149,14 +149,12 @@ impl EncodedRecord {
         shared: &compact::SharedHeaders,
         mut record: Record,
     ) -> Result<EncodedRecord, super::StorageError> {
-        let payload = std::mem::take(&mut record.payload);
-        let parts = compact::Parts {
-            timestamp_ms: record.timestamp_ms,
-            headers: &record.headers,
-            content_type: &record.content_type,
-            payload_len: payload.len(),
-        };
-        Self::from_parts(shared, parts, payload)
+        let mut head = Vec::new();
+        head_into(shared, compact::Parts::of(&record), &mut head)?;
+        Ok(EncodedRecord {
+            head,
+            payload: std::mem::take(&mut record.payload),
+        })
     }
 
     /// Encode a record given by its parts (headers `shared`, then
@@ -166,11 +164,8 @@ impl EncodedRecord {
         parts: compact::Parts<'_, K, V>,
         payload: Vec<u8>,
     ) -> Result<EncodedRecord, super::StorageError> {
-        u32::try_from(payload.len())
-            .map_err(|_| super::StorageError::Record("payload over 4 GiB".into()))?;
-        let mut head = Vec::with_capacity(64 + shared.len() + 24 * parts.headers.len());
-        head.push(RECORD_VERSION);
-        compact::encode_head_parts(shared, parts, &mut head);
+        let mut head = Vec::new();
+        head_into(shared, parts, &mut head)?;
         Ok(EncodedRecord { head, payload })
     }
 
@@ -208,6 +203,21 @@ impl EncodedRecord {
         self.write_to(&mut out);
         out
     }
+}
+
+/// The envelope up to the payload (version byte, compact head) into
+/// `head`; the payload must stay under 4 GiB.
+fn head_into<K: AsRef<str>, V: AsRef<str>>(
+    shared: &compact::SharedHeaders,
+    parts: compact::Parts<'_, K, V>,
+    head: &mut Vec<u8>,
+) -> Result<(), super::StorageError> {
+    u32::try_from(parts.payload_len)
+        .map_err(|_| super::StorageError::Record("payload over 4 GiB".into()))?;
+    head.reserve(64 + shared.len() + 24 * parts.headers.len());
+    head.push(RECORD_VERSION);
+    compact::encode_head_parts(shared, parts, head);
+    Ok(())
 }
 
 /// A stored record as it is on disk, not decoded: what a subscriber's
