@@ -120,6 +120,8 @@ pub struct Server {
     destinations: Vec<DestinationHandle>,
     /// The thread routes run on (FHIR conversion stays off the MLLP thread).
     route_arbiter: actix::Arbiter,
+    /// The threads routes convert a backlog on (`[mapping] threads`).
+    workers: Arc<crate::route::Workers>,
     /// Shared with the routes.
     metrics: Arc<Metrics>,
 }
@@ -150,6 +152,7 @@ impl Server {
                     self.store.clone(),
                     self.metrics.clone(),
                     fhir.clone(),
+                    self.workers.clone(),
                     &self.route_arbiter.handle(),
                 )),
                 Err(problems) => tracing::error!(route = %r.name(), ?problems, "route not started"),
@@ -361,6 +364,7 @@ pub async fn start(
         routes: Vec::new(),
         destinations: Vec::new(),
         route_arbiter: actix::Arbiter::new(),
+        workers: Arc::new(crate::route::Workers::new(config.mapping.threads())),
         metrics: metrics.clone(),
     };
     server.start_routes(config);

@@ -102,6 +102,24 @@ pub struct MappingConfig {
     /// identifier type is this (e.g. `"MR"`); unset: the first repetition.
     #[serde(default)]
     pub patient_identifier_type: Option<String>,
+    /// Threads a route's backlog is converted on, in parallel (1 to 256;
+    /// unset: one per core). 1: every route converts on the routes' own
+    /// thread. Order and exactly-once writes do not depend on it.
+    #[serde(default)]
+    pub threads: Option<Spanned<usize>>,
+}
+
+/// Most `[mapping] threads`.
+pub const MAX_MAPPING_THREADS: usize = 256;
+
+impl MappingConfig {
+    /// The conversion threads to start: `threads`, or one per core.
+    pub fn threads(&self) -> usize {
+        self.threads.as_ref().map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |t| *t.get_ref(),
+        )
+    }
 }
 
 fn default_data_dir() -> String {

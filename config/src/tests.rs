@@ -39,6 +39,11 @@ fn embedded_default_matches_the_documented_defaults() {
         ]
     );
     assert_eq!(r.dead_letter_topic(), "dlq.fhir");
+    assert!(c.mapping.threads.is_none());
+    assert_eq!(
+        c.mapping.threads(),
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
 }
 
 #[test]
@@ -77,6 +82,14 @@ fn error_table() {
         (
             "[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmax_connections = 0\n",
             "t.toml:4:19: listeners[0].max_connections: must be at least 1",
+        ),
+        (
+            "[mapping]\nthreads = 0\n",
+            "t.toml:2:11: mapping.threads: must be 1 to 256",
+        ),
+        (
+            "[mapping]\nthreads = 257\n",
+            "t.toml:2:11: mapping.threads: must be 1 to 256",
         ),
         (
             "[http]\nlisten = \"9575\"\n",

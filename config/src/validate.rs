@@ -187,6 +187,18 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
             );
         }
     }
+    if let Some(t) = &config.mapping.threads {
+        if !(1..=crate::schema::MAX_MAPPING_THREADS).contains(t.get_ref()) {
+            err(
+                t.span(),
+                "mapping.threads".into(),
+                format!(
+                    "must be 1 to {} (1: convert on the routes' own thread)",
+                    crate::schema::MAX_MAPPING_THREADS
+                ),
+            );
+        }
+    }
     if *config.storage.max_batch_records.get_ref() == 0 {
         let span = config.storage.max_batch_records.span();
         err(

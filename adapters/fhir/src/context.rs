@@ -55,6 +55,12 @@ pub struct Ctx<'o> {
     pub encounter: Option<Reference>,
     /// The Encounter's business key.
     pub encounter_key: String,
+    /// Practitioners already mapped, by the raw bytes of their XCN: one doctor is named by
+    /// many segments of a message (OBX-16 of every result, OBR-16, PV1-7 …), and mapping the
+    /// same bytes again would only rebuild the same key, id and resource.
+    /// The depth ([`Node::depth`]) is part of the key, as it decides which separator splits
+    /// the bytes.
+    practitioners: Vec<(u8, Box<[u8]>, Option<Reference>)>,
 }
 
 impl<'o> Ctx<'o> {
@@ -72,6 +78,7 @@ impl<'o> Ctx<'o> {
             patient_key: String::new(),
             encounter: None,
             encounter_key: String::new(),
+            practitioners: Vec::new(),
         }
     }
 
@@ -137,6 +144,20 @@ impl<'o> Ctx<'o> {
 
     /// A Practitioner from an XCN (id + name); `None` when the XCN is empty.
     pub fn practitioner(&mut self, xcn: Node<'_>) -> Result<Option<Reference>, ConvertError> {
+        let (depth, raw) = (xcn.depth(), xcn.raw());
+        let seen = self.practitioners.iter();
+        if let Some((.., r)) = seen
+            .into_iter()
+            .find(|(d, b, _)| *d == depth && **b == *raw)
+        {
+            return Ok(r.clone());
+        }
+        let r = self.map_practitioner(xcn)?;
+        self.practitioners.push((depth, raw.into(), r.clone()));
+        Ok(r)
+    }
+
+    fn map_practitioner(&mut self, xcn: Node<'_>) -> Result<Option<Reference>, ConvertError> {
         let id_value = xcn.s(1);
         let auth = xcn.part(9);
         // The name is built only when it keys the Practitioner or the Practitioner is new.

@@ -102,6 +102,10 @@ pub struct RouteArgs {
     /// Durability of the spawned brokers.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
+    /// `[mapping] threads` of the spawned brokers (default: one per core;
+    /// 1: the route converts on its own thread, as the converter alone does).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -115,6 +119,7 @@ impl RouteArgs {
             count: 50_000,
             size: ByteSize(1024),
             durability: DurabilityArg::Fsync,
+            threads: None,
             json: false,
         }
     }
@@ -127,6 +132,15 @@ impl RouteArgs {
         }
         if self.size.0 > 1 << 20 {
             return Err(BenchError::Usage("--size must be at most 1MiB".into()));
+        }
+        if self
+            .threads
+            .is_some_and(|t| !(1..=medbus_config::schema::MAX_MAPPING_THREADS).contains(&t))
+        {
+            return Err(BenchError::Usage(format!(
+                "--threads must be between 1 and {}",
+                medbus_config::schema::MAX_MAPPING_THREADS
+            )));
         }
         Ok(usize::try_from(self.size.0).unwrap_or(usize::MAX))
     }
@@ -190,6 +204,8 @@ pub struct RouteReport {
     pub message_bytes: usize,
     /// Durability of the spawned brokers.
     pub durability: String,
+    /// Threads the spawned brokers convert on (`[mapping] threads`).
+    pub conversion_threads: usize,
     /// Messages/s at which the source topic was filled over MLLP.
     pub fill_msgs_per_sec: f64,
     /// [`medbus_fhir::convert_bytes`] on the stored payloads, one thread,
@@ -210,12 +226,13 @@ impl RouteReport {
     /// targets.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "medbus bench route: {} records of {} B in {} (filled over MLLP at {:.0} msg/s), spawned brokers (durability {}), on {}\n",
+            "medbus bench route: {} records of {} B in {} (filled over MLLP at {:.0} msg/s), spawned brokers (durability {}, conversion threads {}), on {}\n",
             self.count,
             self.message_bytes,
             self.source_topic,
             self.fill_msgs_per_sec,
             self.durability,
+            self.conversion_threads,
             self.machine.describe()
         );
         let rows: Vec<Vec<(&str, String)>> = self
@@ -513,6 +530,7 @@ fn read_source(
 /// The spawn options of a broker running the route `transform`.
 fn route_options(args: &RouteArgs, transform: &str) -> SpawnOptions {
     let mut opts = SpawnOptions::new(args.durability.as_str(), 16);
+    opts.conversion_threads = args.threads;
     opts.route = Some(RouteSpec {
         name: ROUTE.into(),
         from: TOPIC.into(),
@@ -527,12 +545,16 @@ fn route_options(args: &RouteArgs, transform: &str) -> SpawnOptions {
     opts
 }
 
-/// The mapping options the brokers convert with (the generated config's).
-fn convert_options(args: &RouteArgs) -> Result<ConvertOptions, BenchError> {
+/// The mapping the brokers convert with (the generated config's): its
+/// options and how many threads convert.
+fn mapping(args: &RouteArgs) -> Result<(ConvertOptions, usize), BenchError> {
     let text = config_text(&route_options(args, "fhir"));
     let config = medbus_config::parse(&text, "generated config")
         .map_err(|e| BenchError::setup("the generated config is invalid".into(), e))?;
-    Ok(crate::server::convert_options(&config))
+    Ok((
+        crate::server::convert_options(&config),
+        config.mapping.threads(),
+    ))
 }
 
 /// Time one route on a broker started on `data_dir`.
@@ -710,11 +732,8 @@ pub fn run(args: &RouteArgs) -> Result<RouteReport, BenchError> {
     let transforms = args.transform.transforms();
     let filled = TempDir::new("route-source")?;
     let fill_rate = fill(args, size, filled.path())?;
-    let opts = if transforms.contains(&"fhir") {
-        Some(convert_options(args)?)
-    } else {
-        None
-    };
+    let (convert, conversion_threads) = mapping(args)?;
+    let opts = transforms.contains(&"fhir").then_some(convert);
     let source = read_source(filled.path(), args.count, opts.as_ref())?;
     let mean_bytes = source.bytes as f64 / args.count as f64;
     let mut runs = Vec::with_capacity(transforms.len());
@@ -743,6 +762,7 @@ pub fn run(args: &RouteArgs) -> Result<RouteReport, BenchError> {
         count: args.count,
         message_bytes: mean_bytes.round() as usize,
         durability: args.durability.as_str().into(),
+        conversion_threads,
         fill_msgs_per_sec: fill_rate,
         converter_per_sec: source.converter_per_sec,
         converter_failed: source.converter_failed,
@@ -788,7 +808,12 @@ mod tests {
             assert_eq!(c.routes[0].name(), ROUTE);
             assert_eq!(c.routes[0].sources(), [TOPIC]);
         }
-        assert!(convert_options(&args).is_ok());
+        assert!(mapping(&args).is_ok());
+        let one = RouteArgs {
+            threads: Some(1),
+            ..RouteArgs::new()
+        };
+        assert_eq!(mapping(&one).map(|(_, t)| t).ok(), Some(1));
     }
 
     #[test]
@@ -835,6 +860,7 @@ mod tests {
             count: 10,
             message_bytes: 1024,
             durability: "fsync".into(),
+            conversion_threads: 2,
             fill_msgs_per_sec: 100.0,
             converter_per_sec: Some(36.0),
             converter_failed: 0,

@@ -56,6 +56,8 @@ pub struct SpawnOptions {
     pub fhir: bool,
     /// Also run this route (`[[routes]]`).
     pub route: Option<RouteSpec>,
+    /// `[mapping] threads`; `None`: the default (one per core).
+    pub conversion_threads: Option<usize>,
 }
 
 /// One `[[routes]]` entry of the generated config.
@@ -83,6 +85,7 @@ impl SpawnOptions {
             destination: None,
             fhir: false,
             route: None,
+            conversion_threads: None,
         }
     }
 }
@@ -171,6 +174,9 @@ pub(super) fn config_text(opts: &SpawnOptions) -> String {
          max_connections = {}\n",
         opts.durability, opts.max_connections
     );
+    if let Some(n) = opts.conversion_threads {
+        text.push_str(&format!("\n[mapping]\nthreads = {n}\n"));
+    }
     if opts.protocol {
         text.push_str(
             "\n[protocol]\n\

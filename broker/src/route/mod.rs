@@ -7,8 +7,11 @@
 //! - [`router`]: the actor and its read–transform–write loop.
 //! - [`transform`]: what a route does to one record (`none`, `fhir`,
 //!   `fhir-resources`) and how target templates are filled in.
+//! - [`workers`]: the threads a backlog is converted on in parallel.
 
 pub mod router;
 pub mod transform;
+pub mod workers;
 
 pub use router::{Router, RouterHandle};
+pub use workers::Workers;

@@ -12,6 +12,7 @@
 //! that must not delay MLLP ACKs.
 
 use super::transform::{route_record, Routed};
+use super::workers::Workers;
 use crate::events::{RouteBatchWritten, RouteStalled};
 use crate::headers;
 use crate::metrics::Metrics;
@@ -20,6 +21,7 @@ use crate::storage::{
 };
 use crate::task::LoopHandle;
 use medbus_config::route::CompiledRoute;
+use medbus_config::Transform;
 use medbus_fhir::ConvertOptions;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -51,12 +53,13 @@ impl Router {
         store: Store,
         metrics: Arc<Metrics>,
         fhir: Arc<ConvertOptions>,
+        workers: Arc<Workers>,
         arbiter: &actix::ArbiterHandle,
     ) -> RouterHandle {
         let name = route.name.clone();
         crate::task::spawn(name, arbiter, move |stop| {
             metrics.init_route(&route.name);
-            run(Arc::new(route), store, metrics, fhir, stop)
+            run(Arc::new(route), store, metrics, (fhir, workers), stop)
         })
     }
 }
@@ -98,7 +101,7 @@ fn prepare(
     route: &CompiledRoute,
     store: &Store,
     metrics: &Metrics,
-    fhir: &ConvertOptions,
+    (fhir, workers): (&ConvertOptions, &Workers),
     (source, next, max): (&str, u64, usize),
 ) -> Result<Option<Prepared>, StorageError> {
     let batch = match store.read_raw(source, next, max) {
@@ -125,53 +128,76 @@ fn prepare(
     let mut last = next;
     let mut bytes = 0usize;
     let mut cut_short = false;
-    for (offset, raw) in &batch {
-        // Bound the memory one batch holds (FHIR outputs are many times
-        // the size of their source): the rest waits for the next batch.
-        if bytes >= MAX_BATCH_BYTES {
-            cut_short = true;
-            break;
-        }
-        last = *offset;
-        // A stored value that no longer decodes must not stall the route
-        // for ever: its bytes are dead-lettered like any other failure.
-        // (Read in place: its headers are copied only into the outputs.)
-        let record = match raw.view() {
-            Ok(r) => r,
-            Err(e) => {
-                failed += 1;
-                tracing::error!(route = %route.name, topic = %source, offset, error = %e, "stored record does not decode: dead-lettered");
-                let reason = format!("the stored record does not decode: {e}");
-                let dead = raw_dead_letter(route, (source, *offset), reason, raw.stored().to_vec());
-                push(&mut write, route.dead_letter_topic.clone(), dead)?;
-                bytes += raw.stored().len();
-                continue;
+    // A round of records is transformed at once (on the conversion workers
+    // when the route converts and there is a pool), then taken in order.
+    let round = if route.transform == Transform::None {
+        1
+    } else {
+        workers.round()
+    };
+    'batch: for chunk in batch.chunks(round) {
+        let views: Vec<_> = chunk
+            .iter()
+            .map(|(offset, raw)| (*offset, raw.view()))
+            .collect();
+        let results = workers.map(&views, |(offset, view)| {
+            view.as_ref()
+                .ok()
+                .map(|record| route_record(route, source, *offset, record, fhir))
+        });
+        for (((offset, raw), (_, view)), result) in chunk.iter().zip(&views).zip(results) {
+            // Bound the memory one batch holds (FHIR outputs are many times
+            // the size of their source): the rest waits for the next batch.
+            if bytes >= MAX_BATCH_BYTES {
+                cut_short = true;
+                break 'batch;
             }
-        };
-        let result = route_record(route, source, *offset, &record, fhir);
-        if let Some((message_type, took)) = &result.conversion {
-            metrics.observe_conversion(message_type, *took);
-        }
-        match result.routed {
-            Routed::Filtered => filtered += 1,
-            Routed::Outputs(outputs) => {
-                matched += 1;
-                oldest_ms = oldest_ms.min(record.timestamp_ms());
-                let shared = SharedHeaders::new(&outputs.shared);
-                for (topic, o) in outputs.records {
-                    bytes += o.payload_len();
-                    write.records.push((topic, o.encode(&shared)?));
+            last = *offset;
+            // A stored value that no longer decodes must not stall the route
+            // for ever: its bytes are dead-lettered like any other failure.
+            // (Read in place: its headers are copied only into the outputs.)
+            let (record, result) = match (view, result) {
+                (Ok(record), Some(result)) => (record, result),
+                (view, _) => {
+                    failed += 1;
+                    let e = view
+                        .as_ref()
+                        .err()
+                        .map_or_else(String::new, ToString::to_string);
+                    tracing::error!(route = %route.name, topic = %source, offset, error = %e, "stored record does not decode: dead-lettered");
+                    let reason = format!("the stored record does not decode: {e}");
+                    let dead =
+                        raw_dead_letter(route, (source, *offset), reason, raw.stored().to_vec());
+                    push(&mut write, route.dead_letter_topic.clone(), dead)?;
+                    bytes += raw.stored().len();
+                    continue;
                 }
+            };
+            if let Some((message_type, took)) = &result.conversion {
+                metrics.observe_conversion(message_type, *took);
             }
-            Routed::Failed(reason) => {
-                failed += 1;
-                let span = tracing::debug_span!("route.record", route = %route.name, topic = %source, offset);
-                let _enter = span.enter();
-                tracing::warn!(%reason, "record dead-lettered");
-                let mut dead = record.to_record();
-                dead.headers = dead_letter_headers(dead.headers, reason, route, source, *offset);
-                bytes += dead.payload.len();
-                push(&mut write, route.dead_letter_topic.clone(), dead)?;
+            match result.routed {
+                Routed::Filtered => filtered += 1,
+                Routed::Outputs(outputs) => {
+                    matched += 1;
+                    oldest_ms = oldest_ms.min(record.timestamp_ms());
+                    let shared = SharedHeaders::new(&outputs.shared);
+                    for (topic, o) in outputs.records {
+                        bytes += o.payload_len();
+                        write.records.push((topic, o.encode(&shared)?));
+                    }
+                }
+                Routed::Failed(reason) => {
+                    failed += 1;
+                    let span = tracing::debug_span!("route.record", route = %route.name, topic = %source, offset);
+                    let _enter = span.enter();
+                    tracing::warn!(%reason, "record dead-lettered");
+                    let mut dead = record.to_record();
+                    dead.headers =
+                        dead_letter_headers(dead.headers, reason, route, source, *offset);
+                    bytes += dead.payload.len();
+                    push(&mut write, route.dead_letter_topic.clone(), dead)?;
+                }
             }
         }
     }
@@ -421,7 +447,7 @@ async fn run(
     route: Arc<CompiledRoute>,
     store: Store,
     metrics: Arc<Metrics>,
-    fhir: Arc<ConvertOptions>,
+    (fhir, workers): (Arc<ConvertOptions>, Arc<Workers>),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut commits = store.commits();
@@ -465,16 +491,21 @@ async fn run(
         let mut progressed = false;
         for i in 0..r.cursors.len() {
             let (source, next, max) = (r.cursors[i].0.clone(), r.cursors[i].1, r.cursors[i].2);
-            let prepared =
-                match prepare(&r.route, &r.store, &r.metrics, &fhir, (&source, next, max)) {
-                    Ok(p) => p,
-                    Err(StorageError::Closed) => return,
-                    Err(e) => {
-                        r.drain().await;
-                        r.recover(&e).await;
-                        continue 'outer;
-                    }
-                };
+            let prepared = match prepare(
+                &r.route,
+                &r.store,
+                &r.metrics,
+                (&fhir, &workers),
+                (&source, next, max),
+            ) {
+                Ok(p) => p,
+                Err(StorageError::Closed) => return,
+                Err(e) => {
+                    r.drain().await;
+                    r.recover(&e).await;
+                    continue 'outer;
+                }
+            };
             let Some(p) = prepared else { continue };
             // Room for this one: confirm the oldest first.
             if r.in_flight.len() >= PIPELINE_DEPTH {
@@ -538,6 +569,11 @@ mod tests {
 
     /// One batch of route `r` from offset `next`.
     fn prepare_at(transform: Transform, store: &Store, next: u64) -> Prepared {
+        prepare_on(transform, store, next, &Workers::new(1))
+    }
+
+    /// One batch of route `r` from offset `next`, converting on `workers`.
+    fn prepare_on(transform: Transform, store: &Store, next: u64, workers: &Workers) -> Prepared {
         let route = CompiledRoute {
             name: "r".into(),
             sources: vec!["in".into()],
@@ -552,7 +588,7 @@ mod tests {
             &route,
             store,
             &metrics,
-            &ConvertOptions::default(),
+            (&ConvertOptions::default(), workers),
             ("in", next, BATCH_RECORDS),
         )
         .expect("prepared")
@@ -650,6 +686,80 @@ mod tests {
         // … and the route goes on.
         let p = prepare_at(Transform::None, &store, 2);
         assert_eq!((p.from, p.to, p.matched), (2, 2, 1));
+        store.close();
+    }
+
+    /// Converting on the workers changes nothing in a batch: the same
+    /// outputs, byte for byte, in the same order, the same dead letters and
+    /// cursor, and the byte cap still cuts the batch at the same record.
+    #[test]
+    fn a_batch_converted_on_the_workers_is_the_batch_converted_alone() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = open_with_segments(dir.path(), 8 << 20);
+        let corpus = medbus_tests::corpus_dir().join("microsoft-fhir-converter/input");
+        let mut files: Vec<_> = std::fs::read_dir(&corpus)
+            .expect("corpus")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+            .collect();
+        files.sort();
+        // Enough records that the byte cap cuts the batch, with records the
+        // transform refuses among them.
+        for (i, path) in files.iter().cycle().take(400).enumerate() {
+            let payload = if i % 37 == 5 {
+                b"not hl7".to_vec()
+            } else {
+                std::fs::read(path).expect("read")
+            };
+            block(store.append(AppendRequest {
+                topic: "in".into(),
+                record: Record {
+                    timestamp_ms: 1,
+                    headers: vec![],
+                    content_type: headers::CONTENT_TYPE_HL7.into(),
+                    payload,
+                },
+                dedup: None,
+            }))
+            .expect("append");
+        }
+        let alone = prepare_on(Transform::Fhir, &store, 0, &Workers::new(1));
+        let pool = Workers::new(2);
+        let shared = prepare_on(Transform::Fhir, &store, 0, &pool);
+        assert!(
+            alone.next_read < BATCH_RECORDS,
+            "the byte cap cut the batch"
+        );
+        let bytes = |p: &Prepared| -> Vec<(String, Vec<u8>)> {
+            p.write
+                .records
+                .iter()
+                .map(|(t, e)| (t.clone(), e.to_vec()))
+                .collect()
+        };
+        assert!(alone.dead_lettered > 0 && alone.matched > 0);
+        assert_eq!(
+            (
+                alone.from,
+                alone.to,
+                alone.matched,
+                alone.dead_lettered,
+                alone.outputs
+            ),
+            (
+                shared.from,
+                shared.to,
+                shared.matched,
+                shared.dead_lettered,
+                shared.outputs
+            )
+        );
+        assert_eq!(alone.write.cursors, shared.write.cursors);
+        // Dead letters carry the time they were made: compare the outputs.
+        let outputs = |p: &Prepared| -> Vec<(String, Vec<u8>)> {
+            bytes(p).into_iter().filter(|(t, _)| t == "out").collect()
+        };
+        assert_eq!(outputs(&alone), outputs(&shared));
         store.close();
     }
 }

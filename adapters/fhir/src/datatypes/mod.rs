@@ -106,6 +106,26 @@ impl<'a> Node<'a> {
         self.get(j).map(Cow::into_owned)
     }
 
+    /// The node's bytes as written (separators and escapes included; empty when absent).
+    pub fn raw(&self) -> &'a [u8] {
+        match self {
+            Node::Rep(r) => r.repetition().raw(),
+            Node::Comp(c, _) => c.raw(),
+            Node::Sub(s) => s.raw(),
+            Node::Empty => &[],
+        }
+    }
+
+    /// 0 for a repetition, 1 for a component, 2 for a subcomponent (or absent): how deep the
+    /// node sits, so which separator splits its bytes into parts.
+    pub fn depth(&self) -> u8 {
+        match self {
+            Node::Rep(_) => 0,
+            Node::Comp(..) => 1,
+            Node::Sub(_) | Node::Empty => 2,
+        }
+    }
+
     /// Whether the node holds no text at all.
     pub fn is_empty(&self) -> bool {
         match self {
