@@ -238,6 +238,7 @@ fn restore_into(file: &Path, dir: &Path) -> Result<BackupSummary, BackupError> {
             files: touched.files,
             dirs: touched.dirs,
             sync: true,
+            keep_free: 0,
             before_write: Some(Box::new(move || {
                 kv.flush().map(|_| ()).map_err(std::io::Error::other)
             })),

@@ -105,6 +105,9 @@ pub(crate) struct Job {
     pub dirs: Vec<PathBuf>,
     /// Whether to sync at all (`durability = "none"` does not).
     pub sync: bool,
+    /// Disk space a new journal file's preallocation leaves free
+    /// (`storage.min_free`).
+    pub keep_free: u64,
     /// Called after the files are synced and before the checkpoint is
     /// written (flushes the key-value trees).
     pub before_write: Option<Box<dyn FnOnce() -> io::Result<()> + Send>>,
@@ -214,7 +217,7 @@ pub(crate) fn run(dir: &Path, wal_dir: &Path, job: Job) -> io::Result<()> {
     let next = super::wal::path(wal_dir, current + 1);
     if job.sync && !next.exists() {
         let spare = obsolete.pop().map(|seq| super::wal::path(wal_dir, seq));
-        super::wal::prepare(wal_dir, current + 1, spare.as_deref())?;
+        super::wal::prepare(wal_dir, current + 1, spare.as_deref(), job.keep_free)?;
     }
     for seq in obsolete {
         super::topic::remove_file(&super::wal::path(wal_dir, seq))?;

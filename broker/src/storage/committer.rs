@@ -167,7 +167,14 @@ pub struct Trimmed {
 /// A checkpoint is taken once the journal generation holds this much
 /// (below [`super::wal::PREALLOC_BYTES`], so entries land in preallocated
 /// blocks) ...
-const CHECKPOINT_BYTES: u64 = 6 << 20;
+///
+/// Why 16 MiB: with the default route at 5,000 msg/s the journal takes
+/// about 60 MB/s (each message's Bundle and resources), and at 6 MiB that
+/// was 16 checkpoints a second, each a key-value flush and a round of
+/// segment syncs; `bench e2e` had higher p50 and p90 latency then. At 48
+/// MiB each checkpoint's segment sync became a burst that journal syncs
+/// queued behind (p99.9 up). BENCHMARKS.md has the runs.
+const CHECKPOINT_BYTES: u64 = 16 << 20;
 /// ... or is this old, whichever comes first.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
@@ -921,6 +928,7 @@ impl Committer {
             files: touched.files,
             dirs: touched.dirs,
             sync,
+            keep_free: self.min_free,
             before_write: Some(Box::new(move || {
                 kv.flush().map_err(sled_io)?;
                 if sync {

@@ -33,7 +33,7 @@ const TAG_RELEASE: u8 = 3;
 const TAG_TRIM: u8 = 4;
 const ENTRY_HEADER: usize = 16;
 /// Size a journal file is filled to before use.
-pub(crate) const PREALLOC_BYTES: u64 = 8 << 20;
+pub(crate) const PREALLOC_BYTES: u64 = 24 << 20;
 
 /// One change recorded in a journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,8 +253,15 @@ pub(crate) fn read(
 
 /// Make `path(dir, seq)` a journal file ready to be overwritten: the
 /// obsolete generation `spare` renamed, or else a new file filled with
-/// zeros; its content and name synced.
-pub(crate) fn prepare(dir: &Path, seq: u64, spare: Option<&Path>) -> io::Result<()> {
+/// zeros; its content and name synced. The filling takes at most half of
+/// the disk space above `keep_free` (the store's reserve: on a small disk,
+/// the journal's own preallocation must not be what refuses appends).
+pub(crate) fn prepare(
+    dir: &Path,
+    seq: u64,
+    spare: Option<&Path>,
+    keep_free: u64,
+) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let target = path(dir, seq);
     let tmp = dir.join(format!("{seq:020}.wal.tmp"));
@@ -268,8 +275,13 @@ pub(crate) fn prepare(dir: &Path, seq: u64, spare: Option<&Path>) -> io::Result<
     let f = OpenOptions::new().write(true).open(&tmp)?;
     let zeros = vec![0u8; 1 << 20];
     let mut len = f.metadata()?.len();
-    while len < PREALLOC_BYTES {
-        let n = (PREALLOC_BYTES - len).min(zeros.len() as u64) as usize;
+    let room = fs2::available_space(dir)
+        .unwrap_or(0)
+        .saturating_sub(keep_free)
+        / 2;
+    let fill_to = PREALLOC_BYTES.min(len + room);
+    while len < fill_to {
+        let n = (fill_to - len).min(zeros.len() as u64) as usize;
         if let Err(e) = f.write_all_at(zeros.get(..n).unwrap_or_default(), len) {
             tracing::debug!(error = %e, "journal file not preallocated");
             f.set_len(len)?;
@@ -401,7 +413,7 @@ mod tests {
         assert!(seen[0].contains("Trim { topic: \"a\", first: 3, bytes: 30 }"));
         assert_eq!(generations(dir.path()).expect("list"), vec![7]);
         // Recycled as generation 8: the old entries are not read as its own.
-        prepare(dir.path(), 8, Some(&path(dir.path(), 7))).expect("recycle");
+        prepare(dir.path(), 8, Some(&path(dir.path(), 7)), 0).expect("recycle");
         let mut wal = Wal::create(dir.path(), 8, true).expect("reuse");
         e.clear();
         e.push(&WalOp::Release { key: b"new" });
@@ -415,5 +427,41 @@ mod tests {
         assert_eq!(n, 1);
         assert!(parse(&[9]).is_err());
         assert!(parse(&[1, 0, 0, 0, 5, b'a']).is_err());
+        assert_eq!(
+            std::fs::metadata(path(dir.path(), 8)).expect("stat").len(),
+            PREALLOC_BYTES
+        );
+    }
+
+    /// A new journal file is filled only as far as the disk's reserve
+    /// allows, and is a sound, empty generation either way.
+    #[test]
+    fn preallocation_leaves_the_reserve() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let available = fs2::available_space(dir.path()).expect("statvfs");
+        // Room for half a MiB above the reserve: about a quarter MiB is
+        // taken (other tests free and fill space meanwhile: far below the
+        // full size is what counts).
+        prepare(dir.path(), 1, None, available - (1 << 19)).expect("prepare");
+        let len = std::fs::metadata(path(dir.path(), 1)).expect("stat").len();
+        assert!(len < PREALLOC_BYTES / 2, "{len}");
+        // No room at all: an empty file.
+        prepare(dir.path(), 2, None, u64::MAX).expect("prepare");
+        assert_eq!(
+            std::fs::metadata(path(dir.path(), 2)).expect("stat").len(),
+            0
+        );
+        let mut wal = Wal::create(dir.path(), 2, true).expect("create");
+        let mut e = EntryBuf::default();
+        e.clear();
+        e.push(&WalOp::Release { key: b"k" });
+        wal.append(&mut e, true).expect("append");
+        let mut n = 0;
+        read(&path(dir.path(), 2), 2, |_| {
+            n += 1;
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(n, 1);
     }
 }
