@@ -175,9 +175,14 @@ impl Server {
         for d in self.destinations.drain(..) {
             d.stop().await;
         }
+        // `[mapping] threads` changed: a pool of the new size (the old one
+        // ends with the routes that held it).
+        if config.mapping.threads() != self.workers.threads() {
+            self.workers = Arc::new(crate::route::Workers::new(config.mapping.threads()));
+        }
         self.start_routes(config);
         self.start_destinations(config);
-        tracing::info!(routes = ?self.route_names(), "routes reloaded");
+        tracing::info!(routes = ?self.route_names(), conversion_threads = self.workers.threads(), "routes reloaded");
     }
 
     /// Start every destination of `config`; one whose TLS settings cannot

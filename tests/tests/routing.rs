@@ -299,15 +299,34 @@ fn sighup_reloads_routes_and_keeps_them_on_a_bad_config() {
         topic_counts(&broker).get("out.one") == Some(&1)
     });
 
-    // A valid new config: route "two" appears (and reads hl7.in from the start).
+    // A valid new config: route "two" appears (and reads hl7.in from the
+    // start), and the conversion threads follow `[mapping] threads`.
     let second = config(
         "[[routes]]\nname = \"one\"\nfrom = \"hl7.in\"\nto = [\"out.one\"]\n\
-         [[routes]]\nname = \"two\"\nfrom = \"hl7.in\"\nto = [\"out.two\"]\n",
+         [[routes]]\nname = \"two\"\nfrom = \"hl7.in\"\nto = [\"out.two\"]\n\
+         [mapping]\nthreads = 5\n",
     );
+    let conversion_threads = |b: &Broker| {
+        std::fs::read_dir(format!("/proc/{}/task", b.child.id()))
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.starts_with("medbus-convert-"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_ne!(conversion_threads(&broker), 5);
     std::fs::write(&config_path, &second).expect("write");
     hup(&broker);
     wait_for("route two", || {
         topic_counts(&broker).get("out.two") == Some(&1)
+    });
+    wait_for("five conversion threads", || {
+        conversion_threads(&broker) == 5
     });
 
     // A broken config is refused; the running routes stay.
