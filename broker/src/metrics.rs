@@ -447,6 +447,24 @@ impl Metrics {
             .with_label_values(&[&format!("route/{route}")]);
     }
 
+    /// Drop the gauges of a route that is no longer configured (its
+    /// counters stay until restart, as Prometheus expects of counters).
+    pub fn forget_route(&self, route: &str) {
+        let _ = self.route_lag_records.remove_label_values(&[route]);
+    }
+
+    /// Drop the gauges of a destination that is no longer configured.
+    pub fn forget_destination(&self, d: &str) {
+        for g in [
+            &self.destination_lag_records,
+            &self.destination_connected,
+            &self.destination_blocked,
+        ] {
+            let _ = g.remove_label_values(&[d]);
+        }
+        let _ = self.destination_inflight_since.remove_label_values(&[d]);
+    }
+
     /// Set a topic's oldest offset.
     pub fn set_topic_first_offset(&self, topic: &str, first: u64) {
         self.topic_first_offset

@@ -13,8 +13,40 @@ use crate::metrics::Metrics;
 use crate::storage::{now_ms, StorageError, Store};
 use actix::prelude::*;
 use medbus_config::retention::{Limits, RetentionConfig};
+use medbus_config::Config;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// The cursor keys (`kind/name/topic`) of the routes and destinations
+/// configured now, shared with the server, which replaces them when a
+/// `SIGHUP` reloads routes and destinations. A pass holds the lock
+/// throughout, so a reload waits for it: a route or destination it adds is
+/// never trimmed past by a pass that started before it existed.
+pub type LiveCursors = Arc<tokio::sync::Mutex<HashSet<String>>>;
+
+/// The cursor keys of every route source and destination of `config`.
+pub fn live_cursors(config: &Config) -> HashSet<String> {
+    let key = |kind: &str, name: &str, topic: &str| {
+        String::from_utf8_lossy(&crate::storage::cursor_key(kind, name, topic)).into_owned()
+    };
+    config
+        .routes
+        .iter()
+        .flat_map(|r| {
+            r.sources()
+                .into_iter()
+                .map(|t| key(crate::route::router::CURSOR_KIND, r.name(), &t))
+                .collect::<Vec<_>>()
+        })
+        .chain(config.destinations.iter().map(|d| {
+            key(
+                crate::destination::delivery::CURSOR_KIND,
+                d.name(),
+                d.from.get_ref(),
+            )
+        }))
+        .collect()
+}
 
 /// Most records examined per topic and pass to find the age and byte cut.
 const SCAN_LIMIT: usize = 100_000;
@@ -30,17 +62,18 @@ pub struct Retention {
     /// Counters.
     metrics: Arc<Metrics>,
     /// Cursor keys (`kind/name/topic`) of configured routes and destinations.
-    live: HashSet<String>,
+    live: LiveCursors,
 }
 
 impl Retention {
     /// A retention actor; `live` are the cursor keys (`kind/name/topic`) of
-    /// the routes and destinations currently configured.
+    /// the routes and destinations configured, kept up to date by the
+    /// server.
     pub fn new(
         config: RetentionConfig,
         store: Store,
         metrics: Arc<Metrics>,
-        live: HashSet<String>,
+        live: LiveCursors,
     ) -> Self {
         Retention {
             config,
@@ -71,11 +104,15 @@ async fn run(
     config: RetentionConfig,
     store: Store,
     metrics: Arc<Metrics>,
-    live: HashSet<String>,
+    live: LiveCursors,
     interval: std::time::Duration,
 ) {
     loop {
-        match pass(&config, &store, &metrics, &live).await {
+        let outcome = {
+            let live = live.lock().await;
+            pass(&config, &store, &metrics, &live).await
+        };
+        match outcome {
             Ok(()) => {}
             Err(StorageError::Closed) => return,
             Err(e) => {

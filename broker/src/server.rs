@@ -10,6 +10,7 @@ use crate::events::CommitFinished;
 use crate::http::{BrokerView, Health, HttpState};
 use crate::metrics::Metrics;
 use crate::mllp::{ListenerContext, MllpListener};
+use crate::retention::{live_cursors, LiveCursors};
 use crate::route::{Router, RouterHandle};
 use crate::storage::{StorageError, Store, StoreOptions};
 use actix::Actor;
@@ -122,6 +123,9 @@ pub struct Server {
     route_arbiter: actix::Arbiter,
     /// The threads routes convert a backlog on (`[mapping] threads`).
     workers: Arc<crate::route::Workers>,
+    /// Cursors of the configured routes and destinations, which retention
+    /// keeps records for.
+    live: LiveCursors,
     /// Shared with the routes.
     metrics: Arc<Metrics>,
 }
@@ -169,10 +173,22 @@ impl Server {
     /// Each old route finishes its batch first; the new ones resume from the
     /// durable cursors, so nothing is skipped or repeated.
     pub async fn reload_routes(&mut self, config: &Config) {
+        // Retention keeps what the new routes and destinations have to read
+        // from before they start (and no longer keeps it for those that
+        // go); a pass under way finishes first.
+        let shared = self.live.clone();
+        let mut live = shared.lock().await;
+        *live = live_cursors(config);
         for r in self.routes.drain(..) {
+            if !config.routes.iter().any(|c| c.name() == r.name) {
+                self.metrics.forget_route(&r.name);
+            }
             r.stop().await;
         }
         for d in self.destinations.drain(..) {
+            if !config.destinations.iter().any(|c| c.name() == d.name) {
+                self.metrics.forget_destination(&d.name);
+            }
             d.stop().await;
         }
         // `[mapping] threads` changed: a pool of the new size (the old one
@@ -182,6 +198,7 @@ impl Server {
         }
         self.start_routes(config);
         self.start_destinations(config);
+        drop(live);
         tracing::info!(routes = ?self.route_names(), conversion_threads = self.workers.threads(), "routes reloaded");
     }
 
@@ -370,35 +387,16 @@ pub async fn start(
         destinations: Vec::new(),
         route_arbiter: actix::Arbiter::new(),
         workers: Arc::new(crate::route::Workers::new(config.mapping.threads())),
+        live: Arc::new(tokio::sync::Mutex::new(live_cursors(config))),
         metrics: metrics.clone(),
     };
     server.start_routes(config);
     server.start_destinations(config);
-    let key = |kind: &str, name: &str, topic: &str| {
-        String::from_utf8_lossy(&crate::storage::cursor_key(kind, name, topic)).into_owned()
-    };
-    let live = config
-        .routes
-        .iter()
-        .flat_map(|r| {
-            r.sources()
-                .into_iter()
-                .map(|t| key(crate::route::router::CURSOR_KIND, r.name(), &t))
-                .collect::<Vec<_>>()
-        })
-        .chain(config.destinations.iter().map(|d| {
-            key(
-                crate::destination::delivery::CURSOR_KIND,
-                d.name(),
-                d.from.get_ref(),
-            )
-        }))
-        .collect();
     let retention = crate::retention::Retention::new(
         config.retention.clone(),
         server.store.clone(),
         metrics.clone(),
-        live,
+        server.live.clone(),
     );
     actix::Actor::start_in_arbiter(&server.route_arbiter.handle(), move |_| retention);
     endpoint.state.health.started.store(true, Ordering::Release);

@@ -470,3 +470,55 @@ fn field_rewrites_and_filters_apply_on_the_way() {
         "sender untouched: {msh}"
     );
 }
+
+/// A destination added by `SIGHUP` holds retention from the moment it is
+/// added: what the source topic held then, and everything after, reaches
+/// the receiver, however long it was down (retention used to know only the
+/// destinations configured at start, and trimmed past this one's backlog).
+#[test]
+fn a_destination_added_by_sighup_holds_retention_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let base = format!(
+        "{}\n[retention]\nmax_records = 10\ninterval = \"200ms\"\n",
+        listener_config("in", "topic = \"hl7.in\"")
+    );
+    let broker = Broker::start(&base, &data);
+    let a: Vec<String> = (0..30).map(|i| format!("A{i:03}")).collect();
+    send_all(&broker, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_for("retention down to 10 records", || {
+        status_topic(&broker, "hl7.in").is_some_and(|t| t["first_offset"] == 20)
+    });
+
+    let port = free_port();
+    let with_destination = format!(
+        "{base}\n[[destinations]]\nname = \"late\"\nfrom = \"hl7.in\"\nconnect = \"127.0.0.1:{port}\"\n\
+         connect_timeout = \"1s\"\nretry = {{ initial = \"50ms\", max = \"200ms\" }}\n"
+    );
+    std::fs::write(data.with_extension("toml"), with_destination).expect("write");
+    Command::new("kill")
+        .args(["-HUP", &broker.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    wait_for("the reload", || broker.log().contains("routes reloaded"));
+    let b: Vec<String> = (0..30).map(|i| format!("B{i:03}")).collect();
+    send_all(&broker, &b.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_for("retention held back by the new destination", || {
+        broker
+            .log()
+            .lines()
+            .any(|l| l.contains("retention held back") && l.contains("destination/late"))
+    });
+    assert_eq!(
+        status_topic(&broker, "hl7.in").map(|t| t["first_offset"].clone()),
+        Some(serde_json::json!(20))
+    );
+
+    let peer = Peer::start(tmp.path(), port, &[]);
+    let want: Vec<String> = a[20..].iter().chain(&b).cloned().collect();
+    wait_for("the whole backlog delivered", || {
+        peer.firsts().len() >= want.len()
+    });
+    assert_eq!(peer.firsts(), want);
+    assert_eq!(broker.stop(), Some(0));
+}

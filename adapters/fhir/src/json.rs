@@ -87,15 +87,41 @@ const ESCAPED: [bool; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+#[inline]
 fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    if !needs_escape(bytes) {
+    if needs_escape(bytes) {
+        write_escaped(out, bytes);
+    } else {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
         out.extend_from_slice(bytes);
         out.push(b'"');
-        return;
     }
+}
+
+/// `"key":` — a struct field's name followed by the colon, in one reserve.
+#[inline]
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    let bytes = key.as_bytes();
+    if needs_escape(bytes) {
+        write_escaped(out, bytes);
+        out.push(b':');
+    } else {
+        out.reserve(bytes.len() + 3);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\":");
+    }
+}
+
+/// A string with something to escape (rare: free text with quotes or line
+/// breaks), out of line so the common path stays small.
+#[cold]
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -405,8 +431,7 @@ impl ser::SerializeStruct for Compound<'_, '_> {
             return value.serialize(RawText { w: &mut *self.w });
         }
         self.comma();
-        write_str(self.w.out, key);
-        self.w.out.push(b':');
+        write_key(self.w.out, key);
         value.serialize(&mut *self.w)
     }
     fn end(self) -> Result<(), Error> {
