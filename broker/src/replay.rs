@@ -160,7 +160,7 @@ pub async fn replay(
                 .iter()
                 .find(|d| d.name() == name)
                 .ok_or_else(|| ReplayError::Unknown("destination", name.clone()))?;
-            let settings = Settings::from_config(d).map_err(ReplayError::Settings)?;
+            let settings = Settings::from_config(d, config).map_err(ReplayError::Settings)?;
             destination_range(settings, store.clone(), metrics.clone(), from, to).await?
         }
     };

@@ -207,7 +207,7 @@ impl Server {
     /// first, so this is a file changed since).
     fn start_destinations(&mut self, config: &Config) {
         for d in &config.destinations {
-            match Settings::from_config(d) {
+            match Settings::from_config(d, config) {
                 Ok(settings) => self.destinations.push(Destination::spawn(
                     settings,
                     self.store.clone(),

@@ -32,6 +32,14 @@ def ack_for(msg, code, control_id=None):
     ack = msg.create_ack(ack_code=code)
     if control_id is not None:
         ack.segment("MSA")[2] = control_id
+    if code in ("AE", "AR"):
+        # As real receivers do: the error text quotes the patient (MSA-3),
+        # which medbus must not copy into its logs.
+        try:
+            family = str(msg.segment("PID")[5][0][0])
+        except (KeyError, IndexError):
+            family = "?"
+        ack = hl7.parse(str(ack).rstrip("\r") + "|cannot file " + family)
     return ack
 
 

@@ -235,6 +235,11 @@ fn naks_wrong_acks_late_acks_and_drops_are_retried_and_ar_is_dead_lettered() {
         "medbus_destination_acks_total{code=\"wrong\",destination=\"down\"}"
     )
     .is_some_and(|n| n >= 1.0));
+    // The receiver's error texts quote the patient ("cannot file DEST"):
+    // they are in the dead letters, never in the log.
+    let log = broker.log();
+    assert!(log.contains("negative ACK AE"), "{log}");
+    assert!(!log.contains("cannot file"), "{log}");
     assert_eq!(
         metric(
             &broker,
@@ -270,7 +275,7 @@ fn naks_wrong_acks_late_acks_and_drops_are_retried_and_ar_is_dead_lettered() {
     assert_eq!(dlq[1]["headers"]["hl7.control_id"], "NAKALL1");
     assert!(dlq[0]["headers"]["medbus.error"]
         .as_str()
-        .is_some_and(|e| e.contains("rejected")));
+        .is_some_and(|e| e.contains("rejected") && e.contains("cannot file DEST")));
 }
 
 #[test]

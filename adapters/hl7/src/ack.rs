@@ -335,7 +335,12 @@ pub fn build_ack(
         version: Some(raw(12))
             .filter(|v| !v.is_empty())
             .unwrap_or(DEFAULT_VERSION_TEXT),
-        charset: raw(18),
+        // Echoed only when it is one we write in: an ACK that names a
+        // charset it is not written in cannot be read back (the sender's
+        // parser refuses it, as ours does).
+        charset: Some(raw(18))
+            .filter(|c| Charset::from_msh18(c).is_ok())
+            .unwrap_or_default(),
     };
     write_ack(
         original.delimiters(),
@@ -376,6 +381,34 @@ pub fn build_ack_for_unparsed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message refused for its MSH-18 gets an AR that names no charset
+    /// (one it is not written in), so the sender can read it.
+    #[test]
+    fn an_unsupported_charset_is_not_echoed() {
+        let input = b"MSH|^~\\&|A|B|C|D|20250101||ADT^A01|X1|P|2.5||||||ISO IR87\rPID|1\r";
+        assert!(crate::Message::parse(input).is_err());
+        let header = crate::Message::parse_header_only(input).expect("header");
+        let err = AckError {
+            code: ErrorCode::DataTypeError,
+            location: None,
+            text: "unsupported character set in MSH-18".into(),
+        };
+        let ack = build_ack(&header, AckCode::AR, Some(&err), "A1", "20250101");
+        let parsed = crate::Message::parse(&ack).expect("the ACK parses");
+        assert_eq!(parsed.get("MSA-1").ok().flatten().as_deref(), Some("AR"));
+        assert_eq!(parsed.get("MSA-2").ok().flatten().as_deref(), Some("X1"));
+        assert_eq!(parsed.get("MSH-18").ok().flatten(), None);
+        // A supported one is kept.
+        let latin = b"MSH|^~\\&|A|B|C|D|20250101||ADT^A01|X2|P|2.5||||||8859/1\r";
+        let m = crate::Message::parse(latin).expect("parse");
+        let ack = build_ack(&m, AckCode::AA, None, "A2", "20250101");
+        let parsed = crate::Message::parse(&ack).expect("the ACK parses");
+        assert_eq!(
+            parsed.get("MSH-18").ok().flatten().as_deref(),
+            Some("8859/1")
+        );
+    }
 
     #[test]
     fn versions() {

@@ -34,13 +34,12 @@ impl Charset {
             b"" | b"ASCII" => Ok(Charset::Ascii),
             b"8859/1" => Ok(Charset::Latin1),
             b"UNICODE UTF-8" => Ok(Charset::Utf8),
-            other => Err(ParseError::new(
+            // The value is not repeated: error texts end up in logs, which
+            // never show message content.
+            _ => Err(ParseError::new(
                 ErrorCode::DataTypeError,
                 Some(Location::field("MSH", 1, 18)),
-                format!(
-                    "unsupported character set {:?} in MSH-18; supported: {SUPPORTED}",
-                    String::from_utf8_lossy(other)
-                ),
+                format!("unsupported character set in MSH-18; supported: {SUPPORTED}"),
             )),
         }
     }
@@ -124,7 +123,7 @@ mod tests {
         let e = Charset::from_msh18(b"ISO IR87").unwrap_err();
         assert_eq!(e.code, ErrorCode::DataTypeError);
         assert_eq!(e.location, Some(Location::field("MSH", 1, 18)));
-        assert!(e.message.contains("ISO IR87"));
+        assert!(!e.message.contains("ISO IR87"), "no message content");
         assert!(e.message.contains("UNICODE UTF-8"));
         assert!(e.message.contains("8859/1"));
     }

@@ -26,7 +26,7 @@ use crate::storage::{cursor_key, now_ms, AtomicWrite, Record, StorageError, Stor
 use crate::task::LoopHandle;
 use medbus_config::destination::{DestinationConfig, OnFailure};
 use medbus_config::route::{compile, Condition};
-use medbus_config::Subject;
+use medbus_config::{Config, Subject};
 use medbus_hl7::{Message, Path};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,11 +68,14 @@ pub struct Settings {
     pub dead_letter_topic: String,
     /// TLS to the receiver.
     pub tls: Option<super::link::LinkTls>,
+    /// `log_payloads`: the receiver's error text (which may quote the
+    /// message) is logged only then.
+    pub log_payloads: bool,
 }
 
 impl Settings {
-    /// From a validated config entry.
-    pub fn from_config(d: &DestinationConfig) -> Result<Settings, String> {
+    /// From a validated config entry of `config`.
+    pub fn from_config(d: &DestinationConfig, config: &Config) -> Result<Settings, String> {
         let mut problems = Vec::new();
         let when = d
             .when
@@ -101,7 +104,38 @@ impl Settings {
                 Some(t) => Some(crate::tls::connector(t, d.connect.get_ref())?),
                 None => None,
             },
+            log_payloads: config.log_payloads,
         })
+    }
+}
+
+/// Why a message was not delivered. `receiver` is the receiver's own text
+/// (MSA-3, ERR), which may quote the message (receivers often echo a
+/// patient's name in "cannot file …"): the dead letter's `medbus.error`
+/// header keeps it whole, logs show it only with `log_payloads`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    what: String,
+    receiver: String,
+}
+
+impl Failure {
+    /// A failure with nothing from the receiver.
+    fn plain(what: String) -> Failure {
+        Failure {
+            what,
+            receiver: String::new(),
+        }
+    }
+
+    /// `what: receiver text`, or `what` alone without the receiver's text
+    /// (or when it sent none).
+    fn text(&self, with_receiver: bool) -> String {
+        if with_receiver && !self.receiver.is_empty() {
+            format!("{}: {}", self.what, self.receiver)
+        } else {
+            self.what.clone()
+        }
     }
 }
 
@@ -142,8 +176,8 @@ impl Destination {
 enum Delivery {
     /// Positively acknowledged.
     Delivered,
-    /// To be dead-lettered with this reason.
-    Failed(String),
+    /// To be dead-lettered for this.
+    Failed(Failure),
     /// Asked to stop first.
     Stopped,
 }
@@ -217,7 +251,7 @@ impl Worker {
                             .read_damaged(&self.s.from, offset)
                             .unwrap_or_default(),
                     };
-                    let reason = Store::damaged_reason(what);
+                    let reason = Failure::plain(Store::damaged_reason(what));
                     match self
                         .settle(offset, &record, DoneOutcome::DeadLettered, Some(reason))
                         .await
@@ -318,7 +352,7 @@ impl Worker {
             (DoneOutcome::Filtered, None)
         } else {
             match prepare(record, &self.s.set) {
-                Err(reason) => (DoneOutcome::DeadLettered, Some(reason)),
+                Err(reason) => (DoneOutcome::DeadLettered, Some(Failure::plain(reason))),
                 Ok(p) => {
                     self.metrics
                         .set_destination_inflight(&self.s.name, now_ms());
@@ -361,12 +395,12 @@ impl Worker {
         offset: u64,
         record: &Record,
         outcome: DoneOutcome,
-        dead_letter: Option<String>,
+        dead_letter: Option<Failure>,
     ) -> Option<u64> {
         let mut write = AtomicWrite::default();
-        if let Some(reason) = &dead_letter {
+        if let Some(failure) = &dead_letter {
             let mut h = record.headers.clone();
-            h.push((headers::ERROR.to_string(), reason.clone()));
+            h.push((headers::ERROR.to_string(), failure.text(true)));
             h.push((
                 headers::SOURCE.to_string(),
                 format!("destination/{}", self.s.name),
@@ -404,11 +438,12 @@ impl Worker {
                 }
             }
         }
+        let logged = dead_letter.map(|f| f.text(self.s.log_payloads));
         DestinationDone {
             destination: &self.s.name,
             outcome,
             offset,
-            reason: dead_letter.as_deref(),
+            reason: logged.as_deref(),
         }
         .emit(&self.metrics);
         Some(offset + 1)
@@ -481,7 +516,10 @@ impl Worker {
                 }
                 Ok(ack) if ack.code == "AR" || ack.code == "CR" => {
                     DestinationAttempt::acked(&self.s.name, &ack.code).emit(&self.metrics);
-                    let reason = format!("rejected by the receiver ({}): {}", ack.code, ack.text);
+                    let reason = Failure {
+                        what: format!("rejected by the receiver ({})", ack.code),
+                        receiver: ack.text,
+                    };
                     match self.s.on_failure {
                         OnFailure::DeadLetter => return Delivery::Failed(reason),
                         OnFailure::Block => (reason, "rejected"),
@@ -489,7 +527,11 @@ impl Worker {
                 }
                 Ok(ack) => {
                     DestinationAttempt::acked(&self.s.name, &ack.code).emit(&self.metrics);
-                    (format!("negative ACK {}: {}", ack.code, ack.text), "nak")
+                    let nak = Failure {
+                        what: format!("negative ACK {}", ack.code),
+                        receiver: ack.text,
+                    };
+                    (nak, "nak")
                 }
                 Err(e) => {
                     // Drop the link: a late ACK must never be read as the
@@ -505,7 +547,7 @@ impl Worker {
                         _ => "connection",
                     };
                     DestinationAttempt::failed(&self.s.name, kind).emit(&self.metrics);
-                    (e.to_string(), kind)
+                    (Failure::plain(e.to_string()), kind)
                 }
             };
             let retried = |metrics: &Metrics| {
@@ -514,18 +556,23 @@ impl Worker {
                     .with_label_values(&[&self.s.name, retry_reason])
                     .inc();
             };
-            let blocked = attempts >= self.s.max_attempts || failure.starts_with("rejected");
+            let blocked = attempts >= self.s.max_attempts || retry_reason == "rejected";
+            let logged = failure.text(self.s.log_payloads);
             if blocked {
                 match self.s.on_failure {
                     OnFailure::DeadLetter => {
-                        return Delivery::Failed(format!(
-                            "no positive ACK after {attempts} attempts; last: {failure}"
-                        ))
+                        return Delivery::Failed(Failure {
+                            what: format!(
+                                "no positive ACK after {attempts} attempts; last: {}",
+                                failure.what
+                            ),
+                            receiver: failure.receiver,
+                        })
                     }
                     OnFailure::Block => {
                         self.metrics.set_destination_blocked(&self.s.name, true);
                         tracing::error!(
-                            destination = %self.s.name, control_id, attempts, reason = %failure,
+                            destination = %self.s.name, control_id, attempts, reason = %logged,
                             "delivery blocked: retrying this message at the longest delay; later messages wait"
                         );
                         retried(&self.metrics);
@@ -540,7 +587,7 @@ impl Worker {
             }
             self.metrics.set_destination_blocked(&self.s.name, false);
             retried(&self.metrics);
-            tracing::warn!(destination = %self.s.name, control_id, attempts, reason = %failure, "delivery failed; retrying");
+            tracing::warn!(destination = %self.s.name, control_id, attempts, reason = %logged, "delivery failed; retrying");
             let wait = self.jitter(delay);
             delay = (delay * 2).min(self.s.retry_max);
             if !self.pause(wait).await {
@@ -593,7 +640,7 @@ pub async fn replay_range(
                 continue;
             }
             let failure = match prepare(&record, &w.s.set) {
-                Err(reason) => Some(reason),
+                Err(reason) => Some(Failure::plain(reason)),
                 Ok(p) => match w.deliver(offset, &p.payload, &p.control_id).await {
                     Delivery::Delivered => None,
                     Delivery::Failed(reason) => Some(reason),
@@ -602,9 +649,9 @@ pub async fn replay_range(
             };
             match failure {
                 None => summary.written += 1,
-                Some(reason) => {
+                Some(failure) => {
                     let mut h = record.headers.clone();
-                    h.push((headers::ERROR.to_string(), reason));
+                    h.push((headers::ERROR.to_string(), failure.text(true)));
                     h.push((
                         headers::SOURCE.to_string(),
                         format!("destination/{}", w.s.name),
