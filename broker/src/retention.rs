@@ -135,6 +135,7 @@ pub async fn pass(
         if let Some(first) = t.first {
             metrics.set_topic_first_offset(&t.name, first);
         }
+        metrics.set_topic_bytes(&t.name, t.bytes);
         let (Some(first), Some(last)) = (t.first, t.last) else {
             continue;
         };
@@ -188,7 +189,10 @@ pub async fn pass(
             let r = store.trim(&t.name, below).await?;
             removed += r.records;
             bytes += r.bytes;
-            metrics.set_topic_bytes(&t.name, r.remaining_bytes);
+            // A trim that removed nothing (held back) reports no size.
+            if r.records > 0 {
+                metrics.set_topic_bytes(&t.name, r.remaining_bytes);
+            }
             if !r.more {
                 break;
             }

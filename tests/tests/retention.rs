@@ -108,6 +108,14 @@ fn a_reader_that_has_not_caught_up_holds_retention_back_unless_forced() {
         "nothing the destination still needs was removed"
     );
     assert_eq!(t["records"], 6);
+    // The size gauge shows what the topic holds, held back or not.
+    let (_, metrics) = http_get(broker.http.expect("http"), "/metrics").expect("metrics");
+    let gauge = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("medbus_topic_bytes{topic=\"hl7.in\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(gauge, t["bytes"].as_u64(), "{metrics}");
+    assert!(gauge.is_some_and(|b| b > 0));
     drop(broker);
 
     let tmp = tempfile::tempdir().expect("tmp");
