@@ -125,6 +125,15 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let h = &state.health;
+    // Below the reserve every append is refused: not ready, whether or not
+    // one has been tried yet.
+    if let Some((available, reserve)) = state.broker.get().and_then(|b| b.store.below_reserve()) {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!(
+                "not ready: disk below its reserve ({available} bytes free, {reserve} kept in reserve)\n"
+            ));
+    }
     if h.ready() {
         HttpResponse::Ok()
             .content_type("text/plain")

@@ -144,6 +144,11 @@ fn a_full_disk_gives_negative_acks_and_ingest_resumes_when_space_is_freed() {
         .status()
         .expect("dd");
     assert!(status.code().is_some());
+    // Not ready as soon as the disk is below the reserve, before any
+    // append has been refused.
+    let (status, why) = http_get(http, "/readyz").expect("readyz");
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("reserve"), "{why}");
     let (code, ack) = send(&mut c, "DURING");
     assert_eq!(code, "AE", "{ack}");
     assert!(ack.contains("\rERR|") && ack.contains("disk full"), "{ack}");

@@ -451,16 +451,11 @@ impl Committer {
     /// `Some(error)` when the disk is below its reserve: then nothing that
     /// writes new data is applied.
     fn disk_full(&self) -> Option<StorageError> {
-        if self.min_free == 0 || self.durability == Durability::None {
+        if self.durability == Durability::None {
             return None;
         }
-        match fs2::available_space(&self.dir) {
-            Ok(available) if available < self.min_free => Some(StorageError::DiskFull {
-                available,
-                reserve: self.min_free,
-            }),
-            _ => None,
-        }
+        super::below_reserve(&self.dir, self.min_free)
+            .map(|(available, reserve)| StorageError::DiskFull { available, reserve })
     }
 
     fn commit(&mut self, batch: &mut Vec<Op>) {

@@ -248,6 +248,9 @@ struct Inner {
     committed: watch::Receiver<u64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     commit_timeout: Duration,
+    /// Free space kept in reserve (`storage.min_free`; 0 when there is none
+    /// to keep: `durability = "none"` or `min_free = 0`).
+    reserve: u64,
     /// Reads refused because a record on disk was damaged, since open.
     damaged_reads: std::sync::atomic::AtomicU64,
     /// How many of them [`Store::take_damaged_reads`] has handed out.
@@ -369,10 +372,21 @@ impl Store {
                 committed: committed_rx,
                 thread: std::sync::Mutex::new(Some(thread)),
                 commit_timeout: options.commit_timeout,
+                reserve: if options.durability == Durability::None {
+                    0
+                } else {
+                    options.min_free
+                },
                 damaged_reads: Default::default(),
                 damaged_reads_taken: Default::default(),
             }),
         })
+    }
+
+    /// `Some((available, reserve))` when the data directory's disk has
+    /// less free space than the reserve (appends are refused then).
+    pub fn below_reserve(&self) -> Option<(u64, u64)> {
+        below_reserve(&self.inner.dir, self.inner.reserve)
     }
 
     /// The data directory.
@@ -814,3 +828,16 @@ fn open_dedup(db: &sled::Db, dir: &Path) -> Result<sled::Db, StorageError> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// `Some((available, reserve))` when the disk of `dir` has less than
+/// `reserve` bytes free (never with a reserve of 0; a disk whose free space
+/// cannot be read counts as not below).
+pub(crate) fn below_reserve(dir: &Path, reserve: u64) -> Option<(u64, u64)> {
+    if reserve == 0 {
+        return None;
+    }
+    match fs2::available_space(dir) {
+        Ok(available) if available < reserve => Some((available, reserve)),
+        _ => None,
+    }
+}
