@@ -525,13 +525,19 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
                 }
             }
         }
-        server.stop_routes().await;
         let _ = std::fs::remove_file(&broker_file);
-        // Not ready first, so load balancers stop sending; then close.
+        // Not ready first, so load balancers stop sending, while everything
+        // (MLLP, the FHIR gateway, routes) still serves for the grace.
         endpoint.state.health.started.store(false, std::sync::atomic::Ordering::Release);
         let grace = config.http.shutdown_grace.0;
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: /readyz now answers 503");
         tokio::time::sleep(grace).await;
+        // Then MLLP: no new connections, each open one closed once the
+        // message it is handling is answered.
+        server
+            .drain_listeners(config.storage.commit_timeout.0 + Duration::from_secs(1))
+            .await;
+        server.stop_routes().await;
         endpoint.handle.stop(true).await;
         Ok(Some(server))
     });

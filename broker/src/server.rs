@@ -109,6 +109,8 @@ pub struct Server {
     pub store: Store,
     /// Every MLLP listener, bound.
     pub listeners: Vec<BoundListener>,
+    /// Every MLLP listener's shared state (to drain them at shutdown).
+    sessions: Vec<Arc<ListenerContext>>,
     /// The binary protocol listener's address, when `[protocol]` is set.
     pub protocol: Option<SocketAddr>,
     /// The FHIR gateway's address, when `[fhir]` is set.
@@ -224,6 +226,31 @@ impl Server {
     /// Names of the running destinations.
     pub fn destination_names(&self) -> Vec<String> {
         self.destinations.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// Stop accepting MLLP connections and close every open one once the
+    /// message it is handling is answered; waits for them up to `within`
+    /// (a message waits for its commit at most `storage.commit_timeout`).
+    pub async fn drain_listeners(&self, within: Duration) {
+        for l in &self.sessions {
+            l.start_draining();
+        }
+        let deadline = Instant::now() + within;
+        let open = || {
+            self.sessions
+                .iter()
+                .map(|l| l.connections.load(Ordering::Acquire))
+                .sum::<usize>()
+        };
+        while open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if open() > 0 {
+            tracing::warn!(
+                connections = open(),
+                "MLLP connections still open after the drain; closing them"
+            );
+        }
     }
 
     /// Stop every route and destination (before shutdown): each finishes
@@ -347,10 +374,11 @@ pub async fn start(
             allow: l.allowlist(),
             tls,
             acknowledgments: l.acknowledgments,
+            drain: tokio::sync::watch::channel(false).0,
         });
         sockets.push((ctx, socket));
     }
-    let contexts = sockets.iter().map(|(c, _)| c.clone()).collect();
+    let contexts: Vec<Arc<ListenerContext>> = sockets.iter().map(|(c, _)| c.clone()).collect();
     for (ctx, socket) in sockets {
         MllpListener::new(ctx, socket).start();
     }
@@ -373,13 +401,14 @@ pub async fn start(
     };
     let _ = endpoint.state.broker.set(BrokerView {
         store: store.clone(),
-        listeners: contexts,
+        listeners: contexts.clone(),
         durability: config.storage.durability.as_str(),
         config: shared_config.clone(),
     });
     let mut server = Server {
         store,
         listeners: bound,
+        sessions: contexts,
         protocol,
         fhir: gateway.as_ref().map(|g| g.addr),
         gateway,

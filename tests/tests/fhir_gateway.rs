@@ -1324,3 +1324,25 @@ fn check_config_refuses_a_public_gateway_without_auth() {
         "{err}"
     );
 }
+
+/// SIGTERM: during `shutdown_grace` the gateway still answers (only
+/// `/readyz` turns 503), so clients finish what they were doing.
+#[test]
+fn the_gateway_answers_during_the_shutdown_grace() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = config("").replace("shutdown_grace = \"0s\"", "shutdown_grace = \"3s\"");
+    assert!(config.contains("shutdown_grace = \"3s\""));
+    let b = Broker::start(&config, &tmp.path().join("data"));
+    let fhir = b.fhir.expect("gateway");
+    let http = b.http.expect("http");
+    assert_eq!(http_get(fhir, "/fhir/metadata").map(|r| r.0), Some(200));
+    Command::new("kill")
+        .args(["-TERM", &b.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    wait_for("not ready", || {
+        http_get(http, "/readyz").map(|r| r.0) == Some(503)
+    });
+    assert_eq!(http_get(fhir, "/fhir/metadata").map(|r| r.0), Some(200));
+    assert_eq!(b.stop(), Some(0));
+}

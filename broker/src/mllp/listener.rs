@@ -46,6 +46,23 @@ pub struct ListenerContext {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Whether MSH-15 is honoured.
     pub acknowledgments: medbus_config::AckPolicy,
+    /// Set when the broker shuts down: the listener stops accepting, and
+    /// every session answers the message it is handling, then closes.
+    pub drain: tokio::sync::watch::Sender<bool>,
+}
+
+impl ListenerContext {
+    /// Stop accepting and close every session once its message in hand is
+    /// answered (see [`ListenerContext::drain`]).
+    pub fn start_draining(&self) {
+        self.drain.send_replace(true);
+    }
+}
+
+/// Resolves once `drain` is set.
+pub(super) async fn drained(mut drain: tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone: the broker is going away anyway.
+    let _ = drain.wait_for(|d| *d).await;
 }
 
 /// Accepts connections for one listener.
@@ -86,6 +103,10 @@ impl Actor for MllpListener {
         if let Some(socket) = self.socket.take() {
             ctx.add_stream(crate::accept::accepts(socket));
         }
+        // Shutting down: stopping drops the accept stream and with it the
+        // socket, so new connections are refused.
+        let drain = drained(self.ctx.drain.subscribe());
+        ctx.spawn(drain.into_actor(self).map(|(), _, ctx| ctx.stop()));
     }
 }
 

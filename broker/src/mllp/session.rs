@@ -44,8 +44,11 @@ pub struct MllpSession {
     writer: FramedWrite<Bytes, WriteHalf<Box<dyn Io>>, MllpCodec>,
     /// Last time a byte arrived, for the idle timeout.
     last_activity: Instant,
-    /// Closing after an oversized frame: further input is dropped.
+    /// Closing after an oversized frame, or draining at shutdown: further
+    /// input is dropped.
     closing: bool,
+    /// Draining at shutdown: the session stops once its ACKs are flushed.
+    draining: bool,
     /// Bytes the reader's codec discarded outside frames, not yet counted.
     discarded: Arc<AtomicU64>,
 }
@@ -65,6 +68,7 @@ impl MllpSession {
                 peer,
                 last_activity: Instant::now(),
                 closing: false,
+                draining: false,
                 discarded,
             }
         });
@@ -304,6 +308,16 @@ impl Actor for MllpSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // At shutdown: runs once the message in hand (if any) is answered,
+        // as the actor handles nothing else while a message waits for its
+        // commit. The ACKs queued are flushed, the write side closed, and
+        // anything the peer sends after that is not read.
+        let drain = super::listener::drained(self.ctx.drain.subscribe());
+        ctx.spawn(drain.into_actor(self).map(|(), act, ctx| {
+            act.closing = true;
+            act.draining = true;
+            act.close_writer(ctx);
+        }));
         let tick =
             (self.ctx.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         ctx.run_interval(tick, |act, ctx| {
@@ -391,8 +405,8 @@ impl WriteHandler<MllpError> for MllpSession {
         // After an oversized frame the write side is shut (the peer has its
         // AR and a FIN); keep reading and dropping until the peer closes or
         // the grace period ends, so no unread data turns the close into a
-        // reset. Otherwise the session is done.
-        if !self.closing {
+        // reset. Otherwise (draining included) the session is done.
+        if !self.closing || self.draining {
             ctx.stop();
         }
     }
