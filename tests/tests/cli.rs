@@ -233,9 +233,10 @@ fn convert_pretty_keeps_decimals_and_member_order() {
     );
 }
 
-/// A message with MSH-15 `NE` asks for no ACK (enhanced mode): `send` does
-/// not wait its whole timeout for one, counts it as sent, and the next
-/// message on the file still gets its own ACK.
+/// A message with MSH-15 `NE` asks for no ACK (enhanced mode), one with
+/// `ER` for one only if it is refused: `send` does not wait its whole
+/// timeout for one, counts it as sent, and the next message on the file
+/// still gets its own ACK.
 #[test]
 fn send_does_not_wait_for_an_ack_that_was_not_asked_for() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -247,6 +248,10 @@ fn send_does_not_wait_for_an_ack_that_was_not_asked_for() {
                      PID|1||MRN-NE^^^GENHOSP^MR||DOE^JANE\r"
             .to_vec();
     body.extend(adt_a01("CLI-AL", "ROE"));
+    body.extend_from_slice(
+        b"MSH|^~\\&|HIS|GENHOSP|MEDBUS|HUB|20261124101500||ADT^A01|CLI-ER|P|2.5|||ER|NE\r\
+          PID|1||MRN-ER^^^GENHOSP^MR||DOE^JOHN\r",
+    );
     std::fs::write(&file, &body).expect("write");
     let (code, out, err) = medbus(&[
         "send",
@@ -260,8 +265,11 @@ fn send_does_not_wait_for_an_ack_that_was_not_asked_for() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("CLI-NE: sent without ACK"), "{out}");
     assert!(out.contains("CLI-AL: AA"), "{out}");
-    assert!(out.contains("1 AA, 1 sent without ACK"), "{out}");
-    wait_for("both stored", || topic_records(&broker, "hl7.inbound") == 2);
+    assert!(out.contains("CLI-ER: sent without ACK"), "{out}");
+    assert!(out.contains("1 AA, 2 sent without ACK"), "{out}");
+    wait_for("all three stored", || {
+        topic_records(&broker, "hl7.inbound") == 3
+    });
 }
 
 /// `dump` shows a payload that is not UTF-8 (an ISO 8859-1 message) with

@@ -71,7 +71,7 @@ impl Outcome {
             Outcome::Ack(c) => c.clone(),
             Outcome::Mismatch => "wrong ACK".into(),
             Outcome::NoAck => "no ACK".into(),
-            Outcome::NotRequested => "sent without ACK (MSH-15 NE)".into(),
+            Outcome::NotRequested => "sent without ACK (MSH-15 NE or ER)".into(),
         }
     }
 }
@@ -168,12 +168,15 @@ pub fn run(opts: &SendOptions) -> Result<Summary, SendError> {
             .as_ref()
             .and_then(|m| m.header().control_id.map(|c| c.to_string()))
             .unwrap_or_default();
-        // MSH-15 `NE`: the receiver sends no ACK (enhanced mode); one that
-        // sends one anyway does so at once, so a short wait tells.
+        // MSH-15 `NE` (never) or `ER` (only for errors): a receiver in
+        // enhanced mode sends no ACK for an accepted message; one that
+        // sends one anyway, or refuses the message, does so at once, so a
+        // short wait tells.
         let no_ack_asked = header.as_ref().is_some_and(|m| {
-            m.header()
-                .accept_ack_type
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("NE"))
+            m.header().accept_ack_type.is_some_and(|v| {
+                let v = v.trim();
+                v.eq_ignore_ascii_case("NE") || v.eq_ignore_ascii_case("ER")
+            })
         });
         let result = match conn.as_mut() {
             Some(c) => Ok(c),
