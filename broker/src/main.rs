@@ -470,6 +470,11 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
         },
         None => medbus_config::embedded_default(),
     };
+    // The text the running config came from: a reload compares against it
+    // to name the changes it does not apply.
+    let running_text = config_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&config.data_dir));
     let system = actix::System::new();
     let outcome = system.block_on(async {
@@ -515,7 +520,9 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
             match wait_for_signal().await? {
                 Signal::Stop => break,
                 Signal::Reload => {
-                    if let Some(config) = reload(config_path.as_deref(), &mut server).await {
+                    if let Some(config) =
+                        reload(config_path.as_deref(), running_text.as_deref(), &mut server).await
+                    {
                         if let Some(view) = endpoint.state.broker.get() {
                             if let Ok(mut c) = view.config.write() {
                                 *c = std::sync::Arc::new(config);
@@ -573,16 +580,30 @@ async fn wait_for_signal() -> anyhow::Result<Signal> {
 /// otherwise keep the running ones and log every problem.
 async fn reload(
     config_path: Option<&std::path::Path>,
+    running_text: Option<&str>,
     server: &mut medbus::server::Server,
 ) -> Option<medbus_config::Config> {
     let Some(path) = config_path else {
         tracing::warn!("SIGHUP ignored: running on the embedded default config, nothing to reload");
         return None;
     };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     match medbus_config::load(path) {
         Ok(config) => {
             server.reload_routes(&config).await;
             println!("reloaded routes from {}", path.display());
+            // What a reload does not apply is said, not silently ignored.
+            let pending = medbus_config::restart_needed(running_text.unwrap_or_default(), &text);
+            if !pending.is_empty() {
+                tracing::warn!(
+                    changed = ?pending,
+                    "changes outside routes, destinations and [mapping] take effect at the next restart"
+                );
+                eprintln!(
+                    "medbus: {} changed: restart to apply (a reload applies routes, destinations and [mapping] only)",
+                    pending.join(", ")
+                );
+            }
             Some(config)
         }
         Err(errors) => {

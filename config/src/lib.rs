@@ -61,6 +61,29 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// The top-level keys a `SIGHUP` reload applies; a change anywhere else
+/// takes effect at the next start.
+pub const RELOADED: &[&str] = &["routes", "destinations", "mapping"];
+
+/// The top-level keys (tables such as `listeners`, `storage`, `retention`,
+/// or settings such as `data_dir`) whose values differ between two config
+/// texts and that a reload does not apply ([`RELOADED`] excepted), sorted.
+/// Texts that do not parse as TOML compare as empty.
+pub fn restart_needed(running: &str, new: &str) -> Vec<String> {
+    let table = |t: &str| t.parse::<toml::Table>().unwrap_or_default();
+    let (a, b) = (table(running), table(new));
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| !RELOADED.contains(&k.as_str()))
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// Read, parse and validate a config file.
 pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();

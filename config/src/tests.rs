@@ -136,3 +136,23 @@ fn units_parse_and_print() {
     assert!("10".parse::<HumanDuration>().is_err());
     assert!("99999999999999999999d".parse::<HumanDuration>().is_err());
 }
+
+#[test]
+fn a_reload_names_what_needs_a_restart() {
+    let running = "data_dir = \"d\"\n[storage]\ndurability = \"fsync\"\n\n[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n\n[[routes]]\nname = \"r\"\nfrom = \"x\"\nto = [\"y\"]\n";
+    // Only routes and mapping changed: nothing needs a restart.
+    let reloadable = format!(
+        "{}\n[mapping]\nthreads = 2\n",
+        running.replace("to = [\"y\"]", "to = [\"z\"]")
+    );
+    assert!(restart_needed(running, &reloadable).is_empty());
+    // A listener added, durability changed, retention added.
+    let more = format!(
+        "{}\n[[listeners]]\nname = \"b\"\nlisten = \"127.0.0.1:2\"\n\n[retention]\nmax_records = 5\n",
+        running.replace("\"fsync\"", "\"none\"")
+    );
+    assert_eq!(
+        restart_needed(running, &more),
+        ["listeners", "retention", "storage"]
+    );
+}

@@ -347,6 +347,19 @@ fn sighup_reloads_routes_and_keeps_them_on_a_bad_config() {
     assert!(
         broker.log().contains("duplicate route name") || broker.log().contains("missing field")
     );
+    // A change a reload does not apply is named, not silently ignored.
+    std::fs::write(
+        &config_path,
+        format!("{second}\n[retention]\nmax_records = 1000\n"),
+    )
+    .expect("write");
+    hup(&broker);
+    wait_for("the restart warning", || {
+        broker
+            .log()
+            .lines()
+            .any(|l| l.contains("take effect at the next restart") && l.contains("retention"))
+    });
     drop(c);
     assert_eq!(broker.stop(), Some(0));
 }
