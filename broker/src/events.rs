@@ -501,6 +501,33 @@ impl ProtocolErrorSent<'_> {
     }
 }
 
+/// A consumer group found records gone (removed by retention, `force =
+/// true`, or a store restored from an older backup) that it had not read.
+pub struct ConsumerSkipped<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Group.
+    pub group: &'a str,
+    /// The first offset it had not read.
+    pub from: u64,
+    /// The first offset still there.
+    pub to: u64,
+}
+
+impl ConsumerSkipped<'_> {
+    /// Count and warn: the group will never see these records.
+    pub fn emit(self, m: &Metrics) {
+        let skipped = self.to.saturating_sub(self.from);
+        m.consumer_skipped_records
+            .with_label_values(&[self.topic, self.group])
+            .inc_by(skipped);
+        tracing::warn!(
+            topic = %self.topic, group = %self.group, from = self.from, to = self.to, skipped,
+            "consumer group skipped records removed before it read them"
+        );
+    }
+}
+
 /// A consumer group's position changed (acks, new records).
 pub struct ConsumerLagChanged<'a> {
     /// Topic.

@@ -63,6 +63,8 @@ pub struct Metrics {
     /// Records a consumer group has not yet acknowledged, per topic and
     /// group (groups are capped, so the label set is bounded).
     pub consumer_lag_records: IntGaugeVec,
+    /// Records removed (retention) before a consumer group read them.
+    pub consumer_skipped_records: IntCounterVec,
     /// Binary-protocol errors, by kind (a fixed set: [`PROTOCOL_ERROR_KINDS`]).
     pub protocol_errors: IntCounterVec,
     /// Oldest offset still stored, per topic.
@@ -348,6 +350,11 @@ impl Metrics {
                 "Records a consumer group has not acknowledged yet",
                 &["topic", "group"],
             )?,
+            consumer_skipped_records: counter(
+                "consumer_skipped_records_total",
+                "Records removed by retention before a consumer group read them",
+                &["topic", "group"],
+            )?,
             protocol_errors: counter(
                 "protocol_errors_total",
                 "Binary-protocol errors answered with an error frame, by kind",
@@ -390,6 +397,7 @@ impl Metrics {
         r.register(Box::new(self.end_to_end_latency_seconds.clone()))?;
         r.register(Box::new(self.client_connections.clone()))?;
         r.register(Box::new(self.consumer_lag_records.clone()))?;
+        r.register(Box::new(self.consumer_skipped_records.clone()))?;
         r.register(Box::new(self.protocol_errors.clone()))?;
         for kind in PROTOCOL_ERROR_KINDS {
             self.protocol_errors.with_label_values(&[kind]);

@@ -208,12 +208,38 @@ pub async fn pass(
             metrics.set_topic_first_offset(&t.name, f);
         }
     }
+    report_group_lags(store, metrics, &cursors);
     if let Ok(b) = store.size_on_disk() {
         metrics
             .storage_disk_bytes
             .set(i64::try_from(b).unwrap_or(i64::MAX));
     }
     Ok(())
+}
+
+/// Every durable consumer group's lag, connected or not: a group whose
+/// members are gone (after a restart, say) still shows how far behind it
+/// is, and that it holds retention back.
+fn report_group_lags(store: &Store, metrics: &Metrics, cursors: &[(String, u64)]) {
+    let prefix = format!("{}/", crate::client::dispatcher::CURSOR_KIND);
+    for (key, next) in cursors {
+        let Some((group, topic)) = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.rsplit_once('/'))
+        else {
+            continue;
+        };
+        let (Ok(Some(last)), Ok(first)) = (store.last_offset(topic), store.first_offset(topic))
+        else {
+            continue;
+        };
+        crate::events::ConsumerLagChanged {
+            topic,
+            group,
+            lag: crate::client::dispatcher::group_lag(last + 1, *next, first),
+        }
+        .emit(metrics);
+    }
 }
 
 /// The first offset to keep in `topic` under `limits` (ignoring cursors).

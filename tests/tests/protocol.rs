@@ -695,3 +695,77 @@ async fn tls_with_a_certificate_made_by_the_test() {
     .await;
     assert!(plain.is_err());
 }
+
+/// The value of `series` in the broker's `/metrics`.
+fn metric(b: &Broker, series: &str) -> Option<f64> {
+    let (_, body) = http_get(b.http?, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A consumer group behind forced retention: with no member connected its
+/// lag still shows, counting only records that still exist; when it comes
+/// back, the records it never saw are counted and logged as skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_behind_forced_retention_shows_its_lag_and_what_it_skipped() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let retention = "[retention]\ninterval = \"100ms\"\n\n[[retention.topics]]\ntopic = \"r.topic\"\nmax_records = 5\nforce = true\n";
+    let b = Broker::start(&config(retention), &data);
+    let publisher = connect(&b).await;
+    let group = || {
+        SubscribeOptions::new("r.topic")
+            .group("slow")
+            .start(StartAt::Earliest)
+            .credits(10)
+    };
+    let batch: Vec<PublishRecord> = (0..3).map(|i| rec(&format!("a{i}"))).collect();
+    publisher
+        .publish_batch("r.topic", batch)
+        .await
+        .expect("publish");
+    let member = connect(&b).await;
+    let mut sub = member.subscribe(group()).await.expect("subscribe");
+    let got: Vec<u64> = [
+        next(&mut sub).await,
+        next(&mut sub).await,
+        next(&mut sub).await,
+    ]
+    .iter()
+    .map(|d| d.offset)
+    .collect();
+    sub.ack_many(got).await.expect("ack");
+    member.close().await;
+    drop(sub);
+
+    // 50 more while the group is away; retention keeps the newest 5.
+    let batch: Vec<PublishRecord> = (0..50).map(|i| rec(&format!("b{i}"))).collect();
+    publisher
+        .publish_batch("r.topic", batch)
+        .await
+        .expect("publish");
+    publisher.close().await;
+    // After a restart, before any member connects, the group's lag shows.
+    assert_eq!(b.stop(), Some(0));
+    let b = Broker::start(&config(retention), &data);
+    let lag = "medbus_consumer_lag_records{group=\"slow\",topic=\"r.topic\"}";
+    tokio::task::block_in_place(|| {
+        wait_for("the lag of a group with no member", || {
+            metric(&b, lag) == Some(5.0)
+        })
+    });
+
+    let member = connect(&b).await;
+    let mut sub = member.subscribe(group()).await.expect("subscribe");
+    assert_eq!(next(&mut sub).await.offset, 48);
+    let skipped = "medbus_consumer_skipped_records_total{group=\"slow\",topic=\"r.topic\"}";
+    tokio::task::block_in_place(|| {
+        wait_for("the skipped count", || metric(&b, skipped) == Some(45.0))
+    });
+    assert!(b
+        .log()
+        .lines()
+        .any(|l| l.contains("skipped records removed before it read them")));
+}

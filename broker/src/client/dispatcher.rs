@@ -18,7 +18,7 @@
 //! memory only: after a broker restart those records are delivered again
 //! (at-least-once).
 
-use crate::events::ConsumerLagChanged;
+use crate::events::{ConsumerLagChanged, ConsumerSkipped};
 use crate::metrics::Metrics;
 use crate::storage::{cursor_key, AtomicWrite, RawRecord, StorageError, Store};
 use actix::prelude::*;
@@ -42,6 +42,13 @@ pub const MAX_GROUP_SPAN: u64 = 100_000;
 /// Most consumer groups (× topics) a broker tracks: each is an actor and a
 /// metric series, and group names come from clients.
 pub const MAX_GROUPS: usize = 1024;
+
+/// Records a group has not acknowledged: from its committed offset to the
+/// end of the topic, not counting records retention removed (they are not
+/// behind: they are gone; `first` is the topic's oldest offset).
+pub fn group_lag(after_last: u64, committed: u64, first: Option<u64>) -> u64 {
+    after_last.saturating_sub(committed.max(first.unwrap_or(0)))
+}
 
 /// A record for a member, pushed to its session.
 #[derive(Message)]
@@ -269,6 +276,17 @@ impl Dispatcher {
                 break;
             }
             for (offset, record) in batch {
+                if offset > self.next {
+                    if let Some(group) = &self.group {
+                        ConsumerSkipped {
+                            topic: &self.topic,
+                            group,
+                            from: self.next,
+                            to: offset,
+                        }
+                        .emit(&self.metrics);
+                    }
+                }
                 self.next = offset + 1;
                 if !self.acked.contains(&offset) {
                     self.assign(offset, record);
@@ -325,10 +343,11 @@ impl Dispatcher {
                 .ok()
                 .flatten()
                 .map_or(0, |l| l + 1);
+            let first = self.store.first_offset(&self.topic).ok().flatten();
             ConsumerLagChanged {
                 topic: &self.topic,
                 group,
-                lag: after_last.saturating_sub(self.committed),
+                lag: group_lag(after_last, self.committed, first),
             }
             .emit(&self.metrics);
         }
