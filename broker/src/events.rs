@@ -558,6 +558,8 @@ pub struct RetentionPass<'a> {
     pub bytes: u64,
     /// The cursor (`kind/name`) that held retention back, if any.
     pub held_by: Option<&'a str>,
+    /// Whether that reader did not hold this topic at the last pass.
+    pub newly_held: bool,
 }
 
 impl RetentionPass<'_> {
@@ -569,8 +571,14 @@ impl RetentionPass<'_> {
                 .inc_by(self.removed);
             tracing::info!(topic = %self.topic, removed = self.removed, bytes = self.bytes, "retention removed old records");
         }
-        if let Some(owner) = self.held_by {
-            tracing::info!(topic = %self.topic, %owner, "retention held back by a reader that has not caught up");
+        match self.held_by {
+            Some(owner) if self.newly_held => {
+                tracing::info!(topic = %self.topic, %owner, "retention held back by a reader that has not caught up")
+            }
+            Some(owner) => {
+                tracing::debug!(topic = %self.topic, %owner, "retention still held back")
+            }
+            None => {}
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::storage::{now_ms, StorageError, Store};
 use actix::prelude::*;
 use medbus_config::retention::{Limits, RetentionConfig};
 use medbus_config::Config;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The cursor keys (`kind/name/topic`) of the routes and destinations
@@ -107,10 +107,11 @@ async fn run(
     live: LiveCursors,
     interval: std::time::Duration,
 ) {
+    let mut holders = HashMap::new();
     loop {
         let outcome = {
             let live = live.lock().await;
-            pass(&config, &store, &metrics, &live).await
+            pass(&config, &store, &metrics, &live, &mut holders).await
         };
         match outcome {
             Ok(()) => {}
@@ -123,12 +124,15 @@ async fn run(
     }
 }
 
-/// One pass over every topic.
+/// One pass over every topic. `holders`: which reader held each topic's
+/// retention back at the last pass (a hold is logged when it starts or
+/// changes hands, not again at every pass).
 pub async fn pass(
     config: &RetentionConfig,
     store: &Store,
     metrics: &Metrics,
     live: &HashSet<String>,
+    holders: &mut HashMap<String, String>,
 ) -> Result<(), StorageError> {
     let cursors = store.cursors()?;
     for t in store.topics()? {
@@ -197,11 +201,19 @@ pub async fn pass(
                 break;
             }
         }
+        let newly_held = match &held_by {
+            Some(owner) => holders.insert(t.name.clone(), owner.clone()).as_ref() != Some(owner),
+            None => {
+                holders.remove(&t.name);
+                false
+            }
+        };
         RetentionPass {
             topic: &t.name,
             removed,
             bytes,
             held_by: held_by.as_deref(),
+            newly_held,
         }
         .emit(metrics);
         if let Ok(Some(f)) = store.first_offset(&t.name) {

@@ -857,11 +857,17 @@ impl Committer {
         if expires < now {
             return Ok(None);
         }
+        let topic = String::from_utf8_lossy(v.get(24..).unwrap_or(&[])).into_owned();
         if fp != dedup.fingerprint {
-            tracing::warn!("control id reused with different content: stored as a new message");
+            // The key starts with the listener's name (then sender and
+            // control id, which are not logged).
+            let listener = dedup.key.split(|b| *b == 0).next().unwrap_or_default();
+            tracing::warn!(
+                listener = %String::from_utf8_lossy(listener), earlier_topic = %topic, earlier_offset = offset,
+                "control id reused with different content within the retransmission window: stored as a new message"
+            );
             return Ok(None);
         }
-        let topic = String::from_utf8_lossy(v.get(24..).unwrap_or(&[])).into_owned();
         // The key may have reached the disk without its record (the dedup
         // database is written on its own schedule), or the record may have
         // expired since: only a record that is really there, with the same
