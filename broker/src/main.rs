@@ -127,6 +127,20 @@ enum Command {
         #[arg(long, default_value = "")]
         token: String,
     },
+    /// Forget a consumer group on a topic (running broker; admin): its committed offset goes, and it no longer holds retention back.
+    DeleteGroup {
+        /// The consumer group.
+        group: String,
+        /// The topic it reads.
+        #[arg(long)]
+        topic: String,
+        /// Protocol address, host:port.
+        #[arg(long, default_value = "127.0.0.1:7575")]
+        server: String,
+        /// Client token (with `admin = true`; empty for a development broker).
+        #[arg(long, default_value = "")]
+        token: String,
+    },
     /// Run a route, or a destination, again over a range of its source topic (running broker).
     Replay {
         /// The route to replay.
@@ -276,6 +290,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::DeleteGroup {
+            group,
+            topic,
+            server,
+            token,
+        } => {
+            let remote = cli::remote::Remote { server, token };
+            match cli::remote::delete_group(&remote, &group, &topic) {
+                Ok(()) => {
+                    println!("group {group:?} on {topic:?} deleted");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(cli::remote::RemoteError::Client(
+                    medbus_protocol::client::ClientError::Server { code, message },
+                )) if code == medbus_protocol::ErrorCode::InvalidRequest.as_u16() => {
+                    eprintln!("medbus delete-group: {message}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Replay {
             route,

@@ -519,6 +519,24 @@ impl Client {
         }
     }
 
+    /// Admin: forget consumer `group` on `topic` (its committed offset is
+    /// removed and it no longer holds retention back); refused while a
+    /// member of it is connected.
+    pub async fn delete_group(&self, group: &str, topic: &str) -> Result<(), ClientError> {
+        let (group, topic) = (group.to_string(), topic.to_string());
+        match self
+            .request(|request_id| ClientFrame::DeleteGroup {
+                request_id,
+                group,
+                topic,
+            })
+            .await?
+        {
+            Reply::Frame(ServerFrame::Done { .. }) => Ok(()),
+            _ => Err(ClientError::Protocol("expected Done".into())),
+        }
+    }
+
     /// Close the connection (the broker returns unacked group records to
     /// the group).
     pub async fn close(&self) {

@@ -183,6 +183,18 @@ pub enum ClientFrame {
         /// Last source offset (`None`: the end of the topic).
         to: Option<u64>,
     },
+    /// (9) Admin: forget a consumer group on a topic — its committed offset
+    /// is removed, so it no longer holds retention back (a one-off `tail
+    /// --group` would otherwise do so for ever). Refused while the group
+    /// has a member connected. Answered with [`ServerFrame::Done`].
+    DeleteGroup {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// The group.
+        group: String,
+        /// The topic it reads.
+        topic: String,
+    },
 }
 
 /// What a [`ClientFrame::Replay`] runs again.
@@ -206,7 +218,8 @@ impl ClientFrame {
             | ClientFrame::Nack { request_id, .. }
             | ClientFrame::ListTopics { request_id }
             | ClientFrame::Ping { request_id }
-            | ClientFrame::Replay { request_id, .. } => *request_id,
+            | ClientFrame::Replay { request_id, .. }
+            | ClientFrame::DeleteGroup { request_id, .. } => *request_id,
         }
     }
 }

@@ -769,3 +769,77 @@ async fn a_group_behind_forced_retention_shows_its_lag_and_what_it_skipped() {
         .lines()
         .any(|l| l.contains("skipped records removed before it read them")));
 }
+
+/// A one-off `tail --group` leaves a durable group behind that holds
+/// retention back; `medbus delete-group` forgets it (refused while a member
+/// is connected), and retention goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_group_releases_what_a_forgotten_group_held() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let retention = "[retention]\ninterval = \"100ms\"\nmax_records = 5\n";
+    let b = Broker::start(&config(retention), &data);
+    let server = b.protocol();
+    let publisher = connect(&b).await;
+    let batch: Vec<PublishRecord> = (0..3).map(|i| rec(&format!("a{i}"))).collect();
+    publisher
+        .publish_batch("d.topic", batch)
+        .await
+        .expect("publish");
+    let cli = |args: &[&str]| tokio::task::block_in_place(|| medbus(args));
+    let (code, _, err) = cli(&[
+        "tail", "d.topic", "--group", "oneoff", "--from", "earliest", "--count", "1", "--server",
+        &server,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let batch: Vec<PublishRecord> = (0..20).map(|i| rec(&format!("b{i}"))).collect();
+    publisher
+        .publish_batch("d.topic", batch)
+        .await
+        .expect("publish");
+    tokio::task::block_in_place(|| {
+        wait_for("retention held back by the group", || {
+            b.log()
+                .lines()
+                .any(|l| l.contains("retention held back") && l.contains("group/oneoff"))
+        })
+    });
+    assert_eq!(
+        status_topic(&b, "d.topic").map(|t| t["first_offset"].clone()),
+        Some(serde_json::json!(1))
+    );
+
+    // Refused while a member is connected.
+    let member = connect(&b).await;
+    let sub = member
+        .subscribe(SubscribeOptions::new("d.topic").group("oneoff").credits(1))
+        .await
+        .expect("subscribe");
+    let delete = [
+        "delete-group",
+        "oneoff",
+        "--topic",
+        "d.topic",
+        "--server",
+        &server,
+    ];
+    let (code, _, err) = cli(&delete);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("connected"), "{err}");
+    member.close().await;
+    drop(sub);
+    // Once it has left (its leave may still be in flight), deleted.
+    tokio::task::block_in_place(|| wait_for("the delete", || cli(&delete).0 == 0));
+    tokio::task::block_in_place(|| {
+        wait_for("retention past the group", || {
+            status_topic(&b, "d.topic").is_some_and(|t| t["first_offset"] == 18)
+        })
+    });
+    assert_eq!(
+        metric(
+            &b,
+            "medbus_consumer_lag_records{group=\"oneoff\",topic=\"d.topic\"}"
+        ),
+        None
+    );
+}

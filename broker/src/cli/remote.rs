@@ -248,6 +248,16 @@ pub fn topics(remote: &Remote) -> Result<Vec<TopicInfo>, RemoteError> {
     })
 }
 
+/// Admin: forget consumer `group` on `topic`.
+pub fn delete_group(remote: &Remote, group: &str, topic: &str) -> Result<(), RemoteError> {
+    runtime()?.block_on(async {
+        let client = remote.connect().await?;
+        client.delete_group(group, topic).await?;
+        client.close().await;
+        Ok(())
+    })
+}
+
 /// Admin: replay a route (`destination = false`) or a destination over
 /// `from..=to`; returns the broker's summary as JSON.
 pub fn replay(

@@ -498,6 +498,25 @@ impl Handler<Leave> for Dispatcher {
     }
 }
 
+/// Admin: forget the group. With no member connected the dispatcher
+/// stops and answers with the group's cursor key, for the caller to remove;
+/// otherwise `Err` with the number of members connected.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, usize>")]
+pub struct Forget;
+
+impl Handler<Forget> for Dispatcher {
+    type Result = Result<Option<Vec<u8>>, usize>;
+
+    fn handle(&mut self, _: Forget, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.members.is_empty() {
+            return Err(self.members.len());
+        }
+        ctx.stop();
+        Ok(self.cursor.clone())
+    }
+}
+
 /// The running group dispatchers, by (group, topic).
 #[derive(Default)]
 pub struct Groups {
@@ -528,6 +547,23 @@ impl Groups {
         let addr = Dispatcher::new(topic, Some(group), store.clone(), metrics.clone()).start();
         map.insert(key, addr.clone());
         Some(addr)
+    }
+
+    /// The dispatcher of `group` on `topic` if one runs (none is started).
+    pub fn running(&self, group: &str, topic: &str) -> Option<Addr<Dispatcher>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(group.to_string(), topic.to_string()))
+            .filter(|a| a.connected())
+            .cloned()
+    }
+
+    /// Drop `addr` as the dispatcher of `group` on `topic` (if it still is).
+    pub fn remove(&self, group: &str, topic: &str, addr: &Addr<Dispatcher>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (group.to_string(), topic.to_string());
+        if map.get(&key) == Some(addr) {
+            map.remove(&key);
+        }
     }
 }
 

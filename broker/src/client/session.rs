@@ -352,19 +352,8 @@ impl ClientSession {
             return;
         }
         if let Some(g) = &group {
-            let valid = !g.is_empty()
-                && g.len() <= MAX_NAME_BYTES
-                && g.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            if !valid {
-                return self.refuse(
-                    request_id,
-                    "invalid_request",
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "invalid group name {g:?}: use 1 to {MAX_NAME_BYTES} of A-Z a-z 0-9 . _ -"
-                    ),
-                );
+            if !valid_group(g) {
+                return self.refuse_group_name(request_id, g);
             }
         }
         if credits == 0 || credits > self.ctx.max_credits {
@@ -684,7 +673,107 @@ impl ClientSession {
                 from,
                 to,
             } => self.replay(&principal, request_id, target, name, from, to, ctx),
+            ClientFrame::DeleteGroup {
+                request_id,
+                group,
+                topic,
+            } => self.delete_group(&principal, request_id, group, topic, ctx),
         }
+    }
+}
+
+/// Whether `g` is a valid consumer group name.
+fn valid_group(g: &str) -> bool {
+    !g.is_empty()
+        && g.len() <= MAX_NAME_BYTES
+        && g.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl ClientSession {
+    fn refuse_group_name(&mut self, request_id: u64, g: &str) {
+        self.refuse(
+            request_id,
+            "invalid_request",
+            ErrorCode::InvalidRequest,
+            format!("invalid group name {g:?}: use 1 to {MAX_NAME_BYTES} of A-Z a-z 0-9 . _ -"),
+        );
+    }
+
+    /// Admin: forget consumer `group` on `topic` (see
+    /// [`ClientFrame::DeleteGroup`]).
+    fn delete_group(
+        &mut self,
+        principal: &Principal,
+        request_id: u64,
+        group: String,
+        topic: String,
+        ctx: &mut Context<Self>,
+    ) {
+        if !principal.admin {
+            return self.refuse(
+                request_id,
+                "forbidden",
+                ErrorCode::Forbidden,
+                "deleting a group is an admin request: this client has no admin = true".into(),
+            );
+        }
+        if !valid_group(&group) {
+            return self.refuse_group_name(request_id, &group);
+        }
+        if !crate::storage::is_valid_topic(&topic) {
+            return self.refuse(
+                request_id,
+                "invalid_request",
+                ErrorCode::InvalidRequest,
+                format!("invalid topic name {topic:?}"),
+            );
+        }
+        let shared = self.ctx.clone();
+        let client = principal.name.clone();
+        let job = async move {
+            let key = crate::storage::cursor_key(dispatcher::CURSOR_KIND, &group, &topic);
+            if let Some(d) = shared.groups.running(&group, &topic) {
+                match d.send(dispatcher::Forget).await {
+                    Ok(Err(members)) => return Err(Err(members)),
+                    Ok(Ok(_)) | Err(_) => shared.groups.remove(&group, &topic, &d),
+                }
+            }
+            shared
+                .store
+                .write_atomic(crate::storage::AtomicWrite {
+                    released: vec![key],
+                    ..Default::default()
+                })
+                .await
+                .map_err(Ok)?;
+            let _ = shared
+                .metrics
+                .consumer_lag_records
+                .remove_label_values(&[&topic, &group]);
+            tracing::info!(%client, %group, %topic, "consumer group deleted");
+            Ok(())
+        };
+        ctx.spawn(
+            job.into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(()) => act.writer.write(ServerFrame::Done { request_id }),
+                    Err(Err(members)) => act.refuse(
+                        request_id,
+                        "invalid_request",
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "the group has {members} member(s) connected: they must leave first"
+                        ),
+                    ),
+                    Err(Ok(e)) => act.refuse(
+                        request_id,
+                        "storage_failed",
+                        ErrorCode::StorageFailed,
+                        e.to_string(),
+                    ),
+                }),
+        );
     }
 }
 
