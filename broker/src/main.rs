@@ -511,6 +511,7 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok());
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&config.data_dir));
+    raise_open_files_limit(*config.storage.max_topics.get_ref());
     let system = actix::System::new();
     let outcome = system.block_on(async {
         let endpoint = medbus::server::start_endpoint(&config).context("cannot start")?;
@@ -592,6 +593,30 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raise the soft limit on open files to the hard one: every topic keeps
+/// two files open, and every connection one socket. Warn when even the
+/// hard limit leaves too little room for `max_topics` topics.
+fn raise_open_files_limit(max_topics: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // Two files per topic, plus room for connections and the stores.
+    let wanted = (max_topics as u64).saturating_mul(2).saturating_add(1024);
+    if limit < wanted {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_topics,
+            "the open-files limit may be reached before storage.max_topics: raise it (ulimit -n, LimitNOFILE) or lower max_topics"
+        );
+    }
 }
 
 /// What a signal asks for.

@@ -286,6 +286,7 @@ async fn open_store(
             max_batch: *config.storage.max_batch_records.get_ref(),
             cache_bytes: config.storage.cache.0,
             min_free: config.storage.min_free.0,
+            max_topics: *config.storage.max_topics.get_ref(),
             commit_timeout: config.storage.commit_timeout.0,
             segment_bytes: config.storage.segment_size.0,
             observer: Some(Box::new(move |stats| {

@@ -158,6 +158,19 @@ pub struct StorageConfig {
     /// up to about one segment more than its live records.
     #[serde(default = "default_segment_size")]
     pub segment_size: ByteSize,
+    /// Most topics the store holds (default 4096). An append that would
+    /// create one more is refused (a route dead-letters the record): each
+    /// topic keeps two files open, and topic names come from clients and
+    /// from templates filled with message fields.
+    #[serde(default = "default_max_topics")]
+    pub max_topics: Spanned<usize>,
+}
+
+/// Default `storage.max_topics`.
+pub const DEFAULT_MAX_TOPICS: usize = 4096;
+
+fn default_max_topics() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_MAX_TOPICS)
 }
 
 fn default_segment_size() -> ByteSize {
@@ -189,6 +202,7 @@ impl Default for StorageConfig {
             commit_timeout: DEFAULT_COMMIT_TIMEOUT,
             max_batch_records: default_max_batch_records(),
             segment_size: DEFAULT_SEGMENT_SIZE,
+            max_topics: default_max_topics(),
         }
     }
 }

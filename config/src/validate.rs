@@ -199,6 +199,13 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
             );
         }
     }
+    if *config.storage.max_topics.get_ref() == 0 {
+        err(
+            config.storage.max_topics.span(),
+            "storage.max_topics".into(),
+            "must be at least 1".into(),
+        );
+    }
     if *config.storage.max_batch_records.get_ref() == 0 {
         let span = config.storage.max_batch_records.span();
         err(

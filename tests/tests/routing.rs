@@ -363,3 +363,43 @@ fn sighup_reloads_routes_and_keeps_them_on_a_bad_config() {
     drop(c);
     assert_eq!(broker.stop(), Some(0));
 }
+
+/// A template target filled from message fields cannot create topics
+/// without end: past `storage.max_topics` the record is dead-lettered with
+/// the reason, and the route goes on (and MLLP keeps answering AA).
+#[test]
+fn template_targets_stop_at_the_topic_cap() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let routes =
+        "[[routes]]\nname = \"fac\"\nfrom = \"hl7.in\"\nto = [\"fac.{sendingFacility}\"]\n";
+    let text = config(routes).replacen("[storage]\n", "[storage]\nmax_topics = 4\n", 1);
+    let text = if text.contains("max_topics") {
+        text
+    } else {
+        format!("[storage]\nmax_topics = 4\n\n{text}")
+    };
+    let broker = Broker::start(&text, &data);
+    let mut c = MllpClient::connect(broker.mllp("in"));
+    for i in 0..6 {
+        let msg = String::from_utf8(adt_a01(&format!("F{i}"), "DOE"))
+            .expect("utf8")
+            .replacen("|GENHOSP|", &format!("|FAC{i}|"), 1);
+        let ack = c.request(msg.as_bytes());
+        assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
+    }
+    // hl7.in plus three facility topics make four; the other three
+    // messages are dead-lettered, and the route is not stalled.
+    wait_for("the route through all six", || {
+        status_topic(&broker, "dlq.fac").and_then(|t| t["records"].as_u64()) == Some(3)
+    });
+    let counts = topic_counts(&broker);
+    let fac: Vec<&String> = counts.keys().filter(|t| t.starts_with("fac.")).collect();
+    assert_eq!(fac.len(), 3, "{counts:?}");
+    drop(c);
+    assert_eq!(broker.stop(), Some(0));
+    let dead = dump(&data, "dlq.fac");
+    assert!(dead[0]["headers"]["medbus.error"]
+        .as_str()
+        .is_some_and(|e| e.contains("storage.max_topics")));
+}

@@ -26,6 +26,7 @@ pub fn open_offline(data_dir: &Path) -> Result<Store, StorageError> {
             max_batch: 1,
             cache_bytes: 16 << 20,
             min_free: 0,
+            max_topics: usize::MAX,
             commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
             segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,

@@ -17,6 +17,7 @@ use super::listener::ProtocolContext;
 use super::Principal;
 use crate::events::{ClientAuthenticated, ClientDisconnected, ProtocolErrorSent};
 use crate::headers;
+use crate::storage::DEAD_LETTER_PREFIX;
 use crate::storage::{
     is_valid_topic, now_ms, AppendOutcome, AppendRequest, AtomicWrite, RawRecord, Record,
 };
@@ -259,7 +260,9 @@ impl ClientSession {
         records: Vec<PublishRecord>,
         ctx: &mut Context<Self>,
     ) {
-        let granted = principal.may_publish(&topic);
+        // Dead-letter topics are the broker's own (and exempt from the
+        // topic cap): no client writes them.
+        let granted = principal.may_publish(&topic) && !topic.starts_with(DEAD_LETTER_PREFIX);
         if self.refuse_topic(request_id, &topic, &principal.name, "publish", granted) {
             return;
         }

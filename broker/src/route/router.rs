@@ -135,6 +135,8 @@ fn prepare(
     } else {
         workers.round()
     };
+    // Topics this batch creates (counted against the store's topic cap).
+    let mut creating: Vec<String> = Vec::new();
     'batch: for chunk in batch.chunks(round) {
         let views: Vec<_> = chunk
             .iter()
@@ -176,7 +178,26 @@ fn prepare(
             if let Some((message_type, took)) = &result.conversion {
                 metrics.observe_conversion(message_type, *took);
             }
-            match result.routed {
+            // Outputs to topics past `storage.max_topics` would fail the
+            // whole batch: the record is dead-lettered instead.
+            let routed = match result.routed {
+                Routed::Outputs(o) => match o
+                    .records
+                    .iter()
+                    .find(|(t, _)| !may_create(store, &mut creating, t))
+                {
+                    Some((t, _)) => Routed::Failed(
+                        StorageError::TooManyTopics {
+                            topic: t.clone(),
+                            max: store.max_topics(),
+                        }
+                        .to_string(),
+                    ),
+                    None => Routed::Outputs(o),
+                },
+                other => other,
+            };
+            match routed {
                 Routed::Filtered => filtered += 1,
                 Routed::Outputs(outputs) => {
                     matched += 1;
@@ -216,6 +237,19 @@ fn prepare(
         outputs,
         oldest_received_ms: (oldest_ms != u64::MAX).then_some(oldest_ms),
     }))
+}
+
+/// Whether an output to `topic` fits under the store's topic cap, given
+/// the topics this batch already creates (`creating`, extended with it).
+fn may_create(store: &Store, creating: &mut Vec<String>, topic: &str) -> bool {
+    if store.topic_exists(topic) || creating.iter().any(|c| c == topic) {
+        return true;
+    }
+    if store.topic_count() + creating.len() < store.max_topics() {
+        creating.push(topic.to_string());
+        return true;
+    }
+    false
 }
 
 /// Move the route's cursor on `source` from `from` to `to` with `write`,

@@ -229,6 +229,8 @@ pub(crate) struct Committer {
     pub observer: Option<CommitObserver>,
     /// Free disk space below which appends are refused.
     pub min_free: u64,
+    /// `storage.max_topics`.
+    pub max_topics: usize,
     /// Whether the last batch failed (for the idle health re-check).
     pub last_failed: bool,
     /// Segment files and directories written since the last checkpoint.
@@ -293,9 +295,38 @@ struct Plan {
     requests: usize,
     /// First offset per topic after the trims planned so far.
     trimmed_to: HashMap<String, u64>,
+    /// Topics this group creates.
+    new_topics: usize,
 }
 
 impl Plan {
+    /// Refuse `topics` that do not exist yet if they would take the store
+    /// past `max` topics (before anything of the request is planned).
+    fn check_new_topics<'t>(
+        &self,
+        log: &Log,
+        max: usize,
+        topics: impl Iterator<Item = &'t str>,
+    ) -> Result<(), StorageError> {
+        let mut adding: Vec<&str> = Vec::new();
+        for t in topics {
+            let new = !t.starts_with(super::DEAD_LETTER_PREFIX)
+                && log.topic(t).is_none()
+                && !self.topics.iter().any(|(p, _)| p == t)
+                && !adding.contains(&t);
+            if new {
+                if log.topic_count() + self.new_topics + adding.len() >= max {
+                    return Err(StorageError::TooManyTopics {
+                        topic: t.to_string(),
+                        max,
+                    });
+                }
+                adding.push(t);
+            }
+        }
+        Ok(())
+    }
+
     fn batch(&mut self, log: &Log, topic: &str) -> Result<&mut TopicBatch, StorageError> {
         let i = match self.topics.iter().position(|(t, _)| t == topic) {
             Some(i) => i,
@@ -303,7 +334,11 @@ impl Plan {
                 if !super::is_valid_topic(topic) {
                     return Err(StorageError::InvalidTopic(topic.to_string()));
                 }
-                let next = log.topic(topic).map_or(0, |t| t.read_state().next);
+                let existing = log.topic(topic);
+                self.new_topics += usize::from(
+                    existing.is_none() && !topic.starts_with(super::DEAD_LETTER_PREFIX),
+                );
+                let next = existing.map_or(0, |t| t.read_state().next);
                 let batch = TopicBatch {
                     start: next,
                     ..TopicBatch::default()
@@ -758,6 +793,11 @@ impl Committer {
                 Err(e) => tracing::warn!(error = %e, "cannot check for a retransmission: storing"),
             }
         }
+        plan.check_new_topics(
+            &self.log,
+            self.max_topics,
+            std::iter::once(req.topic.as_str()),
+        )?;
         let offset = plan.push(&self.log, &req.topic, &req.record)?;
         if let Some(dedup) = &req.dedup {
             let expires = now.saturating_add(dedup.window.as_millis() as u64);
@@ -787,6 +827,11 @@ impl Committer {
         {
             return Err(StorageError::InvalidTopic(t.clone()));
         }
+        plan.check_new_topics(
+            &self.log,
+            self.max_topics,
+            write.records.iter().map(|(t, _)| t.as_str()),
+        )?;
         for (key, expected) in &write.expect {
             // Set earlier in this group, or as applied (0: never set).
             let found = plan

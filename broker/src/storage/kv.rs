@@ -118,6 +118,7 @@ mod tests {
                 max_batch: 16,
                 cache_bytes: 1 << 20,
                 min_free: 0,
+                max_topics: usize::MAX,
                 commit_timeout: std::time::Duration::from_secs(10),
                 observer: None,
                 segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,

@@ -211,6 +211,11 @@ impl Log {
         Ok(t)
     }
 
+    /// How many topics there are.
+    pub fn topic_count(&self) -> usize {
+        self.topics_read().len()
+    }
+
     /// Every topic, by name.
     pub fn topics(&self) -> Vec<Arc<TopicLog>> {
         self.topics_read().values().cloned().collect()

@@ -61,6 +61,11 @@ pub const DEDUP_DIR: &str = "dedup";
 /// Page cache of the retransmission keys' database.
 const DEDUP_CACHE_BYTES: u64 = 16 << 20;
 
+/// Topics the broker itself writes dead letters to (`dlq.<listener>`,
+/// `dlq.<route>`, …): one per configured component, so they are not counted
+/// against `storage.max_topics`, and no client may publish to them.
+pub const DEAD_LETTER_PREFIX: &str = "dlq.";
+
 /// Errors from the message store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -91,6 +96,14 @@ pub enum StorageError {
     /// The committer has stopped (the broker is shutting down).
     #[error("the message store is closed")]
     Closed,
+    /// The append would create a topic past `storage.max_topics`.
+    #[error("topic {topic:?} not created: the store holds its maximum of {max} topics (storage.max_topics)")]
+    TooManyTopics {
+        /// The topic refused.
+        topic: String,
+        /// `storage.max_topics`.
+        max: usize,
+    },
     /// Less free disk space than the configured reserve.
     #[error("disk full: {available} bytes free, {reserve} kept in reserve")]
     DiskFull {
@@ -225,6 +238,8 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Free disk space below which appends are refused.
     pub min_free: u64,
+    /// Most topics (an append creating one more is refused).
+    pub max_topics: usize,
     /// Longest wait for a commit before an append reports failure.
     pub commit_timeout: Duration,
     /// Called after each group commit.
@@ -248,6 +263,8 @@ struct Inner {
     committed: watch::Receiver<u64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     commit_timeout: Duration,
+    /// `storage.max_topics`.
+    max_topics: usize,
     /// Free space kept in reserve (`storage.min_free`; 0 when there is none
     /// to keep: `durability = "none"` or `min_free = 0`).
     reserve: u64,
@@ -346,6 +363,7 @@ impl Store {
             committed: committed_tx,
             observer: options.observer,
             min_free: options.min_free,
+            max_topics: options.max_topics,
             last_failed: false,
             touched,
             last_checkpoint: std::time::Instant::now(),
@@ -372,6 +390,7 @@ impl Store {
                 committed: committed_rx,
                 thread: std::sync::Mutex::new(Some(thread)),
                 commit_timeout: options.commit_timeout,
+                max_topics: options.max_topics,
                 reserve: if options.durability == Durability::None {
                     0
                 } else {
@@ -381,6 +400,22 @@ impl Store {
                 damaged_reads_taken: Default::default(),
             }),
         })
+    }
+
+    /// Whether `topic` exists, or is one the topic cap does not apply to
+    /// (a dead-letter topic).
+    pub fn topic_exists(&self, topic: &str) -> bool {
+        topic.starts_with(DEAD_LETTER_PREFIX) || self.inner.log.topic(topic).is_some()
+    }
+
+    /// How many topics there are.
+    pub fn topic_count(&self) -> usize {
+        self.inner.log.topic_count()
+    }
+
+    /// `storage.max_topics`.
+    pub fn max_topics(&self) -> usize {
+        self.inner.max_topics
     }
 
     /// `Some((available, reserve))` when the data directory's disk has

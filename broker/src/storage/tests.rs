@@ -170,6 +170,7 @@ fn second_open_of_a_data_dir_is_refused() {
             max_batch: 1,
             cache_bytes: 16 << 20,
             min_free: 0,
+            max_topics: usize::MAX,
             commit_timeout: std::time::Duration::from_secs(30),
             observer: None,
             segment_bytes: crate::storage::DEFAULT_SEGMENT_BYTES,
@@ -298,6 +299,7 @@ fn options(segment_bytes: u64) -> StoreOptions {
         max_batch: 64,
         cache_bytes: 16 << 20,
         min_free: 0,
+        max_topics: usize::MAX,
         commit_timeout: std::time::Duration::from_secs(30),
         observer: None,
         segment_bytes,
@@ -873,5 +875,51 @@ fn a_record_damaged_on_disk_is_refused_when_read() {
     assert_eq!(store.topics().expect("topics")[0].last, Some(4));
     append_n(&store, "t", 1, 10);
     assert_eq!(store.read("t", 5, 10).expect("appended").len(), 1);
+    store.close();
+}
+
+/// `storage.max_topics`: an append or atomic write that would create one
+/// topic too many is refused whole; existing topics take records as before.
+#[test]
+fn topics_past_the_cap_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            max_topics: 3,
+            ..options(crate::storage::DEFAULT_SEGMENT_BYTES)
+        },
+    )
+    .expect("open");
+    let append = |topic: &str| {
+        block(store.append(AppendRequest {
+            topic: topic.into(),
+            record: rec(b"x"),
+            dedup: None,
+        }))
+    };
+    for t in ["a", "b", "c"] {
+        append(t).expect("under the cap");
+    }
+    assert!(matches!(
+        append("d"),
+        Err(StorageError::TooManyTopics { ref topic, max: 3 }) if topic == "d"
+    ));
+    append("a").expect("an existing topic");
+    let write = AtomicWrite {
+        records: vec![("b".into(), rec(b"y")), ("e".into(), rec(b"z"))],
+        cursors: vec![(b"route/r/b".to_vec(), 1)],
+        released: Vec::new(),
+    };
+    assert!(matches!(
+        block(store.write_atomic(write)),
+        Err(StorageError::TooManyTopics { .. })
+    ));
+    // Nothing of the refused write landed.
+    assert_eq!(store.read("b", 0, 10).expect("read").len(), 1);
+    assert_eq!(store.cursor(b"route/r/b").expect("cursor"), 0);
+    assert_eq!(store.topic_count(), 3);
+    // Dead-letter topics are the broker's own: always created.
+    append("dlq.r").expect("a dead-letter topic");
     store.close();
 }
