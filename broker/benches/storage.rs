@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
                 max_batch: 4096,
                 cache_bytes: 16 << 20,
                 min_free: 0,
+                max_topics: usize::MAX,
                 commit_timeout: std::time::Duration::from_secs(30),
                 observer: None,
                 segment_bytes: medbus::storage::DEFAULT_SEGMENT_BYTES,
