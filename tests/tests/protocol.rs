@@ -843,3 +843,25 @@ async fn delete_group_releases_what_a_forgotten_group_held() {
         None
     );
 }
+
+/// Groups that no member uses any more free their place in the broker's
+/// table of groups: one client creating and leaving more groups than the
+/// table holds does not lock every other client out of groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_left_empty_do_not_fill_the_table() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let b = Broker::start(&config(""), &tmp.path().join("data"));
+    let client = connect(&b).await;
+    for i in 0..1100 {
+        let sub = client
+            .subscribe(SubscribeOptions::new("t.groups").group(format!("g{i}")))
+            .await
+            .expect("a group while the others are empty");
+        client.unsubscribe(sub.id()).await.expect("unsubscribe");
+    }
+    let other = connect(&b).await;
+    other
+        .subscribe(SubscribeOptions::new("t.groups").group("late"))
+        .await
+        .expect("another client's group");
+}

@@ -39,8 +39,8 @@ const READ_BATCH: u64 = 256;
 /// grow without bound.
 pub const MAX_GROUP_SPAN: u64 = 100_000;
 
-/// Most consumer groups (× topics) a broker tracks: each is an actor and a
-/// metric series, and group names come from clients.
+/// Most consumer groups (× topics) with a member connected at once: each is
+/// an actor, and group names come from clients.
 pub const MAX_GROUPS: usize = 1024;
 
 /// Records a group has not acknowledged: from its committed offset to the
@@ -490,7 +490,11 @@ impl Handler<Leave> for Dispatcher {
             self.inflight.remove(&o);
             self.redeliver.insert(o);
         }
-        if self.group.is_none() {
+        // A private subscription ends with its member; a group's
+        // dispatcher with its last member (its position is durable; acks
+        // above a gap, kept in memory, are delivered again, as after a
+        // restart), so idle groups never fill the table of groups.
+        if self.group.is_none() || self.members.is_empty() {
             ctx.stop();
         } else {
             self.pump();
@@ -520,7 +524,7 @@ impl Handler<Forget> for Dispatcher {
 /// The running group dispatchers, by (group, topic).
 #[derive(Default)]
 pub struct Groups {
-    /// Each lives as long as the broker (bounded by [`MAX_GROUPS`]).
+    /// Each lives while the group has a member (at most [`MAX_GROUPS`]).
     map: Mutex<HashMap<(String, String), Addr<Dispatcher>>>,
 }
 
@@ -541,6 +545,8 @@ impl Groups {
                 return Some(addr.clone());
             }
         }
+        // Groups whose last member left have stopped: they free their place.
+        map.retain(|_, addr| addr.connected());
         if map.len() >= MAX_GROUPS && !map.contains_key(&key) {
             return None;
         }
