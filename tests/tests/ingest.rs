@@ -370,3 +370,28 @@ fn pipelined_frames_are_each_answered_in_order() {
         assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
     }
 }
+
+/// The idle timeout counts bytes as they arrive: a message trickling in
+/// over a slow link for longer than the timeout is not cut off half-way.
+#[test]
+fn a_slow_message_is_not_cut_off_by_the_idle_timeout() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(
+        &listener_config("slow", "idle_timeout = \"1s\""),
+        &tmp.path().join("data"),
+    );
+    let mut c = MllpClient::connect(broker.mllp("slow"));
+    let msg = adt_a01("SLOW1", "DOE");
+    let mut framed = vec![0x0b];
+    framed.extend_from_slice(&msg);
+    framed.extend_from_slice(&[0x1c, 0x0d]);
+    // About 3 s for the whole frame, three times the idle timeout.
+    let chunks: Vec<&[u8]> = framed.chunks(framed.len() / 12 + 1).collect();
+    for chunk in &chunks {
+        c.send_raw(chunk).expect("the connection stays open");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let ack = c.read_frame().expect("an ACK, not a closed connection");
+    assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
+    assert_eq!(field(&ack, "MSA", 2).as_deref(), Some("SLOW1"));
+}

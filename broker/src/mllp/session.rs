@@ -42,8 +42,13 @@ pub struct MllpSession {
     peer: SocketAddr,
     /// Buffered, backpressured writer for ACK frames.
     writer: FramedWrite<Bytes, WriteHalf<Box<dyn Io>>, MllpCodec>,
-    /// Last time a byte arrived, for the idle timeout.
+    /// Last time a byte was seen arriving, for the idle timeout.
     last_activity: Instant,
+    /// Bytes read from the connection so far (counted as they arrive, so
+    /// a large frame trickling in is activity before it is complete).
+    bytes_read: Arc<AtomicU64>,
+    /// `bytes_read` when the idle timer last looked.
+    bytes_seen: u64,
     /// Closing after an oversized frame, or draining at shutdown: further
     /// input is dropped.
     closing: bool,
@@ -57,6 +62,11 @@ impl MllpSession {
     /// Start a session actor for an accepted connection.
     pub fn start_for(ctx: Arc<ListenerContext>, stream: Box<dyn Io>, peer: SocketAddr) {
         let (read, write) = tokio::io::split(stream);
+        let bytes_read = Arc::new(AtomicU64::new(0));
+        let read = Counted {
+            inner: read,
+            count: bytes_read.clone(),
+        };
         let max_frame = ctx.max_frame;
         let discarded = Arc::new(AtomicU64::new(0));
         let codec = MllpCodec::with_discard_counter(max_frame, discarded.clone());
@@ -67,6 +77,8 @@ impl MllpSession {
                 ctx,
                 peer,
                 last_activity: Instant::now(),
+                bytes_read,
+                bytes_seen: 0,
                 closing: false,
                 draining: false,
                 discarded,
@@ -304,6 +316,26 @@ fn storage_nak(payload: &[u8], code: AckCode, e: &StorageError) -> Vec<u8> {
     nak_for(payload, code, &err)
 }
 
+/// A reader that counts the bytes it hands on.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let added = buf.filled().len().saturating_sub(before);
+        self.count.fetch_add(added as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
 impl Actor for MllpSession {
     type Context = Context<Self>;
 
@@ -321,6 +353,11 @@ impl Actor for MllpSession {
         let tick =
             (self.ctx.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         ctx.run_interval(tick, |act, ctx| {
+            let read = act.bytes_read.load(Ordering::Relaxed);
+            if read != act.bytes_seen {
+                act.bytes_seen = read;
+                act.last_activity = Instant::now();
+            }
             if act.last_activity.elapsed() >= act.ctx.idle_timeout {
                 tracing::info!(listener = %act.ctx.name, peer = %act.peer, "closing idle connection");
                 ctx.stop();
