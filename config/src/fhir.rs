@@ -68,6 +68,13 @@ pub struct FhirConfig {
     /// Largest `_count` honoured (default 200, at most 1000).
     #[serde(default = "default_max_page_size")]
     pub max_page_size: Spanned<usize>,
+    /// Longest a request may take to send its body (default `"30s"`); a
+    /// slower one is answered 408 and closed.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Most open connections (default 1024); more wait in the listen queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<usize>,
     /// Subscription delivery settings.
     #[serde(default)]
     pub subscriptions: SubscriptionSettings,
@@ -168,6 +175,12 @@ fn default_listen() -> Spanned<String> {
 }
 fn default_base_path() -> Spanned<String> {
     Spanned::new(0..0, DEFAULT_BASE_PATH.to_string())
+}
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 1024)
 }
 fn default_max_body() -> Spanned<ByteSize> {
     Spanned::new(0..0, DEFAULT_MAX_BODY)
@@ -279,6 +292,13 @@ pub(crate) fn validate(
             f.max_body.span(),
             "fhir.max_body".into(),
             format!("{} is out of range: 1B to 64MiB", f.max_body.get_ref()),
+        );
+    }
+    if *f.max_connections.get_ref() == 0 {
+        err(
+            f.max_connections.span(),
+            "fhir.max_connections".into(),
+            "must be at least 1".into(),
         );
     }
     let max_page = *f.max_page_size.get_ref();

@@ -1346,3 +1346,29 @@ fn the_gateway_answers_during_the_shutdown_grace() {
     assert_eq!(http_get(fhir, "/fhir/metadata").map(|r| r.0), Some(200));
     assert_eq!(b.stop(), Some(0));
 }
+
+/// A client that stops sending its body half-way is answered 408 with an
+/// OperationOutcome once `request_timeout` has passed, not held for ever.
+#[test]
+fn a_body_that_stops_half_way_gets_408() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let b = Broker::start(
+        &config("request_timeout = \"1s\"\n"),
+        &tmp.path().join("data"),
+    );
+    let fhir = b.fhir.expect("gateway");
+    let mut s = std::net::TcpStream::connect(fhir).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(
+        b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n\
+          Content-Length: 1000\r\n\r\n{\"resourceType\":\"Pat",
+    )
+    .expect("write");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("OperationOutcome"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}

@@ -26,12 +26,29 @@ use std::collections::{HashMap, HashSet};
 /// them all, and each is answered in one response.
 pub const MAX_BUNDLE_ENTRIES: usize = 1000;
 
-/// Read a body, refusing one over `cap` bytes before buffering it.
+/// A request body, read, with its slot ([`super::BODY_SLOTS`]): held until
+/// the request is answered.
+struct Body {
+    bytes: Vec<u8>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Read a body, refusing one over `cap` bytes before buffering it, and one
+/// that takes longer than the request timeout to arrive (408). Waits for a
+/// body slot first (503 when none frees up in time).
 async fn read_body(
+    ctx: &Ctx,
     req: &HttpRequest,
     mut payload: web::Payload,
     cap: usize,
-) -> Result<Vec<u8>, FhirError> {
+) -> Result<Body, FhirError> {
     let too_large = || {
         FhirError::new(
             StatusCode::BAD_REQUEST,
@@ -47,15 +64,42 @@ async fn read_body(
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(cap));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| FhirError::invalid(format!("cannot read the body: {e}")))?;
-        if body.len() + chunk.len() > cap {
-            return Err(too_large());
+    let slot = tokio::time::timeout(VIEW_WAIT_MAX, ctx.bodies.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            FhirError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                format!("too many requests in progress for {VIEW_WAIT_MAX:?}: try again later"),
+            )
+        })?;
+    let read = async {
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(cap));
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| FhirError::invalid(format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > cap {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    let bytes = tokio::time::timeout(ctx.request_timeout, read)
+        .await
+        .map_err(|_| {
+            FhirError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the body did not arrive within {:?} (fhir.request_timeout)",
+                    ctx.request_timeout
+                ),
+            )
+        })??;
+    Ok(Body { bytes, _slot: slot })
 }
 
 /// The topic a resource of type `t` is written to.
@@ -325,7 +369,7 @@ async fn create_inner(
 ) -> Result<HttpResponse, FhirError> {
     check_type(t)?;
     ctx.authorize(req, t, true)?;
-    let body = read_body(req, body, ctx.max_body).await?;
+    let body = read_body(ctx, req, body, ctx.max_body).await?;
     let mut map = resource::parse_resource(&body)?;
     if type_of(&map) != t {
         return Err(FhirError::invalid(format!(
@@ -405,7 +449,7 @@ async fn update_inner(
     check_type(t)?;
     check_id(id)?;
     ctx.authorize(req, t, true)?;
-    let body = read_body(req, body, ctx.max_body).await?;
+    let body = read_body(ctx, req, body, ctx.max_body).await?;
     let map = resource::parse_resource(&body)?;
     if type_of(&map) != t {
         return Err(FhirError::invalid(format!(
@@ -508,7 +552,7 @@ async fn bundle_inner(
     // The token must be valid before anything is parsed; each entry's type
     // is checked against its scopes below.
     ctx.authenticate(req)?;
-    let body = read_body(req, body, ctx.max_body).await?;
+    let body = read_body(ctx, req, body, ctx.max_body).await?;
     let bundle = resource::parse_resource(&body)?;
     if type_of(&bundle) != "Bundle" {
         return Err(FhirError::invalid(format!(

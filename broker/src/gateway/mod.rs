@@ -62,6 +62,12 @@ pub const VIEW_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Subscriptions), to be routed like any other event.
 pub const INBOUND_TOPIC: &str = "fhir.inbound";
 
+/// Request bodies read and parsed at once. Writes are applied one at a
+/// time anyway (the write lock); more bodies in hand would only hold parsed
+/// JSON — tens of times its size — in memory while they queue. Others wait
+/// in their sockets.
+pub const BODY_SLOTS: usize = 4;
+
 /// What the handlers share.
 pub struct Ctx {
     /// Where records are written and the view lives.
@@ -74,6 +80,10 @@ pub struct Ctx {
     pub base: String,
     /// Largest request body.
     pub max_body: usize,
+    /// Request bodies read and parsed at once ([`BODY_SLOTS`]).
+    pub bodies: Arc<tokio::sync::Semaphore>,
+    /// Longest a client may take to send a body.
+    pub request_timeout: Duration,
     /// Entries per page without `_count`.
     pub page_size: usize,
     /// Largest `_count` honoured.
@@ -213,6 +223,8 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
         view,
         base: config.base().to_string(),
         max_body: config.max_body_bytes(),
+        bodies: Arc::new(tokio::sync::Semaphore::new(BODY_SLOTS)),
+        request_timeout: config.request_timeout.0,
         page_size: *config.page_size.get_ref(),
         max_page_size: *config.max_page_size.get_ref(),
         max_subscriptions: *config.subscriptions.max.get_ref(),
@@ -293,6 +305,12 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
             .default_service(web::to(unknown))
     })
     .workers(GATEWAY_WORKERS)
+    .max_connections(
+        (*config.max_connections.get_ref())
+            .div_ceil(GATEWAY_WORKERS)
+            .max(1),
+    )
+    .client_request_timeout(config.request_timeout.0)
     .disable_signals()
     .shutdown_timeout(1)
     .bind(config.listen.get_ref())
