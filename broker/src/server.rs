@@ -466,6 +466,7 @@ async fn start_protocol(
         max_frame: p.max_frame_bytes(),
         max_connections: *p.max_connections.get_ref(),
         max_credits: *p.max_credits.get_ref(),
+        max_pending: p.max_pending.0,
         connections: AtomicUsize::new(0),
         tls,
         config: shared_config.clone(),

@@ -51,6 +51,12 @@ pub struct ProtocolConfig {
     /// may ask for (default 1024).
     #[serde(default = "default_max_credits")]
     pub max_credits: Spanned<u32>,
+    /// Most bytes queued for one connection that it has not read yet
+    /// (default `"64MiB"`): a client that stops reading while it sends
+    /// requests or has deliveries coming is closed as a slow consumer (its
+    /// unacknowledged group records go back to the group).
+    #[serde(default = "default_max_pending")]
+    pub max_pending: ByteSize,
     /// TLS: `{ cert = "server.pem", key = "server.key" }` (PEM files;
     /// optional `client_ca` for mutual TLS). Unset: plain TCP.
     #[serde(default)]
@@ -65,6 +71,9 @@ fn default_max_frame() -> Spanned<ByteSize> {
 }
 fn default_max_connections() -> Spanned<usize> {
     Spanned::new(0..0, DEFAULT_PROTOCOL_MAX_CONNECTIONS)
+}
+fn default_max_pending() -> ByteSize {
+    ByteSize(64 << 20)
 }
 fn default_max_credits() -> Spanned<u32> {
     Spanned::new(0..0, DEFAULT_MAX_CREDITS)

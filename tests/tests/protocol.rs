@@ -865,3 +865,45 @@ async fn groups_left_empty_do_not_fill_the_table() {
         .await
         .expect("another client's group");
 }
+
+/// A client that sends requests without reading the answers is closed as a
+/// slow consumer once `max_pending` bytes wait for it: the broker does not
+/// hold an unbounded queue of answers.
+#[test]
+fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let b = Broker::start(
+        &format!(
+            "{}{}",
+            listener_config("in", ""),
+            protocol_config("max_pending = \"64KiB\"\n")
+        ),
+        &tmp.path().join("data"),
+    );
+    let mut s = std::net::TcpStream::connect(b.protocol()).expect("connect");
+    s.set_write_timeout(Some(WAIT)).expect("timeout");
+    let hello = ClientFrame::Hello {
+        version: 1,
+        client_name: "slow".into(),
+        token: String::new(),
+    };
+    s.write_all(&frame::to_bytes(&hello, MAX_FRAME).expect("encode"))
+        .expect("hello");
+    // Lists of topics, never read: their answers pile up at the broker.
+    let list =
+        frame::to_bytes(&ClientFrame::ListTopics { request_id: 7 }, MAX_FRAME).expect("encode");
+    let mut closed = false;
+    for _ in 0..2_000_000 {
+        if s.write_all(&list).is_err() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the broker never closed the connection");
+    wait_for("the slow-consumer count", || {
+        http_get(b.http.expect("http"), "/metrics").is_some_and(|(_, m)| {
+            m.lines()
+                .any(|l| l.starts_with("medbus_protocol_errors_total{kind=\"slow_consumer\"} 1"))
+        })
+    });
+}

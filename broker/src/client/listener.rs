@@ -37,6 +37,9 @@ pub struct ProtocolContext {
     pub max_connections: usize,
     /// Largest credit window granted.
     pub max_credits: u32,
+    /// Most bytes queued for a connection before it is closed as a slow
+    /// consumer.
+    pub max_pending: u64,
     /// Connections open right now (enforces `max_connections`).
     pub connections: AtomicUsize,
     /// Set when `[protocol] tls` is: every connection is TLS.

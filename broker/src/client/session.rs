@@ -62,25 +62,86 @@ type WriteCodec = FrameCodec<ClientFrame, ServerOut<RawRecord>>;
 /// Queues frames for the socket. `actix::io::SinkWrite` rather than
 /// `actix::io::FramedWrite`: its `close` wakes the writer, so a close with
 /// nothing left to write still completes.
-struct Writer(SinkWrite<ServerOut<RawRecord>, FramedWrite<WriteHalf<BoxIo>, WriteCodec>>);
+///
+/// It also knows how far the peer lags behind: bytes queued (estimated as
+/// frames are queued) less bytes the socket has taken.
+struct Writer {
+    sink: SinkWrite<ServerOut<RawRecord>, FramedWrite<Counted<WriteHalf<BoxIo>>, WriteCodec>>,
+    queued: u64,
+    written: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A writer that counts the bytes the socket takes.
+struct Counted<W> {
+    inner: W,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            self.count.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Bytes a frame takes on the wire, near enough to account for a peer's
+/// backlog (its header and fixed fields count as 48).
+fn wire_estimate(frame: &ServerFrame) -> u64 {
+    48 + match frame {
+        ServerFrame::Topics { topics, .. } => topics.iter().map(|t| t.name.len() as u64 + 48).sum(),
+        ServerFrame::Error { message, .. } => message.len() as u64,
+        ServerFrame::Published { offsets, .. } => 8 * offsets.len() as u64,
+        ServerFrame::Welcome { server, client, .. } => (server.len() + client.len()) as u64,
+        _ => 0,
+    }
+}
 
 impl Writer {
     fn write(&mut self, frame: ServerFrame) {
+        self.queued += wire_estimate(&frame);
         // Refused only once closing: nothing more is owed to the peer then.
-        let _ = self.0.write(ServerOut::Frame(frame));
+        let _ = self.sink.write(ServerOut::Frame(frame));
     }
 
     /// A delivery, sent as the record is stored.
     fn deliver(&mut self, subscription: u64, offset: u64, record: RawRecord) {
-        let _ = self.0.write(ServerOut::Deliver {
+        self.queued += 48 + record.stored().len() as u64;
+        let _ = self.sink.write(ServerOut::Deliver {
             subscription,
             offset,
             record,
         });
     }
 
+    /// Bytes queued that the socket has not taken yet.
+    fn backlog(&self) -> u64 {
+        self.queued
+            .saturating_sub(self.written.load(Ordering::Relaxed))
+    }
+
     fn close(&mut self) {
-        self.0.close();
+        self.sink.close();
     }
 }
 
@@ -118,13 +179,24 @@ impl ClientSession {
     pub fn start_for(ctx: Arc<ProtocolContext>, io: BoxIo, peer: SocketAddr) {
         let (read, write) = tokio::io::split(io);
         let max_frame = ctx.max_frame;
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         ClientSession::create(move |actor_ctx| {
             actor_ctx.add_stream(FramedRead::new(read, Codec::new(max_frame, MAX_FRAME)));
             ClientSession {
-                writer: Writer(SinkWrite::new(
-                    FramedWrite::new(write, WriteCodec::new(max_frame, MAX_FRAME)),
-                    actor_ctx,
-                )),
+                writer: Writer {
+                    sink: SinkWrite::new(
+                        FramedWrite::new(
+                            Counted {
+                                inner: write,
+                                count: written.clone(),
+                            },
+                            WriteCodec::new(max_frame, MAX_FRAME),
+                        ),
+                        actor_ctx,
+                    ),
+                    queued: 0,
+                    written,
+                },
                 ctx,
                 peer,
                 principal: None,
@@ -150,6 +222,28 @@ impl ClientSession {
             code: code.as_u16(),
             message,
         });
+    }
+
+    /// Close the connection when the peer has left more than
+    /// `max_pending` bytes unread (it sends requests, or deliveries come,
+    /// faster than it reads): what is queued for it is memory the broker
+    /// holds. Its unacknowledged group records go back to the group.
+    fn slow_consumer(&mut self, ctx: &mut Context<Self>) -> bool {
+        let backlog = self.writer.backlog();
+        if backlog <= self.ctx.max_pending {
+            return false;
+        }
+        tracing::warn!(peer = %self.peer, backlog, "slow consumer: closing the connection");
+        self.fail(
+            "slow_consumer",
+            ErrorCode::LimitReached,
+            format!(
+                "slow consumer: {backlog} bytes not read, over the broker's max_pending of {} bytes",
+                self.ctx.max_pending
+            ),
+            ctx,
+        );
+        true
     }
 
     /// Send an error about the connection, then close it.
@@ -811,7 +905,7 @@ impl Actor for ClientSession {
 
 impl StreamHandler<Result<ClientFrame, ConnectionError>> for ClientSession {
     fn handle(&mut self, item: Result<ClientFrame, ConnectionError>, ctx: &mut Context<Self>) {
-        if self.closing {
+        if self.closing || self.slow_consumer(ctx) {
             return;
         }
         match item {
@@ -857,11 +951,12 @@ impl WriteHandler<ConnectionError> for ClientSession {
 impl Handler<Deliver> for ClientSession {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         if self.closing || !self.subs.contains_key(&msg.subscription) {
             return;
         }
         self.writer
             .deliver(msg.subscription, msg.offset, msg.record);
+        self.slow_consumer(ctx);
     }
 }
