@@ -331,7 +331,10 @@ impl ClientSession {
                 request_id,
                 "invalid_request",
                 ErrorCode::InvalidRequest,
-                format!("invalid topic name {topic:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
+                format!(
+                    "invalid topic name {:?}: use 1 to 200 of A-Z a-z 0-9 . _ -",
+                    shown(topic)
+                ),
             );
         } else if !granted {
             self.refuse(
@@ -779,6 +782,15 @@ impl ClientSession {
     }
 }
 
+/// At most the first 64 characters of a name a client sent, for an error
+/// text (which is also logged): a refused name may be a MiB long.
+fn shown(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name.to_string(),
+    }
+}
+
 /// Whether `g` is a valid consumer group name.
 fn valid_group(g: &str) -> bool {
     !g.is_empty()
@@ -793,7 +805,10 @@ impl ClientSession {
             request_id,
             "invalid_request",
             ErrorCode::InvalidRequest,
-            format!("invalid group name {g:?}: use 1 to {MAX_NAME_BYTES} of A-Z a-z 0-9 . _ -"),
+            format!(
+                "invalid group name {:?}: use 1 to {MAX_NAME_BYTES} of A-Z a-z 0-9 . _ -",
+                shown(g)
+            ),
         );
     }
 
@@ -823,7 +838,7 @@ impl ClientSession {
                 request_id,
                 "invalid_request",
                 ErrorCode::InvalidRequest,
-                format!("invalid topic name {topic:?}"),
+                format!("invalid topic name {:?}", shown(&topic)),
             );
         }
         let shared = self.ctx.clone();
