@@ -298,19 +298,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             token,
         } => {
             let remote = cli::remote::Remote { server, token };
-            match cli::remote::delete_group(&remote, &group, &topic) {
-                Ok(()) => {
-                    println!("group {group:?} on {topic:?} deleted");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(cli::remote::RemoteError::Client(
-                    medbus_protocol::client::ClientError::Server { code, message },
-                )) if code == medbus_protocol::ErrorCode::InvalidRequest.as_u16() => {
-                    eprintln!("medbus delete-group: {message}");
-                    Ok(ExitCode::from(2))
-                }
-                Err(e) => Err(e.into()),
-            }
+            admin_answer(
+                "delete-group",
+                cli::remote::delete_group(&remote, &group, &topic),
+                |()| println!("group {group:?} on {topic:?} deleted"),
+            )
         }
         Command::Replay {
             route,
@@ -328,19 +320,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             if let Some(server) = server {
                 let remote = cli::remote::Remote { server, token };
-                return match cli::remote::replay(&remote, kind == "destination", &name, from, to) {
-                    Ok(summary) => {
-                        println!("{summary}");
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    Err(cli::remote::RemoteError::Client(
-                        medbus_protocol::client::ClientError::Server { code, message },
-                    )) if code == medbus_protocol::ErrorCode::InvalidRequest.as_u16() => {
-                        eprintln!("medbus replay: {message}");
-                        Ok(ExitCode::from(2))
-                    }
-                    Err(e) => Err(e.into()),
-                };
+                return admin_answer(
+                    "replay",
+                    cli::remote::replay(&remote, kind == "destination", &name, from, to),
+                    |summary| println!("{summary}"),
+                );
             }
             let Some(data_dir) = data_dir else {
                 return Ok(ExitCode::from(2));
@@ -616,6 +600,30 @@ fn raise_open_files_limit(max_topics: usize) {
             max_topics,
             "the open-files limit may be reached before storage.max_topics: raise it (ulimit -n, LimitNOFILE) or lower max_topics"
         );
+    }
+}
+
+/// The exit of an admin request over the protocol: `shown` prints its
+/// answer; a request the broker refuses as invalid (unknown name, a group
+/// still in use …) is a usage error (exit 2) with the broker's message.
+fn admin_answer<T>(
+    command: &str,
+    answer: Result<T, cli::remote::RemoteError>,
+    shown: impl FnOnce(T),
+) -> anyhow::Result<ExitCode> {
+    match answer {
+        Ok(v) => {
+            shown(v);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(cli::remote::RemoteError::Client(medbus_protocol::client::ClientError::Server {
+            code,
+            message,
+        })) if code == medbus_protocol::ErrorCode::InvalidRequest.as_u16() => {
+            eprintln!("medbus {command}: {message}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

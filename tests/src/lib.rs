@@ -504,6 +504,20 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// The `hl7.control_id` header of every record of `topic` in a stopped
+/// broker's data directory, in offset order.
+pub fn dumped_control_ids(data_dir: &Path, topic: &str) -> Vec<String> {
+    dump(data_dir, topic)
+        .iter()
+        .map(|r| {
+            r["headers"]["hl7.control_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
 /// One topic as the running broker's `/api/status` reports it.
 pub fn status_topic(broker: &Broker, name: &str) -> Option<serde_json::Value> {
     let (_, body) = http_get(broker.http?, "/api/status")?;

@@ -122,15 +122,7 @@ fn a_corpus_stream_is_delivered_in_order() {
             && peer.received().len() >= 30
     });
     assert_eq!(broker.stop(), Some(0));
-    let stored: Vec<String> = dump(&data, "hl7.in")
-        .iter()
-        .map(|r| {
-            r["headers"]["hl7.control_id"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
+    let stored: Vec<String> = dumped_control_ids(&data, "hl7.in");
     let got: Vec<String> = peer.received().into_iter().map(|(c, _)| c).collect();
     assert_eq!(got, stored, "delivered once each, in topic order");
 }

@@ -375,15 +375,7 @@ fn sigterm_under_load_answers_every_stored_message() {
     for s in senders {
         answered.extend(s.join().expect("sender"));
     }
-    let stored: Vec<String> = dump(&data, "hl7.inbound")
-        .iter()
-        .map(|r| {
-            r["headers"]["hl7.control_id"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
+    let stored: Vec<String> = dumped_control_ids(&data, "hl7.inbound");
     assert!(stored.len() > 200);
     for id in &stored {
         assert_eq!(

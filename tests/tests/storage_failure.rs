@@ -163,15 +163,7 @@ fn a_full_disk_gives_negative_acks_and_ingest_resumes_when_space_is_freed() {
     assert_eq!(send(&mut c, "AFTER").0, "AA");
     drop(c);
     assert_eq!(broker.stop(), Some(0));
-    let stored: Vec<String> = dump(&data, "hl7.inbound")
-        .iter()
-        .map(|r| {
-            r["headers"]["hl7.control_id"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
+    let stored: Vec<String> = dumped_control_ids(&data, "hl7.inbound");
     assert_eq!(
         stored,
         vec!["BEFORE", "AFTER"],
