@@ -88,7 +88,7 @@ impl Actor for Retention {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let interval = self.config.interval.0;
+        let interval = self.config.interval.get_ref().0;
         let task = run(
             self.config.clone(),
             self.store.clone(),

@@ -34,7 +34,7 @@ pub struct RetentionConfig {
     pub force: bool,
     /// Time between retention passes (default `"1m"`).
     #[serde(default = "default_interval")]
-    pub interval: HumanDuration,
+    pub interval: Spanned<HumanDuration>,
     /// Per-topic overrides; the first whose glob matches applies.
     #[serde(default)]
     pub topics: Vec<TopicRetention>,
@@ -64,8 +64,8 @@ pub struct TopicRetention {
 fn default_max_age() -> HumanDuration {
     HumanDuration(DEFAULT_MAX_AGE)
 }
-fn default_interval() -> HumanDuration {
-    HumanDuration(DEFAULT_RETENTION_INTERVAL)
+fn default_interval() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(DEFAULT_RETENTION_INTERVAL))
 }
 
 impl Default for RetentionConfig {

@@ -84,6 +84,10 @@ fn error_table() {
             "t.toml:4:19: listeners[0].max_connections: must be at least 1",
         ),
         (
+            "[retention]\nmax_records = 5\ninterval = \"0s\"\n",
+            "t.toml:3:12: retention.interval: must be greater than zero",
+        ),
+        (
             "[mapping]\nthreads = 0\n",
             "t.toml:2:11: mapping.threads: must be 1 to 256",
         ),

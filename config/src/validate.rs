@@ -168,9 +168,9 @@ pub fn validate(config: &Config, file: &str, text: &str) -> Vec<ConfigError> {
             );
         }
     }
-    if config.retention.interval.0.is_zero() {
+    if config.retention.interval.get_ref().0.is_zero() {
         err(
-            0..0,
+            config.retention.interval.span(),
             "retention.interval".into(),
             "must be greater than zero".into(),
         );
