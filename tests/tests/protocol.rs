@@ -907,3 +907,25 @@ fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
         })
     });
 }
+
+/// Topics the broker owns are not writable by clients, whatever their
+/// patterns: dead letters (forged ones would mislead operators) and the
+/// FHIR gateway's Subscriptions (each a rest-hook the broker would call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_write_topics_the_broker_owns() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let b = Broker::start(&config(""), &tmp.path().join("data"));
+    let client = connect(&b).await;
+    for topic in ["dlq.in", "fhir.Subscription"] {
+        match client.publish(topic, rec("forged")).await {
+            Err(ClientError::Server { code, .. }) => {
+                assert_eq!(code, ErrorCode::Forbidden.as_u16(), "{topic}")
+            }
+            other => panic!("{topic}: {other:?}"),
+        }
+    }
+    client
+        .publish("app.events", rec("fine"))
+        .await
+        .expect("a topic of its own");
+}

@@ -357,9 +357,12 @@ impl ClientSession {
         records: Vec<PublishRecord>,
         ctx: &mut Context<Self>,
     ) {
-        // Dead-letter topics are the broker's own (and exempt from the
-        // topic cap): no client writes them.
-        let granted = principal.may_publish(&topic) && !topic.starts_with(DEAD_LETTER_PREFIX);
+        // Dead-letter topics (exempt from the topic cap) and the FHIR
+        // gateway's Subscriptions (each a rest-hook the broker calls) are
+        // the broker's own: no client writes them.
+        let owned =
+            topic.starts_with(DEAD_LETTER_PREFIX) || topic == crate::gateway::subscription::TOPIC;
+        let granted = principal.may_publish(&topic) && !owned;
         if self.refuse_topic(request_id, &topic, &principal.name, "publish", granted) {
             return;
         }
