@@ -880,6 +880,21 @@ fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
         ),
         &tmp.path().join("data"),
     );
+    // A client that reads its answers is never closed, however much it
+    // has been sent (here several times max_pending, in small answers).
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let reader = connect(&b).await;
+            for _ in 0..20_000 {
+                reader
+                    .ping()
+                    .await
+                    .expect("a reading client stays connected");
+            }
+        });
     let mut s = std::net::TcpStream::connect(b.protocol()).expect("connect");
     s.set_write_timeout(Some(WAIT)).expect("timeout");
     let hello = ClientFrame::Hello {
@@ -889,23 +904,30 @@ fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
     };
     s.write_all(&frame::to_bytes(&hello, MAX_FRAME).expect("encode"))
         .expect("hello");
-    // Lists of topics, never read: their answers pile up at the broker.
+    // Lists of topics, never read: once the kernel's buffers are full
+    // (tens of MB on loopback), their answers pile up at the broker.
     let list =
         frame::to_bytes(&ClientFrame::ListTopics { request_id: 7 }, MAX_FRAME).expect("encode");
+    let burst = list.repeat(1000);
+    let counted = || {
+        http_get(b.http.expect("http"), "/metrics").is_some_and(|(_, m)| {
+            m.lines()
+                .any(|l| l.starts_with("medbus_protocol_errors_total{kind=\"slow_consumer\"} 1"))
+        })
+    };
     let mut closed = false;
-    for _ in 0..2_000_000 {
-        if s.write_all(&list).is_err() {
+    for i in 0..20_000 {
+        if s.write_all(&burst).is_err() {
+            closed = true;
+            break;
+        }
+        if i % 500 == 499 && counted() {
             closed = true;
             break;
         }
     }
     assert!(closed, "the broker never closed the connection");
-    wait_for("the slow-consumer count", || {
-        http_get(b.http.expect("http"), "/metrics").is_some_and(|(_, m)| {
-            m.lines()
-                .any(|l| l.starts_with("medbus_protocol_errors_total{kind=\"slow_consumer\"} 1"))
-        })
-    });
+    wait_for("the slow-consumer count", counted);
 }
 
 /// Topics the broker owns are not writable by clients, whatever their

@@ -63,18 +63,62 @@ type WriteCodec = FrameCodec<ClientFrame, ServerOut<RawRecord>>;
 /// `actix::io::FramedWrite`: its `close` wakes the writer, so a close with
 /// nothing left to write still completes.
 ///
-/// It also knows how far the peer lags behind: bytes queued (estimated as
-/// frames are queued) less bytes the socket has taken.
+/// It also knows how far the peer lags behind: frames queued and not yet
+/// encoded (each counted at an estimate of its size, taken back exactly
+/// when it is encoded, so estimates never add up), plus encoded bytes the
+/// socket has not taken.
 struct Writer {
-    sink: SinkWrite<ServerOut<RawRecord>, FramedWrite<Counted<WriteHalf<BoxIo>>, WriteCodec>>,
-    queued: u64,
-    written: Arc<std::sync::atomic::AtomicU64>,
+    sink: SinkWrite<ServerOut<RawRecord>, FramedWrite<Counted<WriteHalf<BoxIo>>, CountingCodec>>,
+    counts: Arc<Backlog>,
+}
+
+/// Shared between the writer, its codec and its socket wrapper.
+#[derive(Default)]
+struct Backlog {
+    /// Estimated bytes of frames queued, not yet encoded.
+    queued: std::sync::atomic::AtomicU64,
+    /// Exact bytes encoded.
+    encoded: std::sync::atomic::AtomicU64,
+    /// Exact bytes the socket took.
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl Backlog {
+    fn bytes(&self) -> u64 {
+        (self.queued.load(Ordering::Relaxed) + self.encoded.load(Ordering::Relaxed))
+            .saturating_sub(self.written.load(Ordering::Relaxed))
+    }
+}
+
+/// The frame codec, counting what it encodes (see [`Backlog`]).
+struct CountingCodec {
+    inner: WriteCodec,
+    counts: Arc<Backlog>,
+}
+
+impl tokio_util::codec::Encoder<ServerOut<RawRecord>> for CountingCodec {
+    type Error = <WriteCodec as tokio_util::codec::Encoder<ServerOut<RawRecord>>>::Error;
+
+    fn encode(
+        &mut self,
+        item: ServerOut<RawRecord>,
+        dst: &mut bytes::BytesMut,
+    ) -> Result<(), Self::Error> {
+        let estimate = wire_estimate(&item);
+        let before = dst.len();
+        let encoded = self.inner.encode(item, dst);
+        let c = &self.counts;
+        c.queued.fetch_sub(estimate, Ordering::Relaxed);
+        c.encoded
+            .fetch_add(dst.len().saturating_sub(before) as u64, Ordering::Relaxed);
+        encoded
+    }
 }
 
 /// A writer that counts the bytes the socket takes.
 struct Counted<W> {
     inner: W,
-    count: Arc<std::sync::atomic::AtomicU64>,
+    counts: Arc<Backlog>,
 }
 
 impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<W> {
@@ -85,7 +129,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<W> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(n)) = &polled {
-            self.count.fetch_add(*n as u64, Ordering::Relaxed);
+            self.counts.written.fetch_add(*n as u64, Ordering::Relaxed);
         }
         polled
     }
@@ -105,29 +149,38 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<W> {
     }
 }
 
-/// Bytes a frame takes on the wire, near enough to account for a peer's
-/// backlog (its header and fixed fields count as 48).
-fn wire_estimate(frame: &ServerFrame) -> u64 {
-    48 + match frame {
-        ServerFrame::Topics { topics, .. } => topics.iter().map(|t| t.name.len() as u64 + 48).sum(),
-        ServerFrame::Error { message, .. } => message.len() as u64,
-        ServerFrame::Published { offsets, .. } => 8 * offsets.len() as u64,
-        ServerFrame::Welcome { server, client, .. } => (server.len() + client.len()) as u64,
-        _ => 0,
+/// About the bytes a frame takes on the wire (a delivery: its stored
+/// record plus 48; another frame: 48 plus its variable parts). Only a
+/// placeholder until the frame is encoded (see [`Backlog`]).
+fn wire_estimate(out: &ServerOut<RawRecord>) -> u64 {
+    48 + match out {
+        ServerOut::Deliver { record, .. } => record.stored().len() as u64,
+        ServerOut::Frame(ServerFrame::Topics { topics, .. }) => {
+            topics.iter().map(|t| t.name.len() as u64 + 48).sum()
+        }
+        ServerOut::Frame(ServerFrame::Error { message, .. }) => message.len() as u64,
+        ServerOut::Frame(ServerFrame::Published { offsets, .. }) => 8 * offsets.len() as u64,
+        ServerOut::Frame(_) => 0,
     }
 }
 
 impl Writer {
+    fn queue(&mut self, out: ServerOut<RawRecord>) {
+        self.counts
+            .queued
+            .fetch_add(wire_estimate(&out), Ordering::Relaxed);
+        // Refused only once closing: nothing more is owed to the peer then
+        // (what was counted for it no longer matters either).
+        let _ = self.sink.write(out);
+    }
+
     fn write(&mut self, frame: ServerFrame) {
-        self.queued += wire_estimate(&frame);
-        // Refused only once closing: nothing more is owed to the peer then.
-        let _ = self.sink.write(ServerOut::Frame(frame));
+        self.queue(ServerOut::Frame(frame));
     }
 
     /// A delivery, sent as the record is stored.
     fn deliver(&mut self, subscription: u64, offset: u64, record: RawRecord) {
-        self.queued += 48 + record.stored().len() as u64;
-        let _ = self.sink.write(ServerOut::Deliver {
+        self.queue(ServerOut::Deliver {
             subscription,
             offset,
             record,
@@ -136,8 +189,7 @@ impl Writer {
 
     /// Bytes queued that the socket has not taken yet.
     fn backlog(&self) -> u64 {
-        self.queued
-            .saturating_sub(self.written.load(Ordering::Relaxed))
+        self.counts.bytes()
     }
 
     fn close(&mut self) {
@@ -179,7 +231,7 @@ impl ClientSession {
     pub fn start_for(ctx: Arc<ProtocolContext>, io: BoxIo, peer: SocketAddr) {
         let (read, write) = tokio::io::split(io);
         let max_frame = ctx.max_frame;
-        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counts = Arc::new(Backlog::default());
         ClientSession::create(move |actor_ctx| {
             actor_ctx.add_stream(FramedRead::new(read, Codec::new(max_frame, MAX_FRAME)));
             ClientSession {
@@ -188,14 +240,16 @@ impl ClientSession {
                         FramedWrite::new(
                             Counted {
                                 inner: write,
-                                count: written.clone(),
+                                counts: counts.clone(),
                             },
-                            WriteCodec::new(max_frame, MAX_FRAME),
+                            CountingCodec {
+                                inner: WriteCodec::new(max_frame, MAX_FRAME),
+                                counts: counts.clone(),
+                            },
                         ),
                         actor_ctx,
                     ),
-                    queued: 0,
-                    written,
+                    counts,
                 },
                 ctx,
                 peer,
