@@ -864,6 +864,37 @@ async fn groups_left_empty_do_not_fill_the_table() {
         .subscribe(SubscribeOptions::new("t.groups").group("late"))
         .await
         .expect("another client's group");
+    // Unsubscribe and subscribe again back to back: the new subscription
+    // is served (its Join may queue behind the Leave that emptied the group).
+    client
+        .publish_batch("t.groups", (0..50).map(|i| rec(&format!("r{i}"))).collect())
+        .await
+        .expect("publish");
+    for round in 0..20 {
+        let first = client
+            .subscribe(SubscribeOptions::new("t.groups").group("again").credits(1))
+            .await
+            .expect("subscribe");
+        let (unsub, second) = tokio::join!(
+            client.unsubscribe(first.id()),
+            client.subscribe(
+                SubscribeOptions::new("t.groups")
+                    .group("again")
+                    .start(StartAt::Earliest)
+                    .credits(1)
+            )
+        );
+        unsub.expect("unsubscribe");
+        let mut second = second.expect("subscribe again");
+        let d = next(&mut second).await;
+        second.ack(d.offset).await.expect("ack");
+        client.unsubscribe(second.id()).await.expect("unsubscribe");
+        assert!(
+            d.offset <= round as u64 + 1,
+            "round {round}: offset {}",
+            d.offset
+        );
+    }
 }
 
 /// A client that sends requests without reading the answers is closed as a

@@ -169,6 +169,8 @@ pub struct Dispatcher {
     members: BTreeMap<u64, Member>,
     /// The member that got the last record (round robin).
     last_member: u64,
+    /// The store closed (the broker stops): stop whatever the members.
+    store_closed: bool,
 }
 
 impl Dispatcher {
@@ -188,6 +190,7 @@ impl Dispatcher {
             acked: BTreeSet::new(),
             members: BTreeMap::new(),
             last_member: 0,
+            store_closed: false,
         }
     }
 
@@ -379,6 +382,18 @@ impl Actor for Dispatcher {
         });
         ctx.add_stream(commits);
     }
+
+    /// A group's dispatcher told to stop (its last member left) goes on
+    /// when a member joined meanwhile: a Join queued behind that Leave (an
+    /// unsubscribe and subscribe back to back) must not land on a
+    /// dispatcher that then stops under it.
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        if self.group.is_some() && !self.members.is_empty() && !self.store_closed {
+            Running::Continue
+        } else {
+            Running::Stop
+        }
+    }
 }
 
 impl StreamHandler<()> for Dispatcher {
@@ -388,6 +403,7 @@ impl StreamHandler<()> for Dispatcher {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         // The store closed: the broker is stopping.
+        self.store_closed = true;
         ctx.stop();
     }
 }

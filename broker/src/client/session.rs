@@ -562,17 +562,41 @@ impl ClientSession {
         let subscription = self.next_sub;
         self.next_sub += 1;
         let member = dispatcher::next_member_id();
-        let join = dispatcher.send(Join {
-            member,
-            subscription,
-            credits,
-            recipient: ctx.address().recipient(),
-            start,
-        });
+        let recipient = ctx.address().recipient();
+        let shared = self.ctx.clone();
+        let join = async move {
+            let mut dispatcher = dispatcher;
+            let mut attempts = 0;
+            loop {
+                let joined = dispatcher
+                    .send(Join {
+                        member,
+                        subscription,
+                        credits,
+                        recipient: recipient.clone(),
+                        start: start.clone(),
+                    })
+                    .await;
+                attempts += 1;
+                // A group's dispatcher stops with its last member: one that
+                // stopped between the lookup and the Join is replaced.
+                let stale = joined.is_err() && attempts < 3;
+                match (stale, &group) {
+                    (true, Some(g)) => {
+                        shared.groups.remove(g, &topic, &dispatcher);
+                        match shared.groups.get(g, &topic, &shared.store, &shared.metrics) {
+                            Some(d) => dispatcher = d,
+                            None => return (dispatcher, joined),
+                        }
+                    }
+                    _ => return (dispatcher, joined),
+                }
+            }
+        };
         // Wait: the Subscribed reply must be written before any delivery.
         ctx.wait(
             join.into_actor(self)
-                .map(move |result, act, _| match result {
+                .map(move |(dispatcher, result), act, _| match result {
                     Ok(Ok(start_offset)) => {
                         act.writer.write(ServerFrame::Subscribed {
                             request_id,
