@@ -574,7 +574,7 @@ impl ClientSession {
                         subscription,
                         credits,
                         recipient: recipient.clone(),
-                        start: start.clone(),
+                        start,
                     })
                     .await;
                 attempts += 1;
