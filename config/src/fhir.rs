@@ -71,7 +71,7 @@ pub struct FhirConfig {
     /// Longest a request may take to send its body (default `"30s"`); a
     /// slower one is answered 408 and closed.
     #[serde(default = "default_request_timeout")]
-    pub request_timeout: HumanDuration,
+    pub request_timeout: Spanned<HumanDuration>,
     /// Most open connections (default 1024); more wait in the listen queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: Spanned<usize>,
@@ -176,8 +176,8 @@ fn default_listen() -> Spanned<String> {
 fn default_base_path() -> Spanned<String> {
     Spanned::new(0..0, DEFAULT_BASE_PATH.to_string())
 }
-fn default_request_timeout() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(30))
+fn default_request_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(std::time::Duration::from_secs(30)))
 }
 fn default_max_connections() -> Spanned<usize> {
     Spanned::new(0..0, 1024)
@@ -292,6 +292,13 @@ pub(crate) fn validate(
             f.max_body.span(),
             "fhir.max_body".into(),
             format!("{} is out of range: 1B to 64MiB", f.max_body.get_ref()),
+        );
+    }
+    if f.request_timeout.get_ref().0.is_zero() {
+        err(
+            f.request_timeout.span(),
+            "fhir.request_timeout".into(),
+            "must be greater than zero".into(),
         );
     }
     if *f.max_connections.get_ref() == 0 {
@@ -465,6 +472,10 @@ mod tests {
             (
                 "[fhir]\npage_size = 500\n",
                 "t.toml:2:13: fhir.page_size: 500 is out of range",
+            ),
+            (
+                "[fhir]\nrequest_timeout = \"0s\"\n",
+                "t.toml:2:19: fhir.request_timeout: must be greater than zero",
             ),
             (
                 "[fhir]\nmax_page_size = 5000\n",

@@ -41,8 +41,8 @@ impl std::ops::Deref for Body {
 }
 
 /// Read a body, refusing one over `cap` bytes before buffering it, and one
-/// that takes longer than the request timeout to arrive (408). Waits for a
-/// body slot first (503 when none frees up in time).
+/// that takes longer than the request timeout to arrive (408); then wait
+/// for a slot to parse it in (503 when none frees up in time).
 async fn read_body(
     ctx: &Ctx,
     req: &HttpRequest,
@@ -64,17 +64,6 @@ async fn read_body(
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large());
     }
-    let slot = tokio::time::timeout(VIEW_WAIT_MAX, ctx.bodies.clone().acquire_owned())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            FhirError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                format!("too many requests in progress for {VIEW_WAIT_MAX:?}: try again later"),
-            )
-        })?;
     let read = async {
         let mut body = Vec::with_capacity(declared.unwrap_or(0).min(cap));
         while let Some(chunk) = payload.next().await {
@@ -99,6 +88,19 @@ async fn read_body(
                 ),
             )
         })??;
+    // Parsing waits for a slot (the raw body, at most max_body, is all
+    // that is held meanwhile): a slow upload holds no slot.
+    let slot = tokio::time::timeout(VIEW_WAIT_MAX, ctx.bodies.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            FhirError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                format!("too many requests in progress for {VIEW_WAIT_MAX:?}: try again later"),
+            )
+        })?;
     Ok(Body { bytes, _slot: slot })
 }
 

@@ -224,7 +224,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
         base: config.base().to_string(),
         max_body: config.max_body_bytes(),
         bodies: Arc::new(tokio::sync::Semaphore::new(BODY_SLOTS)),
-        request_timeout: config.request_timeout.0,
+        request_timeout: config.request_timeout.get_ref().0,
         page_size: *config.page_size.get_ref(),
         max_page_size: *config.max_page_size.get_ref(),
         max_subscriptions: *config.subscriptions.max.get_ref(),
@@ -310,7 +310,7 @@ pub fn start(config: &FhirConfig, store: Store, metrics: Arc<Metrics>) -> Result
             .div_ceil(GATEWAY_WORKERS)
             .max(1),
     )
-    .client_request_timeout(config.request_timeout.0)
+    .client_request_timeout(config.request_timeout.get_ref().0)
     .disable_signals()
     .shutdown_timeout(1)
     .bind(config.listen.get_ref())
