@@ -403,3 +403,33 @@ fn template_targets_stop_at_the_topic_cap() {
         .as_str()
         .is_some_and(|e| e.contains("storage.max_topics")));
 }
+
+/// A template filled from the message cannot name a dead-letter topic
+/// (MSH-4 = `dlq` in `{sendingFacility}.x`): the record is dead-lettered
+/// with the reason, and the dead-letter topics stay the broker's own.
+#[test]
+fn template_targets_cannot_write_dead_letter_topics() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let routes =
+        "[[routes]]\nname = \"byfac\"\nfrom = \"hl7.in\"\nto = [\"{sendingFacility}.x\"]\n";
+    let broker = Broker::start(&config(routes), &data);
+    let mut c = MllpClient::connect(broker.mllp("in"));
+    for (id, facility) in [("D1", "dlq"), ("D2", "WARD")] {
+        let msg = String::from_utf8(adt_a01(id, "DOE"))
+            .expect("utf8")
+            .replacen("|GENHOSP|", &format!("|{facility}|"), 1);
+        let ack = c.request(msg.as_bytes());
+        assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
+    }
+    wait_for("both routed", || {
+        topic_records(&broker, "dlq.byfac") == 1 && topic_records(&broker, "WARD.x") == 1
+    });
+    assert_eq!(topic_records(&broker, "dlq.x"), 0);
+    drop(c);
+    assert_eq!(broker.stop(), Some(0));
+    let dead = dump(&data, "dlq.byfac");
+    assert!(dead[0]["headers"]["medbus.error"]
+        .as_str()
+        .is_some_and(|e| e.contains("dead-letter topic")));
+}

@@ -18,6 +18,7 @@ use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{
     cursor_key, now_ms, EncodedRecord, EncodedWrite, Record, SharedHeaders, StorageError, Store,
+    DEAD_LETTER_PREFIX,
 };
 use crate::task::LoopHandle;
 use medbus_config::route::CompiledRoute;
@@ -180,21 +181,33 @@ fn prepare(
             }
             // Outputs to topics past `storage.max_topics` would fail the
             // whole batch: the record is dead-lettered instead.
+            // A template filled from the message may name a dead-letter
+            // topic, which only the broker writes (and which the cap does
+            // not count): refused the same way.
             let routed = match result.routed {
-                Routed::Outputs(o) => match o
-                    .records
-                    .iter()
-                    .find(|(t, _)| !may_create(store, &mut creating, t))
-                {
-                    Some((t, _)) => Routed::Failed(
-                        StorageError::TooManyTopics {
-                            topic: t.clone(),
-                            max: store.max_topics(),
+                Routed::Outputs(o) => {
+                    let refused = o.records.iter().find_map(|(t, _)| {
+                        if t.starts_with(DEAD_LETTER_PREFIX) {
+                            Some(format!(
+                                "target {t:?} is a dead-letter topic, which only the broker writes"
+                            ))
+                        } else if !may_create(store, &mut creating, t) {
+                            Some(
+                                StorageError::TooManyTopics {
+                                    topic: t.clone(),
+                                    max: store.max_topics(),
+                                }
+                                .to_string(),
+                            )
+                        } else {
+                            None
                         }
-                        .to_string(),
-                    ),
-                    None => Routed::Outputs(o),
-                },
+                    });
+                    match refused {
+                        Some(reason) => Routed::Failed(reason),
+                        None => Routed::Outputs(o),
+                    }
+                }
                 other => other,
             };
             match routed {

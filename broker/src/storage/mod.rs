@@ -62,8 +62,9 @@ pub const DEDUP_DIR: &str = "dedup";
 const DEDUP_CACHE_BYTES: u64 = 16 << 20;
 
 /// Topics the broker itself writes dead letters to (`dlq.<listener>`,
-/// `dlq.<route>`, …): one per configured component, so they are not counted
-/// against `storage.max_topics`, and no client may publish to them.
+/// `dlq.<route>`, …): one per configured component, so they are created
+/// even when the store holds `storage.max_topics` (they count toward it),
+/// and neither clients nor route templates may write them.
 pub const DEAD_LETTER_PREFIX: &str = "dlq.";
 
 /// Errors from the message store.
