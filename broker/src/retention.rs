@@ -220,7 +220,9 @@ pub async fn pass(
             metrics.set_topic_first_offset(&t.name, f);
         }
     }
-    report_group_lags(store, metrics, &cursors);
+    // Read again: a group deleted during the pass must not get its gauge
+    // back from the list taken at its start.
+    report_group_lags(store, metrics, &store.cursors()?);
     if let Ok(b) = store.size_on_disk() {
         metrics
             .storage_disk_bytes

@@ -84,16 +84,15 @@ impl MllpListener {
     }
 }
 
-impl MllpListener {
-    fn tls_failed(&mut self, peer: SocketAddr, error: &str) {
-        self.ctx.connections.fetch_sub(1, Ordering::Relaxed);
-        ConnectionRefused {
-            listener: &self.ctx.name,
-            peer,
-            reason: RefusalReason::Tls(error.to_string()),
-        }
-        .emit(&self.ctx.metrics);
+/// A TLS handshake failed: its connection is given back and counted.
+fn tls_failed(ctx: &ListenerContext, peer: SocketAddr, error: &str) {
+    ctx.connections.fetch_sub(1, Ordering::Relaxed);
+    ConnectionRefused {
+        listener: &ctx.name,
+        peer,
+        reason: RefusalReason::Tls(error.to_string()),
     }
+    .emit(&ctx.metrics);
 }
 
 impl Actor for MllpListener {
@@ -111,7 +110,7 @@ impl Actor for MllpListener {
 }
 
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
-    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, _ctx: &mut Context<Self>) {
         let (stream, peer) = match item {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -155,28 +154,30 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for MllpListener {
                 MllpSession::start_for(self.ctx.clone(), Box::new(stream), peer);
             }
             Some(acceptor) => {
-                // The handshake runs beside the accept loop, bounded in time.
+                // The handshake runs beside the accept loop, bounded in
+                // time, on its own task: stopping the listener (the drain
+                // at shutdown) must not drop it half-way, or the connection
+                // it counted would never be given back.
                 let acceptor = acceptor.clone();
-                let handshake = async move {
-                    tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                };
-                ctx.spawn(
-                    handshake
-                        .into_actor(self)
-                        .map(move |result, act, _ctx| match result {
-                            Ok(Ok(tls)) => {
-                                ConnectionOpened {
-                                    listener: &act.ctx.name,
-                                    peer,
-                                }
-                                .emit(&act.ctx.metrics);
-                                MllpSession::start_for(act.ctx.clone(), Box::new(tls), peer);
+                let lctx = self.ctx.clone();
+                actix::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        crate::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            ConnectionOpened {
+                                listener: &lctx.name,
+                                peer,
                             }
-                            Ok(Err(e)) => act.tls_failed(peer, &e.to_string()),
-                            Err(_) => act.tls_failed(peer, "handshake timed out"),
-                        }),
-                );
+                            .emit(&lctx.metrics);
+                            MllpSession::start_for(lctx, Box::new(tls), peer);
+                        }
+                        Ok(Err(e)) => tls_failed(&lctx, peer, &e.to_string()),
+                        Err(_) => tls_failed(&lctx, peer, "handshake timed out"),
+                    }
+                });
             }
         }
     }
