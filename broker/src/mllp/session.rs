@@ -34,6 +34,10 @@ use tokio_util::codec::FramedRead;
 /// open for its peer to read the AR and close first.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a session closed by the shutdown drain keeps reading (and
+/// dropping) after its last ACK is flushed, unless the peer closes first.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// One connection from a sending system.
 pub struct MllpSession {
     /// The listener's settings and the store.
@@ -442,9 +446,14 @@ impl WriteHandler<MllpError> for MllpSession {
         // After an oversized frame the write side is shut (the peer has its
         // AR and a FIN); keep reading and dropping until the peer closes or
         // the grace period ends, so no unread data turns the close into a
-        // reset. Otherwise (draining included) the session is done.
-        if !self.closing || self.draining {
+        // reset. Otherwise the session is done.
+        if !self.closing {
             ctx.stop();
+        } else if self.draining {
+            // As after an oversized frame: what the peer still sends is
+            // read and dropped for a moment, so that closing with unread
+            // input does not reset the connection and destroy the last ACK.
+            ctx.run_later(DRAIN_LINGER, |_, ctx| ctx.stop());
         }
     }
 }
