@@ -30,6 +30,10 @@ use std::sync::{Arc, Mutex};
 /// Cursor kind of consumer groups in the cursor tree.
 pub const CURSOR_KIND: &str = "group";
 
+/// Most consumer groups (× topics) with a committed offset in the store:
+/// each holds retention back and has a lag series until deleted.
+pub const MAX_DURABLE_GROUPS: usize = 4096;
+
 /// Records read from the topic per storage call: amortises the read while
 /// keeping one wake-up's work small.
 const READ_BATCH: u64 = 256;
@@ -565,6 +569,19 @@ impl Groups {
         map.retain(|_, addr| addr.connected());
         if map.len() >= MAX_GROUPS && !map.contains_key(&key) {
             return None;
+        }
+        // A group new to the store adds a durable cursor (and a lag series):
+        // their number is capped too; `medbus delete-group` frees one.
+        let cursor = cursor_key(CURSOR_KIND, group, topic);
+        if !matches!(store.cursor(&cursor), Ok(n) if n > 0) {
+            let prefix = format!("{CURSOR_KIND}/");
+            let durable = store
+                .cursors()
+                .map(|c| c.iter().filter(|(k, _)| k.starts_with(&prefix)).count())
+                .unwrap_or(0);
+            if durable >= MAX_DURABLE_GROUPS {
+                return None;
+            }
         }
         let addr = Dispatcher::new(topic, Some(group), store.clone(), metrics.clone()).start();
         map.insert(key, addr.clone());

@@ -545,8 +545,9 @@ impl ClientSession {
                         "limit_reached",
                         ErrorCode::LimitReached,
                         format!(
-                            "the broker tracks at most {} consumer groups",
-                            dispatcher::MAX_GROUPS
+                            "the broker tracks at most {} consumer groups with a member connected and {} with a committed offset (medbus delete-group removes unused ones)",
+                            dispatcher::MAX_GROUPS,
+                            dispatcher::MAX_DURABLE_GROUPS
                         ),
                     );
                 }
