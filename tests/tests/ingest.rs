@@ -395,3 +395,29 @@ fn a_slow_message_is_not_cut_off_by_the_idle_timeout() {
     assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
     assert_eq!(field(&ack, "MSA", 2).as_deref(), Some("SLOW1"));
 }
+
+/// A sender that stops in the middle of a frame for the whole idle timeout
+/// is told so (AR with ERR) before the connection closes: not dropped
+/// without a reply.
+#[test]
+fn idle_in_the_middle_of_a_frame_gets_an_ar_before_the_close() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(
+        &listener_config("stall", "idle_timeout = \"1s\""),
+        &tmp.path().join("data"),
+    );
+    let mut c = MllpClient::connect(broker.mllp("stall"));
+    let msg = adt_a01("STALL1", "DOE");
+    let mut partial = vec![0x0b];
+    partial.extend_from_slice(&msg[..msg.len() / 2]);
+    c.send_raw(&partial).expect("send");
+    let ack = c.read_frame().expect("an AR before the close");
+    assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AR"));
+    assert!(
+        String::from_utf8_lossy(&ack).contains("idle"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    assert!(c.read_frame().is_none(), "then the connection closes");
+    assert_eq!(topic_records(&broker, "hl7.inbound"), 0);
+}

@@ -53,6 +53,9 @@ pub struct MllpSession {
     bytes_read: Arc<AtomicU64>,
     /// `bytes_read` when the idle timer last looked.
     bytes_seen: u64,
+    /// `bytes_read` when the last frame was handled: more than that (and
+    /// more than a trailing CR) when idle means a frame was left unfinished.
+    bytes_at_frame: u64,
     /// Closing after an oversized frame, or draining at shutdown: further
     /// input is dropped.
     closing: bool,
@@ -83,6 +86,7 @@ impl MllpSession {
                 last_activity: Instant::now(),
                 bytes_read,
                 bytes_seen: 0,
+                bytes_at_frame: 0,
                 closing: false,
                 draining: false,
                 discarded,
@@ -362,9 +366,32 @@ impl Actor for MllpSession {
                 act.bytes_seen = read;
                 act.last_activity = Instant::now();
             }
-            if act.last_activity.elapsed() >= act.ctx.idle_timeout {
+            if act.last_activity.elapsed() >= act.ctx.idle_timeout && !act.closing {
                 tracing::info!(listener = %act.ctx.name, peer = %act.peer, "closing idle connection");
-                ctx.stop();
+                if read.saturating_sub(act.bytes_at_frame) > 2 {
+                    // Idle in the middle of a frame: say so before closing
+                    // (nothing of it was stored; the sender must resend).
+                    let err = AckError {
+                        code: ErrorCode::SegmentSequenceError,
+                        location: None,
+                        text: format!(
+                            "the connection was idle for {:?} in the middle of an MLLP frame: it was not received whole and is not stored",
+                            act.ctx.idle_timeout
+                        ),
+                    };
+                    let ack = build_ack_for_unparsed(
+                        AckCode::AR,
+                        &err,
+                        &crate::ack::next_control_id(),
+                        &crate::ack::hl7_now(),
+                    );
+                    act.writer.write(Bytes::from(ack));
+                    act.closing = true;
+                    act.close_writer(ctx);
+                    ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+                } else {
+                    ctx.stop();
+                }
             }
         });
     }
@@ -383,6 +410,7 @@ impl Actor for MllpSession {
 impl StreamHandler<Result<Decoded, MllpError>> for MllpSession {
     fn handle(&mut self, item: Result<Decoded, MllpError>, ctx: &mut Context<Self>) {
         self.last_activity = Instant::now();
+        self.bytes_at_frame = self.bytes_read.load(Ordering::Relaxed);
         match item {
             Ok(Decoded::Frame(_) | Decoded::Truncated(_)) if self.closing => {}
             Ok(Decoded::Frame(payload)) => self.on_frame(payload, ctx),
