@@ -25,6 +25,7 @@
 //! - [`task`]: long-running loops as actors that stop cleanly.
 //! - [`tls`]: rustls acceptors and connectors from the TLS settings.
 //! - [`accept`]: accepted TCP connections as a stream for listener actors.
+//! - [`counted`]: socket halves that count the bytes passing through.
 //! - [`cli`]: the subcommands other than `serve` (`send`, `dump`, `topics`, …).
 //! - [`bench`]: `medbus bench`, the load generator and the machine's limits.
 
@@ -33,6 +34,7 @@ pub mod ack;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod counted;
 pub mod destination;
 pub mod events;
 pub mod gateway;

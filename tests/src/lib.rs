@@ -491,6 +491,13 @@ pub fn adt_a01(control_id: &str, family: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// [`adt_a01`] sent by `facility` (MSH-4) instead of GENHOSP.
+pub fn adt_a01_from(control_id: &str, family: &str, facility: &str) -> Vec<u8> {
+    String::from_utf8_lossy(&adt_a01(control_id, family))
+        .replacen("|GENHOSP|", &format!("|{facility}|"), 1)
+        .into_bytes()
+}
+
 /// Wait (bounded, 60 s) until `cond` holds; panics naming `what` otherwise.
 /// A bound, not a timing assertion: it only turns a hang into a failure.
 pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

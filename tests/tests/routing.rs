@@ -373,19 +373,11 @@ fn template_targets_stop_at_the_topic_cap() {
     let data = tmp.path().join("data");
     let routes =
         "[[routes]]\nname = \"fac\"\nfrom = \"hl7.in\"\nto = [\"fac.{sendingFacility}\"]\n";
-    let text = config(routes).replacen("[storage]\n", "[storage]\nmax_topics = 4\n", 1);
-    let text = if text.contains("max_topics") {
-        text
-    } else {
-        format!("[storage]\nmax_topics = 4\n\n{text}")
-    };
+    let text = format!("[storage]\nmax_topics = 4\n\n{}", config(routes));
     let broker = Broker::start(&text, &data);
     let mut c = MllpClient::connect(broker.mllp("in"));
     for i in 0..6 {
-        let msg = String::from_utf8(adt_a01(&format!("F{i}"), "DOE"))
-            .expect("utf8")
-            .replacen("|GENHOSP|", &format!("|FAC{i}|"), 1);
-        let ack = c.request(msg.as_bytes());
+        let ack = c.request(&adt_a01_from(&format!("F{i}"), "DOE", &format!("FAC{i}")));
         assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
     }
     // hl7.in plus three facility topics make four; the other three
@@ -416,10 +408,7 @@ fn template_targets_cannot_write_dead_letter_topics() {
     let broker = Broker::start(&config(routes), &data);
     let mut c = MllpClient::connect(broker.mllp("in"));
     for (id, facility) in [("D1", "dlq"), ("D2", "WARD")] {
-        let msg = String::from_utf8(adt_a01(id, "DOE"))
-            .expect("utf8")
-            .replacen("|GENHOSP|", &format!("|{facility}|"), 1);
-        let ack = c.request(msg.as_bytes());
+        let ack = c.request(&adt_a01_from(id, "DOE", facility));
         assert_eq!(field(&ack, "MSA", 1).as_deref(), Some("AA"));
     }
     wait_for("both routed", || {

@@ -100,21 +100,6 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// `"key":` — a struct field's name followed by the colon, in one reserve.
-#[inline]
-fn write_key(out: &mut Vec<u8>, key: &str) {
-    let bytes = key.as_bytes();
-    if needs_escape(bytes) {
-        write_escaped(out, bytes);
-        out.push(b':');
-    } else {
-        out.reserve(bytes.len() + 3);
-        out.push(b'"');
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\":");
-    }
-}
-
 /// A string with something to escape (rare: free text with quotes or line
 /// breaks), out of line so the common path stays small.
 #[cold]
@@ -431,7 +416,8 @@ impl ser::SerializeStruct for Compound<'_, '_> {
             return value.serialize(RawText { w: &mut *self.w });
         }
         self.comma();
-        write_key(self.w.out, key);
+        write_str(self.w.out, key);
+        self.w.out.push(b':');
         value.serialize(&mut *self.w)
     }
     fn end(self) -> Result<(), Error> {

@@ -15,11 +15,12 @@
 use super::dispatcher::{self, Deliver, Dispatcher, Join, Leave, Nack, Start};
 use super::listener::ProtocolContext;
 use super::Principal;
+use crate::counted::Counted;
 use crate::events::{ClientAuthenticated, ClientDisconnected, ProtocolErrorSent};
 use crate::headers;
-use crate::storage::DEAD_LETTER_PREFIX;
 use crate::storage::{
-    is_valid_topic, now_ms, AppendOutcome, AppendRequest, AtomicWrite, RawRecord, Record,
+    is_dead_letter_topic, is_valid_topic, now_ms, AppendOutcome, AppendRequest, AtomicWrite,
+    RawRecord, Record,
 };
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
@@ -79,8 +80,8 @@ struct Backlog {
     queued: std::sync::atomic::AtomicU64,
     /// Exact bytes encoded.
     encoded: std::sync::atomic::AtomicU64,
-    /// Exact bytes the socket took.
-    written: std::sync::atomic::AtomicU64,
+    /// Exact bytes the socket took (counted by [`Counted`]).
+    written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Backlog {
@@ -112,40 +113,6 @@ impl tokio_util::codec::Encoder<ServerOut<RawRecord>> for CountingCodec {
         c.encoded
             .fetch_add(dst.len().saturating_sub(before) as u64, Ordering::Relaxed);
         encoded
-    }
-}
-
-/// A writer that counts the bytes the socket takes.
-struct Counted<W> {
-    inner: W,
-    counts: Arc<Backlog>,
-}
-
-impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<W> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = &polled {
-            self.counts.written.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -238,10 +205,7 @@ impl ClientSession {
                 writer: Writer {
                     sink: SinkWrite::new(
                         FramedWrite::new(
-                            Counted {
-                                inner: write,
-                                counts: counts.clone(),
-                            },
+                            Counted::new(write, counts.written.clone()),
                             CountingCodec {
                                 inner: WriteCodec::new(max_frame, MAX_FRAME),
                                 counts: counts.clone(),
@@ -414,8 +378,7 @@ impl ClientSession {
         // Dead-letter topics (exempt from the topic cap) and the FHIR
         // gateway's Subscriptions (each a rest-hook the broker calls) are
         // the broker's own: no client writes them.
-        let owned =
-            topic.starts_with(DEAD_LETTER_PREFIX) || topic == crate::gateway::subscription::TOPIC;
+        let owned = is_dead_letter_topic(&topic) || topic == crate::gateway::subscription::TOPIC;
         let granted = principal.may_publish(&topic) && !owned;
         if self.refuse_topic(request_id, &topic, &principal.name, "publish", granted) {
             return;

@@ -70,10 +70,7 @@ impl MllpSession {
     pub fn start_for(ctx: Arc<ListenerContext>, stream: Box<dyn Io>, peer: SocketAddr) {
         let (read, write) = tokio::io::split(stream);
         let bytes_read = Arc::new(AtomicU64::new(0));
-        let read = Counted {
-            inner: read,
-            count: bytes_read.clone(),
-        };
+        let read = crate::counted::Counted::new(read, bytes_read.clone());
         let max_frame = ctx.max_frame;
         let discarded = Arc::new(AtomicU64::new(0));
         let codec = MllpCodec::with_discard_counter(max_frame, discarded.clone());
@@ -322,26 +319,6 @@ fn storage_nak(payload: &[u8], code: AckCode, e: &StorageError) -> Vec<u8> {
         text: format!("message not stored, send it again later: {e}"),
     };
     nak_for(payload, code, &err)
-}
-
-/// A reader that counts the bytes it hands on.
-struct Counted<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let added = buf.filled().len().saturating_sub(before);
-        self.count.fetch_add(added as u64, Ordering::Relaxed);
-        polled
-    }
 }
 
 impl Actor for MllpSession {

@@ -17,8 +17,8 @@ use crate::events::{RouteBatchWritten, RouteStalled};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::storage::{
-    cursor_key, now_ms, EncodedRecord, EncodedWrite, Record, SharedHeaders, StorageError, Store,
-    DEAD_LETTER_PREFIX,
+    cursor_key, is_dead_letter_topic, now_ms, EncodedRecord, EncodedWrite, Record, SharedHeaders,
+    StorageError, Store,
 };
 use crate::task::LoopHandle;
 use medbus_config::route::CompiledRoute;
@@ -187,7 +187,7 @@ fn prepare(
             let routed = match result.routed {
                 Routed::Outputs(o) => {
                     let refused = o.records.iter().find_map(|(t, _)| {
-                        if t.starts_with(DEAD_LETTER_PREFIX) {
+                        if is_dead_letter_topic(t) {
                             Some(format!(
                                 "target {t:?} is a dead-letter topic, which only the broker writes"
                             ))

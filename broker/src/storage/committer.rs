@@ -310,7 +310,7 @@ impl Plan {
     ) -> Result<(), StorageError> {
         let mut adding: Vec<&str> = Vec::new();
         for t in topics {
-            let new = !t.starts_with(super::DEAD_LETTER_PREFIX)
+            let new = !super::is_dead_letter_topic(t)
                 && log.topic(t).is_none()
                 && !self.topics.iter().any(|(p, _)| p == t)
                 && !adding.contains(&t);
@@ -335,9 +335,8 @@ impl Plan {
                     return Err(StorageError::InvalidTopic(topic.to_string()));
                 }
                 let existing = log.topic(topic);
-                self.new_topics += usize::from(
-                    existing.is_none() && !topic.starts_with(super::DEAD_LETTER_PREFIX),
-                );
+                self.new_topics +=
+                    usize::from(existing.is_none() && !super::is_dead_letter_topic(topic));
                 let next = existing.map_or(0, |t| t.read_state().next);
                 let batch = TopicBatch {
                     start: next,

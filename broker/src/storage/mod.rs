@@ -67,6 +67,11 @@ const DEDUP_CACHE_BYTES: u64 = 16 << 20;
 /// and neither clients nor route templates may write them.
 pub const DEAD_LETTER_PREFIX: &str = "dlq.";
 
+/// Whether `topic` is a dead-letter topic (see [`DEAD_LETTER_PREFIX`]).
+pub fn is_dead_letter_topic(topic: &str) -> bool {
+    topic.starts_with(DEAD_LETTER_PREFIX)
+}
+
 /// Errors from the message store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -406,7 +411,7 @@ impl Store {
     /// Whether `topic` exists, or is one the topic cap does not apply to
     /// (a dead-letter topic).
     pub fn topic_exists(&self, topic: &str) -> bool {
-        topic.starts_with(DEAD_LETTER_PREFIX) || self.inner.log.topic(topic).is_some()
+        is_dead_letter_topic(topic) || self.inner.log.topic(topic).is_some()
     }
 
     /// How many topics there are.
